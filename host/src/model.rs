@@ -1,0 +1,197 @@
+//! Protocol-neutral types shared by every part of the proxy: what a statement is (`Classification`),
+//! what the policy sees of it (`QueryContext`) and what the policy decided (`Decision`).
+//!
+//! Frontends build a `QueryContext`; the policy engine maps it to and from the WIT types in one
+//! place (`policy::convert`); everything downstream (cache, routing, pools) reads `Decision`.
+
+use std::sync::Arc;
+
+/// The wire protocol a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Postgres,
+    ClickhouseHttp,
+    Mysql,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::ClickhouseHttp => "clickhouse-http",
+            Protocol::Mysql => "mysql",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "postgres" | "postgresql" => Ok(Protocol::Postgres),
+            "clickhouse-http" | "clickhouse" => Ok(Protocol::ClickhouseHttp),
+            "mysql" => Ok(Protocol::Mysql),
+            other => Err(format!(
+                "unknown protocol `{other}` (expected postgres, clickhouse-http or mysql)"
+            )),
+        }
+    }
+}
+
+/// What a statement does. Ordered by "strength": for a multi-statement text the strongest wins.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatementKind {
+    Read,
+    Session,
+    Transaction,
+    Utility,
+    Write,
+    Ddl,
+    Unknown,
+}
+
+impl StatementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Read => "read",
+            StatementKind::Write => "write",
+            StatementKind::Ddl => "ddl",
+            StatementKind::Transaction => "transaction",
+            StatementKind::Session => "session",
+            StatementKind::Utility => "utility",
+            StatementKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// Facts about a statement beyond its kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct QueryFlags {
+    /// UPDATE/DELETE with a WHERE clause.
+    pub has_where: bool,
+    /// The outermost query has LIMIT / FETCH FIRST / TOP.
+    pub has_limit: bool,
+    /// Calls a volatile function (now(), random(), nextval(), ...): never cached.
+    pub volatile: bool,
+    /// More than one statement in the text.
+    pub multi_statement: bool,
+}
+
+/// The classifier's verdict on one SQL text. Cheap to clone (shared lists).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Classification {
+    pub kind: StatementKind,
+    pub flags: QueryFlags,
+    /// Equal for statements differing only in literals, whitespace and comments.
+    pub fingerprint: u64,
+    pub tables_read: Arc<[String]>,
+    pub tables_written: Arc<[String]>,
+    /// Functions called, lower-cased, deduplicated.
+    pub functions: Arc<[String]>,
+}
+
+impl Classification {
+    /// A statement the classifier could not parse.
+    pub fn unknown(fingerprint: u64) -> Self {
+        Classification {
+            kind: StatementKind::Unknown,
+            flags: QueryFlags::default(),
+            fingerprint,
+            tables_read: Arc::from(Vec::new()),
+            tables_written: Arc::from(Vec::new()),
+            functions: Arc::from(Vec::new()),
+        }
+    }
+}
+
+/// Everything the policy may know about one statement.
+#[derive(Debug, Clone)]
+pub struct QueryContext {
+    pub protocol: Protocol,
+    pub sql: String,
+    pub classification: Classification,
+    pub user: String,
+    pub database: String,
+    pub client_addr: String,
+    pub in_transaction: bool,
+    /// Protocol attributes (HTTP params without `password`, PostgreSQL startup params, ...).
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What a pool is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolRole {
+    Primary,
+    Replica,
+    Other,
+}
+
+/// A health snapshot of one pool, offered to the policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PoolState {
+    pub name: String,
+    pub role: PoolRole,
+    pub healthy_nodes: u32,
+    pub total_nodes: u32,
+    pub replica_lag_ms: Option<u64>,
+    pub replica_lag_bytes: Option<u64>,
+}
+
+/// Where a statement should run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "type", content = "name")]
+pub enum Route {
+    /// Reads → replica, everything else → primary.
+    Default,
+    Primary,
+    Replica,
+    /// A named pool of the cluster.
+    Pool(String),
+}
+
+/// Whether and how to cache a read's result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheDirective {
+    pub ttl_ms: u32,
+    pub namespace: Option<String>,
+    pub shared: bool,
+}
+
+/// What to do with a statement.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "type", content = "value")]
+pub enum Action {
+    Forward,
+    Block(String),
+    Rewrite(String),
+}
+
+/// The policy's answer for one statement.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub action: Action,
+    pub route: Route,
+    pub cache: Option<CacheDirective>,
+    pub affinity_key: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub mirror: Option<String>,
+}
+
+impl Decision {
+    /// Forward with the default route and nothing else.
+    pub fn forward_default() -> Self {
+        Decision {
+            action: Action::Forward,
+            route: Route::Default,
+            cache: None,
+            affinity_key: None,
+            tags: Vec::new(),
+            mirror: None,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Support for the integration tests: starting and stopping real servers on loopback.
