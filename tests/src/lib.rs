@@ -1,1 +1,4 @@
-//! Support for the integration tests: starting and stopping real servers on loopback.
+//! Support for the integration tests: locating the built example policies and starting and
+//! stopping real servers on loopback.
+
+pub mod policies;

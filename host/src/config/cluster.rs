@@ -1,0 +1,479 @@
+//! `[cluster.<name>]`: a set of backend pools speaking one protocol, and
+//! `[cluster.<name>.pool.<pool>]`: nodes plus how to connect to, balance over and check them.
+//!
+//! `[cluster.<name>.defaults]` (any pool key) is merged into every pool of the cluster before
+//! deserialization (see `source::inherit_pool_defaults`), so it never appears in these types.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{KeyPath, Reason};
+use super::net::Node;
+use super::secret::Secret;
+use super::units;
+use super::validate::Problems;
+use crate::model::{PoolRole, Protocol};
+
+/// A backend cluster: pools of nodes that speak one protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub protocol: Protocol,
+    /// Database used when the client names none (PostgreSQL: the startup `database`;
+    /// ClickHouse: the `database` parameter). `None`: the client's choice, else the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// After a client writes, its reads go to the primary for this long (read-your-writes).
+    #[serde(
+        default,
+        with = "units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub read_your_writes: Option<Duration>,
+    /// The pools, by name (names are unique by construction: they are TOML keys).
+    #[serde(default, rename = "pool")]
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// One pool of interchangeable nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub role: PoolRole,
+    pub nodes: Vec<Node>,
+    /// Server connections per node, per (backend user, database).
+    #[serde(default = "defaults::size")]
+    pub size: u32,
+    /// Server connections kept open per node even when idle.
+    #[serde(default)]
+    pub min_size: u32,
+    /// PostgreSQL pooling mode (ignored by ClickHouse HTTP, which is stateless per request).
+    #[serde(default)]
+    pub mode: PoolMode,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default = "defaults::connect_timeout", with = "units::duration")]
+    pub connect_timeout: Duration,
+    /// How long a query waits for a free server connection (PgBouncer's `query_wait_timeout`).
+    #[serde(default = "defaults::checkout_timeout", with = "units::duration")]
+    pub checkout_timeout: Duration,
+    /// Close server connections idle this long (`0s`: never).
+    #[serde(default = "defaults::idle_timeout", with = "units::duration")]
+    pub idle_timeout: Duration,
+    /// Close server connections this old once they are idle (`0s`: never).
+    #[serde(default = "defaults::server_lifetime", with = "units::duration")]
+    pub server_lifetime: Duration,
+    /// Replica pools: a node lagging more than this leaves read rotation.
+    #[serde(
+        default,
+        with = "units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_replica_lag: Option<Duration>,
+    /// Replica pools: the same in bytes of WAL not yet replayed (catches paused replay).
+    #[serde(
+        default,
+        with = "units::size_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_replica_lag_bytes: Option<u64>,
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Backend credentials for this pool, unless a user's `backend` overrides them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Credentials>,
+    /// Where queries for this pool go when none of its nodes is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_pool: Option<String>,
+    /// Copy reads on this pool to a shadow pool (responses discarded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorConfig>,
+    /// Queries running at once on this pool, over all users (more wait in the queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_queries: Option<u32>,
+    /// Queries running longer are cancelled (PostgreSQL) or killed (ClickHouse).
+    #[serde(
+        default,
+        with = "units::duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_execution_time: Option<Duration>,
+}
+
+/// PostgreSQL pooling mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// A server connection is held for one transaction, then shared (PgBouncer's transaction mode).
+    #[default]
+    Transaction,
+    /// A server connection is held for the whole client session.
+    Session,
+}
+
+/// How a node is picked inside a pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    RoundRobin,
+    /// Fewest outstanding queries.
+    LeastConn,
+    Random,
+    /// Round-robin in proportion to node weights (canary and A/B splits).
+    Weighted,
+    /// By the policy's affinity key, so a key sticks to a node and only a leaving node's keys
+    /// move; queries without a key fall back to round-robin.
+    ConsistentHash,
+    /// Latency-aware: peak exponentially weighted moving average of response times.
+    PeakEwma,
+}
+
+/// Health checks and bans for the nodes of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub enabled: bool,
+    #[serde(with = "units::duration")]
+    pub interval: Duration,
+    #[serde(with = "units::duration")]
+    pub timeout: Duration,
+    /// The check; `None` uses the protocol's: `SELECT 1` (PostgreSQL, plus the replication
+    /// lag queries on replicas), `GET /ping` (ClickHouse HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Consecutive failed checks or connection attempts that ban a node.
+    pub failures_before_ban: u32,
+    /// How long a banned node stays out of rotation before it is checked again.
+    #[serde(with = "units::duration")]
+    pub ban_time: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            query: None,
+            failures_before_ban: 3,
+            ban_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A backend user name and password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+}
+
+/// Mirroring of a pool's reads to a shadow pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The shadow pool (same cluster).
+    pub pool: String,
+    /// Share of reads mirrored, 0.0..=1.0.
+    #[serde(default = "defaults::fraction")]
+    pub fraction: f64,
+    /// Mirrored queries in flight at once; beyond it mirroring is skipped, never waited for.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: u32,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn size() -> u32 {
+        20
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn checkout_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub fn server_lifetime() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn fraction() -> f64 {
+        1.0
+    }
+    pub fn max_in_flight() -> u32 {
+        64
+    }
+}
+
+// === impl ClusterConfig ===
+
+impl ClusterConfig {
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.get(name)
+    }
+
+    /// The (first) pool with `role`, with its name.
+    pub fn pool_with_role(&self, role: PoolRole) -> Option<(&str, &PoolConfig)> {
+        self.pools
+            .iter()
+            .find(|(_, pool)| pool.role == role)
+            .map(|(name, pool)| (name.as_str(), pool))
+    }
+
+    pub fn primary(&self) -> Option<(&str, &PoolConfig)> {
+        self.pool_with_role(PoolRole::Primary)
+    }
+
+    pub fn replica(&self) -> Option<(&str, &PoolConfig)> {
+        self.pool_with_role(PoolRole::Replica)
+    }
+
+    /// Fills what the text may leave out and depends on the protocol (node ports).
+    pub(crate) fn finalize(&mut self) {
+        let port = default_port(self.protocol);
+        for pool in self.pools.values_mut() {
+            for node in &mut pool.nodes {
+                if node.port == 0 {
+                    node.port = port;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn check(&self, path: &KeyPath, problems: &mut Problems) {
+        if self.protocol == Protocol::Mysql {
+            problems.add(
+                path.key("protocol"),
+                Reason::Unsupported {
+                    what: "mysql".to_string(),
+                },
+            );
+        }
+        if self.database.as_deref() == Some("") {
+            problems.add(path.key("database"), Reason::Empty);
+        }
+        if let Some(window) = self.read_your_writes {
+            problems.duration(
+                path.key("read_your_writes"),
+                window,
+                Duration::from_millis(1),
+                Duration::from_secs(3600),
+            );
+        }
+        let pools_path = path.key("pool");
+        if self.pools.is_empty() {
+            problems.add(
+                pools_path.clone(),
+                Reason::NoneDefined {
+                    what: "pool (a [cluster.<name>.pool.<pool>] table)",
+                },
+            );
+        }
+        self.check_roles(&pools_path, problems);
+        for (name, pool) in &self.pools {
+            let path = pools_path.key(name.as_str());
+            problems.name(path.clone(), name);
+            pool.check(&path, problems);
+            self.check_references(name, pool, &path, problems);
+        }
+    }
+
+    fn check_roles(&self, path: &KeyPath, problems: &mut Problems) {
+        for role in [PoolRole::Primary, PoolRole::Replica] {
+            let pools: Vec<String> = self
+                .pools
+                .iter()
+                .filter(|(_, pool)| pool.role == role)
+                .map(|(name, _)| name.clone())
+                .collect();
+            if role == PoolRole::Primary && self.protocol == Protocol::Postgres && pools.len() != 1
+            {
+                problems.add(path.clone(), Reason::PrimaryCount { found: pools.len() });
+            } else if pools.len() > 1 {
+                problems.add(path.clone(), Reason::RoleTaken { role, pools });
+            }
+        }
+    }
+
+    /// `fallback_pool` and `mirror.pool` must name another pool of this cluster, without cycles.
+    fn check_references(
+        &self,
+        name: &str,
+        pool: &PoolConfig,
+        path: &KeyPath,
+        problems: &mut Problems,
+    ) {
+        let refs = [
+            (path.key("fallback_pool"), pool.fallback_pool.as_deref()),
+            (
+                path.key("mirror").key("pool"),
+                pool.mirror.as_ref().map(|m| m.pool.as_str()),
+            ),
+        ];
+        for (ref_path, target) in refs {
+            let Some(target) = target else { continue };
+            if target == name {
+                problems.add(ref_path, Reason::SelfReference);
+            } else if !self.pools.contains_key(target) {
+                problems.add(
+                    ref_path,
+                    Reason::Unknown {
+                        kind: "pool",
+                        name: target.to_string(),
+                        known: self.pools.keys().cloned().collect(),
+                    },
+                );
+            }
+        }
+        // Follow the fallback chain; one that comes back here is a cycle. Report it once, at
+        // its alphabetically first pool (a self-reference was reported above).
+        let mut chain = vec![name];
+        let mut next = pool.fallback_pool.as_deref();
+        while let Some(target) = next {
+            if target == name {
+                if chain.len() > 1 && chain.iter().all(|pool| *pool >= name) {
+                    chain.push(name);
+                    let chain = chain.iter().map(|pool| pool.to_string()).collect();
+                    problems.add(path.key("fallback_pool"), Reason::FallbackCycle { chain });
+                }
+                break;
+            }
+            if chain.contains(&target) {
+                break;
+            }
+            chain.push(target);
+            next = self
+                .pools
+                .get(target)
+                .and_then(|p| p.fallback_pool.as_deref());
+        }
+    }
+}
+
+/// The port a node gets when the config gives none.
+pub fn default_port(protocol: Protocol) -> u16 {
+    match protocol {
+        Protocol::Postgres => 5432,
+        Protocol::ClickhouseHttp => 8123,
+        Protocol::Mysql => 3306,
+    }
+}
+
+// === impl PoolConfig ===
+
+impl PoolConfig {
+    pub(crate) fn check(&self, path: &KeyPath, problems: &mut Problems) {
+        let nodes_path = path.key("nodes");
+        if self.nodes.is_empty() {
+            problems.add(nodes_path.clone(), Reason::Empty);
+        }
+        let mut seen = BTreeMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let path = nodes_path.index(i);
+            if node.host.is_empty() {
+                problems.add(path.key("host"), Reason::Empty);
+            }
+            problems.range(path.key("port"), node.port, 1, u16::MAX);
+            if self.strategy == Strategy::Weighted {
+                problems.at_least(path.key("weight"), node.weight, 1);
+            }
+            if let Some(first) = seen.insert(node.addr(), path.clone()) {
+                problems.add(
+                    path,
+                    Reason::Duplicate {
+                        kind: "node",
+                        name: node.addr(),
+                        first,
+                    },
+                );
+            }
+        }
+        problems.range(path.key("size"), self.size, 1, 10_000);
+        if self.min_size > self.size {
+            problems.add(
+                path.key("min_size"),
+                Reason::Exceeds {
+                    other: "size".to_string(),
+                    limit: self.size.to_string(),
+                },
+            );
+        }
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        problems.duration(path.key("connect_timeout"), self.connect_timeout, ms, hour);
+        problems.duration(
+            path.key("checkout_timeout"),
+            self.checkout_timeout,
+            ms,
+            hour,
+        );
+        if self.role != PoolRole::Replica {
+            let only_replicas = || Reason::OnlyFor {
+                condition: "role = \"replica\"".to_string(),
+            };
+            if self.max_replica_lag.is_some() {
+                problems.add(path.key("max_replica_lag"), only_replicas());
+            }
+            if self.max_replica_lag_bytes.is_some() {
+                problems.add(path.key("max_replica_lag_bytes"), only_replicas());
+            }
+        }
+        self.health.check(&path.key("health"), problems);
+        if let Some(auth) = &self.auth
+            && auth.user.is_empty()
+        {
+            problems.add(path.key("auth").key("user"), Reason::Empty);
+        }
+        if let Some(mirror) = &self.mirror {
+            let path = path.key("mirror");
+            problems.range(path.key("fraction"), mirror.fraction, 0.0, 1.0);
+            problems.at_least(path.key("max_in_flight"), mirror.max_in_flight, 1);
+        }
+        problems.positive(
+            path.key("max_concurrent_queries"),
+            self.max_concurrent_queries,
+        );
+        if let Some(limit) = self.max_execution_time {
+            problems.duration(
+                path.key("max_execution_time"),
+                limit,
+                ms,
+                Duration::from_secs(86_400),
+            );
+        }
+    }
+}
+
+impl HealthConfig {
+    fn check(&self, path: &KeyPath, problems: &mut Problems) {
+        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
+        problems.duration(path.key("interval"), self.interval, ms, hour);
+        problems.duration(path.key("timeout"), self.timeout, ms, hour);
+        if self.timeout > self.interval {
+            problems.add(
+                path.key("timeout"),
+                Reason::Exceeds {
+                    other: "interval".to_string(),
+                    limit: units::format_duration(self.interval),
+                },
+            );
+        }
+        if self.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
+            problems.add(path.key("query"), Reason::Empty);
+        }
+        problems.range(
+            path.key("failures_before_ban"),
+            self.failures_before_ban,
+            1,
+            1000,
+        );
+    }
+}

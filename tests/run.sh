@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every Switchyard test on a fresh Debian 12 machine with Rust (rustup) installed:
+# installs the servers the tests start (as root via apt, when missing), adds the wasm32-wasip2
+# target, builds the example policies, then runs lints, the policies' unit tests and the
+# workspace tests (unit + integration against real servers on loopback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "[tests/run.sh] $*" >&2; }
+
+# --- system packages the integration tests start (never assumed to be running) ---
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+[ -x /usr/sbin/clickhouse-server ] || need+=(clickhouse-server clickhouse-client)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v pgbouncer >/dev/null || need+=(pgbouncer)
+command -v psql >/dev/null || need+=(postgresql-client)
+command -v pgbench >/dev/null || need+=(postgresql-contrib)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    log "missing packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})"
+    exit 1
+  fi
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q "${need[@]}" >/dev/null
+fi
+
+# --- Rust toolchain pieces ---
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# --- example policies (the tests load policies/dist/*.wasm) ---
+policies/build.sh
+
+# --- lints ---
+cargo fmt --all --check
+(cd policies && cargo fmt --all --check)
+cargo clippy --all-targets --locked -- -D warnings
+
+# --- tests ---
+(cd policies && cargo test --locked --quiet)
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
+log "all tests passed"
