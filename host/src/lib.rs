@@ -1,4 +1,17 @@
 //! Switchyard: a database proxy whose routing, caching and security decisions are made by a
-//! WebAssembly policy called on every query.
+//! WebAssembly policy.
+//!
+//! The data flow reads from the module tree: a frontend turns wire messages into a
+//! [`model::QueryContext`], [`classify`] says what the statement is, [`policy`] decides what to do
+//! with it ([`pipeline`] ties those two together), [`cache`] answers repeated reads, and the
+//! routing and pools send the rest to a backend.
 
+pub mod backend;
+pub mod cache;
+pub mod classify;
+pub mod config;
+pub mod limits;
 pub mod model;
+pub mod pipeline;
+pub mod policy;
+pub mod route;

@@ -15,6 +15,7 @@
 mod artifact;
 mod bindings;
 mod builtin;
+mod deadline;
 mod handle;
 mod loaded;
 mod runtime;

@@ -68,7 +68,12 @@ async fn eight_callers_see_no_failure_while_the_file_is_replaced_twenty_times() 
             while !stop.load(Ordering::Relaxed) {
                 match handle.decide(&query, None) {
                     Ok(d) if matches!(d.action, Action::Forward | Action::Block(_)) => {}
-                    _ => failures += 1,
+                    other => {
+                        if failures == 0 {
+                            eprintln!("first failed call: {other:?}");
+                        }
+                        failures += 1
+                    }
                 }
                 calls.fetch_add(1, Ordering::Relaxed);
             }

@@ -2,3 +2,4 @@
 //! stopping real servers on loopback.
 
 pub mod policies;
+pub mod redis;

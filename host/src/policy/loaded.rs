@@ -14,7 +14,8 @@ use crossbeam_queue::ArrayQueue;
 use wasmtime::Store;
 
 use super::bindings::{Policy, PolicyPre, decision_from_wit, query_to_wit};
-use super::runtime::{PolicyRuntime, deadline_ticks};
+use super::deadline::Verdict;
+use super::runtime::PolicyRuntime;
 use super::state::{BackendStateSource, StoreState};
 use super::{CallFailure, PolicyError};
 use crate::model::{Decision, QueryContext};
@@ -131,9 +132,8 @@ impl LoadedPolicy {
             None => self.instantiate()?,
         };
         instance.store.data_mut().backend = backend.cloned();
-        instance
-            .store
-            .set_epoch_deadline(deadline_ticks(self.limits.deadline));
+        let ticks = instance.store.data_mut().deadline.start(self.limits.deadline);
+        instance.store.set_epoch_deadline(ticks);
         let wit_query = query_to_wit(query);
         let result = instance.bindings.call_on_query(&mut instance.store, &wit_query);
         match result {
@@ -152,7 +152,12 @@ impl LoadedPolicy {
         let state = StoreState::new(self.name.clone(), self.limits.memory_limit);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s);
-        store.set_epoch_deadline(deadline_ticks(self.limits.init_deadline));
+        store.epoch_deadline_callback(|mut ctx| match ctx.data_mut().deadline.on_epoch() {
+            Verdict::Continue(ticks) => Ok(wasmtime::UpdateDeadline::Continue(ticks)),
+            Verdict::Stop => Err(wasmtime::Trap::Interrupt.into()),
+        });
+        let ticks = store.data_mut().deadline.start(self.limits.init_deadline);
+        store.set_epoch_deadline(ticks);
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -169,6 +174,9 @@ impl LoadedPolicy {
     fn classify_failure(&self, store: &Store<StoreState>, error: wasmtime::Error) -> CallFailure {
         if store.data().memory_exceeded {
             return CallFailure::Memory(self.limits.memory_limit as u64);
+        }
+        if store.data().deadline.exceeded {
+            return CallFailure::Deadline(self.limits.deadline);
         }
         match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => CallFailure::Deadline(self.limits.deadline),

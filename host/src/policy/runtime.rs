@@ -14,8 +14,7 @@ use super::artifact;
 use super::bindings::Policy;
 use super::state::StoreState;
 
-/// How often the ticker thread advances the engine's epoch. A call's deadline is counted in
-/// ticks, so a call is interrupted between `deadline` and `deadline + EPOCH_TICK` after it started.
+/// How often the ticker thread advances the engine's epoch: the resolution of call deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_micros(500);
 
 /// Shared by every loaded policy; cheap to clone.
@@ -94,10 +93,4 @@ fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), PolicyError
         })
         .map(|_| ())
         .map_err(|e| PolicyError::Engine(format!("cannot start the epoch ticker: {e}")))
-}
-
-/// Epoch ticks for a deadline, rounded up, plus one for the tick already under way.
-pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    (deadline.as_nanos().div_ceil(tick) as u64).max(1) + 1
 }

@@ -7,6 +7,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::deadline::CallDeadline;
 use super::bindings::{HostImports, Level, pool_state_to_wit, wit};
 use crate::model::PoolState;
 
@@ -27,6 +28,8 @@ pub struct StoreState {
     /// Set when the guest tried to grow past `memory_limit`, so the failure is reported as such
     /// rather than as a generic trap.
     pub memory_exceeded: bool,
+    /// The running call's deadline state (see `deadline.rs`).
+    pub deadline: CallDeadline,
     /// The backend view of the statement being decided; replaced before each call.
     pub backend: Option<Arc<dyn BackendStateSource>>,
     policy_name: Arc<str>,
@@ -47,6 +50,7 @@ impl StoreState {
             table: ResourceTable::new(),
             memory_limit,
             memory_exceeded: false,
+            deadline: CallDeadline::default(),
             backend: None,
             policy_name,
         }

@@ -1,0 +1,3 @@
+//! Server-side protocol clients: how queries reach the backend nodes a route picked.
+
+pub mod clickhouse_http;

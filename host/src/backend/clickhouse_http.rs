@@ -1,0 +1,233 @@
+//! The ClickHouse HTTP backend: a hyper keep-alive client per pool (hyper keeps idle connections
+//! per node), heartbeat health checks per node, and `KILL QUERY` for queries the proxy gives up on.
+//!
+//! The backend knows nothing about proxy users or the policy: it sends a [`BackendRequest`] with
+//! the credentials it is given to the node it is given, and reports failures to the node's
+//! health state so that an unreachable node leaves rotation.
+
+mod health;
+mod kill;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderValue};
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{Credentials, PoolConfig};
+use crate::route::{NodeState, Pool, Router};
+
+pub use kill::kill_statement;
+
+/// Errors inside bodies: hyper's, ours, the client's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Request and response bodies as they flow through the proxy (streaming, not buffered).
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why a request did not produce a response.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// No connection could be made: nothing was sent, so any query may go elsewhere.
+    #[error("cannot connect to ClickHouse at {node}: {reason}")]
+    Connect { node: String, reason: String },
+    /// The connection failed after the request (or part of it) was sent.
+    #[error("request to ClickHouse at {node} failed: {reason}")]
+    Request { node: String, reason: String },
+    #[error("invalid request to ClickHouse at {node}: {reason}")]
+    Build { node: String, reason: String },
+}
+
+impl BackendError {
+    /// Whether nothing reached the server (a write may then be sent elsewhere too).
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, BackendError::Connect { .. })
+    }
+}
+
+/// One request for a node, fully prepared by the frontend.
+pub struct BackendRequest {
+    pub method: Method,
+    /// Already-encoded query string (`query=...&database=...`), without `?`.
+    pub query_string: String,
+    /// Headers passed on from the client (content type and encoding, format hints...).
+    pub headers: HeaderMap,
+    pub body: Body,
+    pub credentials: Credentials,
+}
+
+/// The clients of every pool of one cluster, and their health checkers.
+pub struct ChBackend {
+    router: Arc<Router>,
+    clients: BTreeMap<String, Client<HttpConnector, Body>>,
+    checkers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ChBackend {
+    /// Builds a client per pool and starts the health checkers of pools that enable them. Must
+    /// be called inside a tokio runtime.
+    pub fn start(router: Arc<Router>) -> ChBackend {
+        let mut clients = BTreeMap::new();
+        let mut checkers = Vec::new();
+        for pool in router.pools() {
+            let client = client_for(pool.config());
+            if pool.config().health.enabled {
+                for node in pool.nodes() {
+                    checkers.push(tokio::spawn(health::run(
+                        client.clone(),
+                        pool.clone(),
+                        node.clone(),
+                    )));
+                }
+            }
+            clients.insert(pool.name().to_owned(), client);
+        }
+        ChBackend {
+            router,
+            clients,
+            checkers,
+        }
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Sends `request` to `node` of `pool`. A connection failure counts against the node's
+    /// health.
+    pub async fn send(
+        &self,
+        pool: &Pool,
+        node: &NodeState,
+        request: BackendRequest,
+    ) -> Result<Response<Incoming>, BackendError> {
+        let client = self.client(pool)?;
+        let http_request = build(node, request)?;
+        match client.request(http_request).await {
+            Ok(response) => Ok(response),
+            Err(err) => {
+                let reason = error_chain(&err);
+                if err.is_connect() {
+                    node.record_failure(&pool.config().health, &reason);
+                    Err(BackendError::Connect {
+                        node: node.addr().to_owned(),
+                        reason,
+                    })
+                } else {
+                    Err(BackendError::Request {
+                        node: node.addr().to_owned(),
+                        reason,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends `KILL QUERY WHERE query_id = '<id>'` to the node, in the background. ClickHouse
+    /// keeps running a query whose client went away, so the proxy must ask.
+    pub fn kill_query(
+        &self,
+        pool: &Arc<Pool>,
+        node: &Arc<NodeState>,
+        credentials: &Credentials,
+        query_id: &str,
+    ) {
+        let Ok(client) = self.client(pool) else {
+            return;
+        };
+        tokio::spawn(kill::kill(
+            client.clone(),
+            node.clone(),
+            credentials.clone(),
+            query_id.to_owned(),
+        ));
+    }
+
+    fn client(&self, pool: &Pool) -> Result<&Client<HttpConnector, Body>, BackendError> {
+        self.clients
+            .get(pool.name())
+            .ok_or_else(|| BackendError::Build {
+                node: pool.name().to_owned(),
+                reason: "no client for this pool".to_owned(),
+            })
+    }
+}
+
+impl Drop for ChBackend {
+    fn drop(&mut self) {
+        for checker in &self.checkers {
+            checker.abort();
+        }
+    }
+}
+
+fn client_for(pool: &PoolConfig) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(pool.connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let idle = (!pool.idle_timeout.is_zero()).then_some(pool.idle_timeout);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool.size as usize)
+        .pool_idle_timeout(idle)
+        .build(connector)
+}
+
+/// The HTTP request for a node: URL, Basic credentials, passed-on headers.
+pub(crate) fn build(
+    node: &NodeState,
+    request: BackendRequest,
+) -> Result<Request<Body>, BackendError> {
+    let uri = if request.query_string.is_empty() {
+        format!("http://{}/", node.addr())
+    } else {
+        format!("http://{}/?{}", node.addr(), request.query_string)
+    };
+    let mut builder = Request::builder().method(request.method).uri(uri);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = request.headers;
+        headers.insert(AUTHORIZATION, basic_auth(&request.credentials)?);
+    }
+    builder.body(request.body).map_err(|e| BackendError::Build {
+        node: node.addr().to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// `Authorization: Basic ...` for backend credentials (works on every ClickHouse version and
+/// never puts the password in a URL that could be logged).
+pub(crate) fn basic_auth(credentials: &Credentials) -> Result<HeaderValue, BackendError> {
+    let password = credentials.password.as_ref().map_or("", |p| p.expose());
+    let token = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{password}", credentials.user));
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {token}")).map_err(|e| BackendError::Build {
+            node: String::new(),
+            reason: e.to_string(),
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// An error and its causes on one line (hyper's top-level messages say little on their own).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,151 @@
+//! The cache's own settings: a plain struct that the TOML config module maps into.
+
+use std::time::Duration;
+
+use super::CacheError;
+
+/// Settings of the query cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// When false every lookup answers `Lookup::Bypass` and nothing is stored.
+    pub enabled: bool,
+    /// Bound of the local tier in bytes (payload plus a fixed per-entry overhead).
+    pub max_size: u64,
+    /// Upper bound of any entry's TTL, whatever the policy asks.
+    pub max_ttl: Duration,
+    /// A response larger than this (meta + body) is not stored.
+    pub max_payload_size: u64,
+    /// How long a concurrent identical query waits for the first one before running itself.
+    pub grace_time: Duration,
+    /// Make every entry shared between users (as if every directive said `shared`).
+    pub shared: bool,
+    /// The optional shared tier.
+    pub redis: Option<RedisConfig>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_size: 256 * 1024 * 1024,
+            max_ttl: Duration::from_secs(300),
+            max_payload_size: 8 * 1024 * 1024,
+            grace_time: Duration::from_secs(5),
+            shared: false,
+            redis: None,
+        }
+    }
+}
+
+/// Settings of the Redis tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[[user]:password@]host[:port][/db]`.
+    pub url: String,
+    /// Bound of every Redis operation; past it the cache degrades to a miss.
+    pub timeout: Duration,
+    /// How long construction waits for the first connection before going on degraded.
+    pub connect_timeout: Duration,
+    /// Values whose encoded payload is larger than this are lz4-compressed.
+    pub compress_threshold: usize,
+    /// Prefix of every key and of the invalidation channel (`<prefix>:invalidate`); a trailing
+    /// `:` is ignored.
+    pub key_prefix: String,
+    /// Coalesce identical misses across replicas through a fill lock in Redis (else only within
+    /// this process).
+    pub coalesce: bool,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips Redis before trying again.
+    pub breaker_cooldown: Duration,
+    /// At most one warning about Redis failures per this interval.
+    pub warn_interval: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            compress_threshold: 4096,
+            key_prefix: "switchyard:cache".to_owned(),
+            coalesce: true,
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(1),
+            warn_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Checks ranges and cross-field rules; the error names the offending key.
+    pub fn validate(&self) -> Result<(), CacheError> {
+        let bad = |key, reason: String| Err(CacheError::Config { key, reason });
+        if self.max_size == 0 {
+            return bad("max_size", "must be greater than 0".into());
+        }
+        if self.max_payload_size > self.max_size {
+            return bad(
+                "max_payload_size",
+                format!(
+                    "{} is larger than max_size ({})",
+                    self.max_payload_size, self.max_size
+                ),
+            );
+        }
+        // moka weighs entries with a u32.
+        if self.max_payload_size > u64::from(u32::MAX) / 2 {
+            return bad("max_payload_size", "must be below 2 GiB".into());
+        }
+        if self.max_ttl.is_zero() {
+            return bad("max_ttl", "must be greater than 0".into());
+        }
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), CacheError> {
+        let bad = |key, reason: String| Err(CacheError::Config { key, reason });
+        if !self.url.starts_with("redis://") {
+            return bad(
+                "redis.url",
+                format!(
+                    "`{}` must start with redis:// (TLS is not built in)",
+                    redact(&self.url)
+                ),
+            );
+        }
+        if let Err(e) = fred::types::config::Config::from_url(&self.url) {
+            return bad("redis.url", e.to_string());
+        }
+        if self.timeout.is_zero() {
+            return bad("redis.timeout", "must be greater than 0".into());
+        }
+        let prefix = self.key_prefix.trim_end_matches(':');
+        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+            return bad(
+                "redis.key_prefix",
+                "must be non-empty and without whitespace".into(),
+            );
+        }
+        if self.breaker_failures == 0 {
+            return bad("redis.breaker_failures", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The URL without its password, for errors and logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

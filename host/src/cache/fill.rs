@@ -1,0 +1,170 @@
+//! The leader's side of single-flight: [`FillGuard`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::flight::{FlightState, Leadership};
+use super::redis::RedisTier;
+use super::{CacheKey, CacheStats, CachedResponse, Inner, StoreOutcome};
+
+/// The prefix of the error that waiters receive when the query they waited for failed.
+pub const CONCURRENT_FAILURE_PREFIX: &str = "[concurrent query failed] ";
+
+/// What a fill carries from its lookup to its store.
+pub(super) struct FillState {
+    /// Local invalidation sequence when the lookup started.
+    pub(super) since: u64,
+    /// Redis generations read before the query ran; `None` when Redis was unreachable then (the
+    /// entry is then not written to Redis: there is nothing valid to stamp it with).
+    pub(super) redis_generations: Option<Vec<u64>>,
+    /// The distributed fill lock's token, when we hold it.
+    pub(super) lock_token: Option<String>,
+}
+
+/// Handed to the one caller that runs a query for everyone waiting on the same key.
+///
+/// Resolve it with exactly one of [`complete`](Self::complete), [`fail`](Self::fail) or
+/// [`skip`](Self::skip). Dropping it unresolved (the client went away, the task was cancelled)
+/// hands the query over: one of the waiters becomes the leader.
+#[must_use = "the waiters wait until the guard is completed, failed, skipped or dropped"]
+pub struct FillGuard {
+    inner: Arc<Inner>,
+    key: CacheKey,
+    leadership: Option<Leadership>,
+    state: FillState,
+}
+
+impl FillGuard {
+    pub(super) fn new(
+        inner: Arc<Inner>,
+        key: CacheKey,
+        leadership: Leadership,
+        state: FillState,
+    ) -> Self {
+        FillGuard {
+            inner,
+            key,
+            leadership: Some(leadership),
+            state,
+        }
+    }
+
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// Stores the response (TTL capped by `max_ttl`) and hands it to the waiters, which are
+    /// released before the Redis write. With Redis, awaits the write (bounded by the Redis
+    /// timeout); spawn it if the caller must not wait.
+    pub async fn complete(mut self, mut response: CachedResponse) -> StoreOutcome {
+        let inner = self.inner.clone();
+        let core = &inner.core;
+        response.ttl = response.ttl.min(inner.config.max_ttl);
+        let response = Arc::new(response);
+
+        let outcome = if response.ttl.is_zero() {
+            StoreOutcome::ZeroTtl
+        } else if response.size() as u64 > inner.config.max_payload_size {
+            CacheStats::incr(&core.stats.too_large);
+            StoreOutcome::TooLarge
+        } else {
+            match core.generations.stamp(&self.key, self.state.since) {
+                Some(stamp) => {
+                    core.local
+                        .insert(self.key.digest(), response.clone(), stamp, response.ttl);
+                    CacheStats::incr(&core.stats.stores);
+                    StoreOutcome::Stored
+                }
+                None => {
+                    CacheStats::incr(&core.stats.stale_fills);
+                    StoreOutcome::Invalidated
+                }
+            }
+        };
+        if let Some(leadership) = self.leadership.take() {
+            leadership.resolve(FlightState::Done(response.clone()));
+        }
+
+        let token = self.state.lock_token.take();
+        let generations = self.state.redis_generations.take();
+        if let Some(redis) = &inner.redis {
+            let generations = generations.filter(|_| outcome == StoreOutcome::Stored);
+            // Boxed for the same reason as in `lookup`: fred's futures are large.
+            Box::pin(store_remote(
+                redis,
+                &self.key,
+                &response,
+                generations,
+                token,
+            ))
+            .await;
+        }
+        outcome
+    }
+
+    /// The query failed: each waiter gets `[concurrent query failed] <error>`. Nothing is
+    /// stored.
+    pub fn fail(mut self, error: impl fmt::Display) {
+        if let Some(leadership) = self.leadership.take() {
+            let message = format!("{CONCURRENT_FAILURE_PREFIX}{error}");
+            leadership.resolve(FlightState::Failed(message.into()));
+        }
+    }
+
+    /// The response will not be shared (it was streamed past `max_payload_size`, or is not
+    /// cacheable after all): the waiters run the query themselves.
+    pub fn skip(mut self) {
+        if let Some(leadership) = self.leadership.take() {
+            leadership.resolve(FlightState::Bypass);
+        }
+    }
+}
+
+/// Writes the entry (if it has a valid stamp), then releases the lock: in that order, so a
+/// replica polling for the value finds either the lock or the value. Errors degrade (counted and
+/// logged by the tier).
+async fn store_remote(
+    redis: &RedisTier,
+    key: &CacheKey,
+    response: &CachedResponse,
+    generations: Option<Vec<u64>>,
+    token: Option<String>,
+) {
+    if let Some(generations) = generations {
+        let _ = redis.store(key, response, &generations, response.ttl).await;
+    }
+    if let Some(token) = token {
+        let _ = redis.unlock(key, &token).await;
+    }
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        // Dropping `leadership` (if still here) abandons the flight; release the remote lock so
+        // another replica need not wait for it to expire.
+        let Some(token) = self.state.lock_token.take() else {
+            return;
+        };
+        if self.inner.redis.is_none() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = self.inner.clone();
+            let key = self.key.clone();
+            runtime.spawn(async move {
+                if let Some(redis) = &inner.redis {
+                    let _ = redis.unlock(&key, &token).await;
+                }
+            });
+        }
+    }
+}
+
+impl fmt::Debug for FillGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FillGuard")
+            .field("key", &self.key)
+            .field("resolved", &self.leadership.is_none())
+            .finish()
+    }
+}

@@ -1,0 +1,125 @@
+//! Invalidation by generation counters: no scan of the cache, O(tags) per hit.
+//!
+//! Every table (database, table), every namespace and the cache as a whole have a counter. An
+//! invalidation takes the next value of one global sequence and writes it into the counters it
+//! touches. An entry keeps the counters it depends on together with their values when it was
+//! stored (a [`Stamp`]); it is fresh while all of them are unchanged, which a hit checks with a
+//! few atomic loads — the entry holds the counters themselves, so a hit does no map lookup.
+//!
+//! A fill snapshots the global sequence *before* the query runs. When it stores, a counter
+//! above that snapshot means the table changed while the query ran, so its result may predate
+//! the write: it is not stored. This closes the race "read old data, write + invalidate, store
+//! the old data" without any lock between readers and writers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::key::{CacheKey, TableRef};
+use super::shard::Sharded;
+
+type Counter = Arc<AtomicU64>;
+
+pub(crate) struct Generations {
+    seq: AtomicU64,
+    all: Counter,
+    namespaces: Sharded<Arc<str>, Counter>,
+    tables: Sharded<TableRef, Counter>,
+}
+
+/// The generations an entry was built with.
+pub(crate) struct Stamp {
+    deps: Box<[(Counter, u64)]>,
+}
+
+impl Stamp {
+    /// Whether no table, namespace or purge-all touched the entry since it was stored.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.deps
+            .iter()
+            .all(|(counter, seen)| counter.load(Ordering::Acquire) == *seen)
+    }
+
+    /// Number of counters, for the entry's weight.
+    pub(crate) fn len(&self) -> usize {
+        self.deps.len()
+    }
+}
+
+impl Generations {
+    pub(crate) fn new() -> Self {
+        Generations {
+            seq: AtomicU64::new(0),
+            all: Arc::new(AtomicU64::new(0)),
+            namespaces: Sharded::new(),
+            tables: Sharded::new(),
+        }
+    }
+
+    /// The snapshot a fill takes before its query runs.
+    pub(crate) fn snapshot(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// The stamp for an entry of `key` whose fill started at `since`, or `None` when something
+    /// it depends on was invalidated after `since`.
+    pub(crate) fn stamp(&self, key: &CacheKey, since: u64) -> Option<Stamp> {
+        let mut deps = Vec::with_capacity(2 + key.tables().len());
+        deps.push(self.all.clone());
+        if let Some(ns) = key.namespace() {
+            deps.push(self.namespace_counter(ns));
+        }
+        for table in key.tables() {
+            deps.push(counter(&self.tables, table));
+        }
+        let deps: Box<[(Counter, u64)]> = deps
+            .into_iter()
+            .map(|c| {
+                let seen = c.load(Ordering::SeqCst);
+                (c, seen)
+            })
+            .collect();
+        deps.iter()
+            .all(|(_, seen)| *seen <= since)
+            .then_some(Stamp { deps })
+    }
+
+    pub(crate) fn invalidate_tables<T: AsRef<str>>(&self, database: &str, tables: &[T]) {
+        let generation = self.next();
+        for table in tables {
+            let table = TableRef::new(database, table.as_ref());
+            counter(&self.tables, &table).fetch_max(generation, Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn invalidate_namespace(&self, namespace: &str) {
+        let generation = self.next();
+        self.namespace_counter(namespace)
+            .fetch_max(generation, Ordering::SeqCst);
+    }
+
+    pub(crate) fn invalidate_all(&self) {
+        let generation = self.next();
+        self.all.fetch_max(generation, Ordering::SeqCst);
+    }
+
+    fn namespace_counter(&self, namespace: &str) -> Counter {
+        self.namespaces
+            .with(namespace, |map| match map.get(namespace) {
+                Some(c) => c.clone(),
+                None => map.entry(Arc::from(namespace)).or_default().clone(),
+            })
+    }
+
+    fn next(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// The counter of `table`, created on first use. An invalidation creates it too, so that a fill
+/// which started before the invalidation and stores after it still sees the change.
+fn counter(map: &Sharded<TableRef, Counter>, table: &TableRef) -> Counter {
+    map.with(table, |map| match map.get(table) {
+        Some(c) => c.clone(),
+        None => map.entry(table.clone()).or_default().clone(),
+    })
+}

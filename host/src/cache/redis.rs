@@ -1,0 +1,339 @@
+//! The optional shared tier: entries, generation counters and fill locks in Redis (fred client).
+//!
+//! Keys (`<p>` = `key_prefix`, `<k>` = the key's 32 hex digits):
+//! - `<p>:v:<k>` the encoded entry (`codec.rs`), with a `PX` TTL;
+//! - `<p>:lock:<k>` the distributed fill lock, `SET NX PX <grace>` holding a per-fill token;
+//! - `<p>:g:all`, `<p>:g:ns:<ns>`, `<p>:g:t:<len(db)>:<db>:<table>` generation counters, bumped
+//!   with `INCR` on invalidation and never expiring;
+//! - channel `<p>:invalidate` (`pubsub.rs`).
+//!
+//! Generations rather than deleting entries: an entry stores the counters it was built with, and
+//! a lookup reads the entry and the current counters in one `MGET`, so a lookup costs one round
+//! trip, an invalidation costs one `INCR` per table whatever the number of entries, and a fill
+//! racing an invalidation is caught (its counters were read before its query ran). Deployments
+//! with `maxmemory` must use a `volatile-*` eviction policy (or `noeviction`): evicting a counter
+//! would reset it and could revive stale entries; entries carry a TTL, counters do not.
+//!
+//! Every operation is bounded by `timeout` and goes through the circuit breaker (`health.rs`);
+//! failures are counted and degrade to a miss. fred reconnects by itself. An invalidation that
+//! fails is made good by a purge of everything once Redis answers again (`pubsub.rs`).
+
+mod codec;
+mod health;
+mod pubsub;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
+use fred::types::config::{Config, Options, ReconnectPolicy};
+use fred::types::{Builder, Expiration, SetOptions, Value};
+use tokio::task::JoinHandle;
+
+use super::config::redact;
+use super::stats::CacheStats;
+use super::{CacheError, CacheKey, CachedResponse, Core, Invalidation, RedisConfig};
+use health::Health;
+
+pub(crate) use codec::{decode as decode_value, encode as encode_value};
+
+/// Deletes the lock only if it still holds our token (it may have expired and been taken).
+const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+/// What a lookup found in Redis.
+pub(crate) struct Fetched {
+    /// A fresh entry, if any.
+    pub(crate) hit: Option<CachedResponse>,
+    /// The current generations of the key's tags: a fill stores them with its entry.
+    pub(crate) generations: Vec<u64>,
+}
+
+pub(crate) struct RedisTier {
+    client: Client,
+    /// The same client with per-command options: fail fast when disconnected, one attempt.
+    cmd: fred::clients::WithOptions<Client>,
+    subscriber: SubscriberClient,
+    prefix: String,
+    /// Whether to take the distributed fill lock.
+    pub(crate) coalesce: bool,
+    timeout: Duration,
+    compress_threshold: usize,
+    /// Largest decoded value accepted.
+    max_value: usize,
+    health: Health,
+    stats: Arc<CacheStats>,
+    origin: u64,
+    /// An invalidation failed to reach Redis: the listener purges everything once it can.
+    undelivered: Arc<AtomicBool>,
+    listener: JoinHandle<()>,
+}
+
+impl RedisTier {
+    /// Builds the clients and starts connecting. A Redis that is down at start is not an error:
+    /// the tier starts degraded and connects when Redis comes up.
+    pub(crate) async fn connect(
+        config: &RedisConfig,
+        core: Arc<Core>,
+        origin: u64,
+        max_payload_size: u64,
+    ) -> Result<Self, CacheError> {
+        let bad_url = |e: fred::error::Error| CacheError::Config {
+            key: "redis.url",
+            reason: e.to_string(),
+        };
+        let mut fred_config = Config::from_url(&config.url).map_err(bad_url)?;
+        // Keep retrying when the first connection fails instead of giving up.
+        fred_config.fail_fast = false;
+        let mut builder = Builder::from_config(fred_config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+                c.internal_command_timeout = config.connect_timeout;
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| p.default_command_timeout = config.timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+        let client = builder.build().map_err(bad_url)?;
+        let subscriber = builder.build_subscriber_client().map_err(bad_url)?;
+        let cmd = client.with_options(&Options {
+            max_attempts: Some(1),
+            timeout: Some(config.timeout),
+            fail_fast: true,
+            ..Options::default()
+        });
+
+        let stats = core.stats.clone();
+        let prefix = config.key_prefix.trim_end_matches(':').to_owned();
+        client.connect();
+        let connected = tokio::time::timeout(config.connect_timeout, client.wait_for_connect());
+        let undelivered = Arc::new(AtomicBool::new(false));
+        let redelivery = pubsub::Redelivery {
+            client: client.clone(),
+            all_key: format!("{prefix}:g:all"),
+            channel: format!("{prefix}:invalidate"),
+            origin,
+            timeout: config.timeout.max(Duration::from_secs(1)),
+            pending: undelivered.clone(),
+        };
+        let subscribed =
+            pubsub::listen(subscriber.clone(), redelivery, core, config.connect_timeout);
+        let (connected, listener) = tokio::join!(connected, subscribed);
+        if !matches!(connected, Ok(Ok(()))) {
+            tracing::warn!(
+                url = %redact(&config.url),
+                "redis cache tier not reachable at start; continuing with the local tier"
+            );
+        }
+        Ok(RedisTier {
+            client,
+            cmd,
+            subscriber,
+            prefix,
+            coalesce: config.coalesce,
+            timeout: config.timeout,
+            compress_threshold: config.compress_threshold,
+            max_value: usize::try_from(max_payload_size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(64 * 1024),
+            health: Health::new(
+                config.breaker_failures,
+                config.breaker_cooldown,
+                config.warn_interval,
+            ),
+            stats,
+            origin,
+            undelivered,
+            listener,
+        })
+    }
+
+    /// Reads the entry and the current generations of its tags in one round trip.
+    pub(crate) async fn fetch(&self, key: &CacheKey) -> Result<Fetched, CacheError> {
+        let mut keys = Vec::with_capacity(3 + key.tables().len());
+        keys.push(self.value_key(key));
+        keys.extend(self.generation_keys(key));
+        let expected = keys.len();
+        let values: Vec<Value> = self.run("MGET", self.cmd.mget(keys)).await?;
+        if values.len() != expected {
+            return Err(CacheError::Corrupt(
+                "MGET returned a different number of values",
+            ));
+        }
+        let mut values = values.into_iter();
+        let value = values.next().and_then(Value::into_bytes);
+        let generations: Vec<u64> = values.map(|v| v.as_u64().unwrap_or(0)).collect();
+        let hit = match value {
+            None => None,
+            Some(bytes) => match decode_value(bytes, self.max_value) {
+                Ok((response, stored)) if stored == generations => {
+                    response.remaining_ttl().is_some().then_some(response)
+                }
+                // Stale: a table was invalidated since; the next fill overwrites it.
+                Ok(_) => None,
+                Err(e) => {
+                    self.record_failure(&e);
+                    None
+                }
+            },
+        };
+        Ok(Fetched { hit, generations })
+    }
+
+    /// Takes the fill lock of `key` for `ttl`; `false` if another fill holds it.
+    pub(crate) async fn try_lock(
+        &self,
+        key: &CacheKey,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, CacheError> {
+        let set = self.cmd.set(
+            self.lock_key(key),
+            token,
+            Some(Expiration::PX(millis(ttl))),
+            Some(SetOptions::NX),
+            false,
+        );
+        let reply: Option<String> = self.run("SET NX", set).await?;
+        Ok(reply.is_some())
+    }
+
+    pub(crate) async fn unlock(&self, key: &CacheKey, token: &str) -> Result<(), CacheError> {
+        let eval = self.cmd.eval(
+            UNLOCK_SCRIPT,
+            vec![self.lock_key(key)],
+            vec![token.to_owned()],
+        );
+        let _: i64 = self.run("EVAL unlock", eval).await?;
+        Ok(())
+    }
+
+    /// Stores an entry built with `generations` for `ttl`.
+    pub(crate) async fn store(
+        &self,
+        key: &CacheKey,
+        response: &CachedResponse,
+        generations: &[u64],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let value: Bytes = encode_value(response, generations, self.compress_threshold);
+        let set = self.cmd.set(
+            self.value_key(key),
+            value,
+            Some(Expiration::PX(millis(ttl))),
+            None,
+            false,
+        );
+        let _: () = self.run("SET", set).await?;
+        Ok(())
+    }
+
+    /// Bumps the generations in Redis and tells the other replicas.
+    pub(crate) async fn invalidate(&self, invalidation: &Invalidation) -> Result<(), CacheError> {
+        let keys: Vec<String> = match invalidation {
+            Invalidation::All => vec![self.all_key()],
+            Invalidation::Namespace(ns) => vec![self.namespace_key(ns)],
+            Invalidation::Tables { database, tables } => {
+                tables.iter().map(|t| self.table_key(database, t)).collect()
+            }
+        };
+        let message = pubsub::encode(self.origin, invalidation);
+        let work = pubsub::incr_and_publish(&self.client, keys, self.channel(), message);
+        let result = self.run("INCR+PUBLISH", work).await;
+        if result.is_err() {
+            self.undelivered.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether the breaker currently skips Redis.
+    pub(crate) fn circuit_open(&self) -> bool {
+        self.health.is_open()
+    }
+
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        work: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, CacheError> {
+        if !self.health.allow() {
+            CacheStats::incr(&self.stats.redis_skipped);
+            return Err(CacheError::RedisCircuitOpen);
+        }
+        let result = match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(CacheError::Redis { op, source }),
+            Err(_) => Err(CacheError::RedisTimeout {
+                op,
+                timeout: self.timeout,
+            }),
+        };
+        match &result {
+            Ok(_) => self.health.success(),
+            Err(e) => self.record_failure(e),
+        }
+        result
+    }
+
+    fn record_failure(&self, error: &CacheError) {
+        CacheStats::incr(&self.stats.redis_errors);
+        self.health.failure(error);
+    }
+
+    fn value_key(&self, key: &CacheKey) -> String {
+        format!("{}:v:{key}", self.prefix)
+    }
+
+    fn lock_key(&self, key: &CacheKey) -> String {
+        format!("{}:lock:{key}", self.prefix)
+    }
+
+    /// In the order the stored generations are compared: all, namespace, tables.
+    fn generation_keys(&self, key: &CacheKey) -> impl Iterator<Item = String> {
+        std::iter::once(self.all_key())
+            .chain(key.namespace().map(|ns| self.namespace_key(ns)))
+            .chain(
+                key.tables()
+                    .iter()
+                    .map(|t| self.table_key(&t.database, &t.table)),
+            )
+    }
+
+    fn all_key(&self) -> String {
+        format!("{}:g:all", self.prefix)
+    }
+
+    fn namespace_key(&self, namespace: &str) -> String {
+        format!("{}:g:ns:{namespace}", self.prefix)
+    }
+
+    /// The database's length keeps `("a:b", "c")` and `("a", "b:c")` apart.
+    fn table_key(&self, database: &str, table: &str) -> String {
+        format!("{}:g:t:{}:{database}:{table}", self.prefix, database.len())
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:invalidate", self.prefix)
+    }
+}
+
+impl Drop for RedisTier {
+    fn drop(&mut self) {
+        self.listener.abort();
+        // Without QUIT, fred keeps reconnecting forever in its own tasks.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let subscriber = self.subscriber.clone();
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
+            });
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
+}

@@ -1,0 +1,96 @@
+use crate::cache::CacheKey;
+use crate::model::Protocol;
+
+fn base() -> crate::cache::CacheKeyBuilder {
+    CacheKey::builder(Protocol::ClickhouseHttp, "db", "alice").sql("SELECT 1")
+}
+
+#[test]
+fn equal_inputs_give_equal_keys_and_hex_display() {
+    let a = base().setting("format", "JSON").build();
+    let b = base().setting("format", "JSON").build();
+    assert_eq!(a, b);
+    let hex = a.to_string();
+    assert_eq!(hex.len(), 32);
+    assert!(
+        hex.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    assert_eq!(u128::from_str_radix(&hex, 16).unwrap(), a.digest());
+}
+
+#[test]
+fn settings_order_does_not_matter_but_values_do() {
+    let a = base().setting("a", "1").setting("b", "2").build();
+    let b = base().setting("b", "2").setting("a", "1").build();
+    let c = base().setting("a", "1").setting("b", "3").build();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_ne!(a, base().build());
+}
+
+#[test]
+fn every_field_is_part_of_the_key() {
+    let k = base().build();
+    assert_ne!(k, base().sql("SELECT 2").build());
+    assert_ne!(
+        k,
+        CacheKey::builder(Protocol::Postgres, "db", "alice")
+            .sql("SELECT 1")
+            .build()
+    );
+    assert_ne!(
+        k,
+        CacheKey::builder(Protocol::ClickhouseHttp, "db2", "alice")
+            .sql("SELECT 1")
+            .build()
+    );
+    assert_ne!(
+        k,
+        CacheKey::builder(Protocol::ClickhouseHttp, "db", "bob")
+            .sql("SELECT 1")
+            .build()
+    );
+    assert_ne!(k, base().namespace(Some("reports")).build());
+}
+
+#[test]
+fn field_boundaries_are_unambiguous() {
+    let a = CacheKey::builder(Protocol::Postgres, "ab", "u")
+        .sql("c")
+        .build();
+    let b = CacheKey::builder(Protocol::Postgres, "a", "u")
+        .sql("bc")
+        .build();
+    assert_ne!(a, b);
+    let a = base().setting("ab", "c").build();
+    let b = base().setting("a", "bc").build();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn shared_drops_the_user_and_is_not_the_empty_user() {
+    let alice = base().shared(true).build();
+    let bob = CacheKey::builder(Protocol::ClickhouseHttp, "db", "bob")
+        .sql("SELECT 1")
+        .shared(true)
+        .build();
+    assert_eq!(alice, bob);
+    let empty_user = CacheKey::builder(Protocol::ClickhouseHttp, "db", "")
+        .sql("SELECT 1")
+        .build();
+    assert_ne!(alice, empty_user);
+    assert_ne!(alice, base().build());
+}
+
+#[test]
+fn tables_are_sorted_deduplicated_and_not_hashed() {
+    let k = base()
+        .table("db", "b")
+        .table("db", "a")
+        .table("db", "b")
+        .build();
+    let names: Vec<_> = k.tables().iter().map(|t| t.table.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(k, base().build());
+}

@@ -1,0 +1,79 @@
+//! SQL classification: what a statement does, which tables it reads and writes, which functions it
+//! calls, and a fingerprint that ignores literals. This is what the policy sees of the SQL.
+//!
+//! Flow: the fingerprint comes from a hand-written lexer over the raw text (`fingerprint`); the
+//! text is parsed with sqlparser in the protocol's dialect (`parse`); one visitor walk collects
+//! tables, functions and nested effects (`collect`, `statement`); a text that does not parse is
+//! tried against a short keyword list (`fallback`) and is otherwise `Unknown`. `Classifier` adds
+//! an exact-text cache in front. Classification never fails and never panics: the worst answer is
+//! `Unknown`, which the default policy routes to the primary.
+//!
+//! Rules a policy author can rely on:
+//! - Kinds: `read` (SELECT, VALUES, SHOW, DESCRIBE, EXPLAIN without ANALYZE, ClickHouse `EXISTS`,
+//!   `COPY ... TO`), `write` (INSERT/UPDATE/DELETE/MERGE/REPLACE, `COPY ... FROM`, `LOAD DATA`,
+//!   `SELECT ... FOR UPDATE/SHARE`, writable CTEs, `SELECT ... INTO table`, calls to `nextval`,
+//!   `setval`, `pg_advisory*`, `GET_LOCK` and similar, `LOCK TABLE`, `NOTIFY`, `CALL`, `REFRESH
+//!   MATERIALIZED VIEW`), `ddl` (CREATE/ALTER/DROP/TRUNCATE/RENAME/GRANT/REVOKE/COMMENT,
+//!   ClickHouse ATTACH/DETACH/EXCHANGE and `ALTER TABLE .. DELETE/UPDATE` mutations),
+//!   `transaction` (BEGIN/START/COMMIT/ROLLBACK/SAVEPOINT/RELEASE, `SET TRANSACTION`), `session`
+//!   (SET/RESET/USE/DISCARD/PREPARE/DEALLOCATE/LISTEN/UNLISTEN, cursors, and reads of
+//!   per-connection state: `currval`, `lastval`, `set_config`, `LAST_INSERT_ID()`,
+//!   `FOUND_ROWS()`), `utility` (VACUUM, ANALYZE, CHECKPOINT, REINDEX, CLUSTER, OPTIMIZE, KILL,
+//!   FLUSH, ClickHouse SYSTEM and CHECK), `unknown` (does not parse, or `EXECUTE` of a statement
+//!   prepared earlier, or `DO` blocks).
+//! - `EXPLAIN ANALYZE` runs its statement, so it takes that statement's kind and tables;
+//!   plain `EXPLAIN` is a read and lists every table it mentions as read.
+//! - Several statements in one text: the strongest kind wins (read < session < transaction <
+//!   utility < write < ddl < unknown), tables and functions are merged, `has_where` holds only if
+//!   every UPDATE/DELETE (nested ones included) has a WHERE, `has_limit` only if every top-level
+//!   SELECT/UPDATE/DELETE has a LIMIT / FETCH FIRST / TOP.
+//! - `tables_written` are tables whose rows or definition change (DDL targets included);
+//!   maintenance statements (VACUUM, OPTIMIZE) list their table as read. CTE names and table
+//!   functions (`generate_series(..)`, ClickHouse `numbers(..)`) are not tables; table functions
+//!   are listed in `functions`. Name spelling per dialect is described in `names`.
+//! - Texts over `MAX_PARSE_LEN` (64 KiB) or nested too deeply are not parsed: they get the
+//!   keyword fallback only (a bulk INSERT is still a write to its table; a huge PostgreSQL or
+//!   MySQL SELECT is `unknown`).
+//! - `volatile` is set by time, random, UUID, sequence, lock and session-identity functions
+//!   (`functions`); such results must never be cached.
+
+mod analyze;
+mod cache;
+mod clickhouse;
+mod collect;
+mod fallback;
+mod fingerprint;
+mod functions;
+mod lexer;
+mod names;
+mod parse;
+mod statement;
+mod tokens;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::{Classifier, MAX_CACHED_SQL};
+pub use fingerprint::fingerprint;
+pub use parse::MAX_PARSE_LEN;
+
+use crate::model::{Classification, Protocol};
+
+/// Classifies one SQL text (possibly several statements) in the dialect of `protocol`.
+pub fn classify(protocol: Protocol, sql: &str) -> Classification {
+    let fingerprint = fingerprint::fingerprint(protocol, sql);
+    // ClickHouse `INSERT ... FORMAT CSV <data>`: the data is not SQL and must not be parsed.
+    let text = match protocol {
+        Protocol::ClickhouseHttp => clickhouse::insert_format_header(sql).unwrap_or(sql),
+        _ => sql,
+    };
+    match parse::statements(protocol, text) {
+        Ok(statements) if !statements.is_empty() => {
+            analyze::classification(protocol, &statements, fingerprint)
+        }
+        Ok(_) => Classification::unknown(fingerprint),
+        // Syntax errors and texts too deep or too long to parse all get the keyword fallback.
+        Err(_) => fallback::classify(protocol, text, fingerprint)
+            .unwrap_or_else(|| Classification::unknown(fingerprint)),
+    }
+}

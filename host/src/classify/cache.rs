@@ -1,0 +1,91 @@
+//! `Classifier`: `classify` behind a small concurrent cache keyed by the exact SQL text.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::model::{Classification, Protocol};
+
+/// Texts longer than this are classified every time: they are mostly one-off bulk `INSERT`s, and
+/// keeping them would let a few clients pin megabytes in the cache.
+pub const MAX_CACHED_SQL: usize = 16 * 1024;
+
+/// Classifies statements, remembering the answer for texts seen before.
+///
+/// Applications send the same few hundred statement texts over and over (prepared statements,
+/// ORM queries), so an exact-text cache turns a ~10 µs parse into a hash and a compare.
+///
+/// Design: a fixed, direct-mapped array of slots, each an `ArcSwapOption<Entry>`. A lookup hashes
+/// the text (xxh3 with a per-instance random seed, so nobody can aim texts at one slot), loads
+/// the slot without taking a lock, and compares protocol and the full text, so a hash collision
+/// is a miss, never a wrong answer. A miss classifies and overwrites the slot. There is no global
+/// lock and no lock at all on the hit path: readers never wait on each other or on writers, and
+/// memory is bounded by `capacity` entries of at most `MAX_CACHED_SQL` bytes of text each.
+/// The price of direct mapping is that two hot texts landing in one slot keep evicting each other;
+/// that costs a re-classification, and a capacity a few times the working set makes it rare.
+pub struct Classifier {
+    slots: Box<[ArcSwapOption<Entry>]>,
+    mask: usize,
+    seed: u64,
+}
+
+struct Entry {
+    protocol: Protocol,
+    sql: Box<str>,
+    classification: Classification,
+}
+
+impl Classifier {
+    /// A cache of `capacity` entries (rounded up to a power of two); 0 disables caching.
+    pub fn new(capacity: usize) -> Self {
+        let len = if capacity == 0 {
+            0
+        } else {
+            capacity.next_power_of_two()
+        };
+        Classifier {
+            slots: (0..len).map(|_| ArcSwapOption::empty()).collect(),
+            mask: len.saturating_sub(1),
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u64),
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Same answer as [`super::classify`], from the cache when this exact text was seen.
+    pub fn classify(&self, protocol: Protocol, sql: &str) -> Classification {
+        if self.slots.is_empty() || sql.len() > MAX_CACHED_SQL {
+            return super::classify(protocol, sql);
+        }
+        let hash = xxh3_64_with_seed(sql.as_bytes(), self.seed ^ protocol as u64);
+        let Some(slot) = self.slots.get(hash as usize & self.mask) else {
+            return super::classify(protocol, sql);
+        };
+        if let Some(entry) = slot.load().as_deref()
+            && entry.protocol == protocol
+            && *entry.sql == *sql
+        {
+            return entry.classification.clone();
+        }
+        let classification = super::classify(protocol, sql);
+        slot.store(Some(Arc::new(Entry {
+            protocol,
+            sql: sql.into(),
+            classification: classification.clone(),
+        })));
+        classification
+    }
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("capacity", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}

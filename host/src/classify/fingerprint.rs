@@ -1,0 +1,176 @@
+//! The statement fingerprint: a hash of the token stream with literals replaced by a placeholder.
+//!
+//! Two statements get the same fingerprint when they differ only in literal values (strings,
+//! numbers, `true`/`false`, bind parameters), in the number of literals in an `IN (...)` list or of
+//! literal rows after `VALUES`, in whitespace, in comments, in keyword or unquoted-identifier case,
+//! or in a trailing `;`. Quoted identifiers are hashed verbatim (`"users"` and `users` differ).
+//! A sign stays an operator outside those lists (`a = -1` and `a = 1` differ), and `NULL` is not
+//! a literal (`IS NULL` is structure). ClickHouse `INSERT ... FORMAT X` hashes the header only,
+//! never the data.
+//!
+//! The hash is xxh3-64 with seed 0 over a private byte encoding of the tokens, so a fingerprint is
+//! stable across processes and machines for a given Switchyard version (policies may store them).
+//! Nothing here allocates: lower-casing goes through a fixed stack buffer.
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::clickhouse;
+use super::lexer::{Lexer, Token, TokenKind};
+use crate::model::Protocol;
+
+/// Fingerprint of `sql` as the given protocol's dialect tokenises it.
+pub fn fingerprint(protocol: Protocol, sql: &str) -> u64 {
+    let text = match protocol {
+        Protocol::ClickhouseHttp => clickhouse::insert_format_header(sql).unwrap_or(sql),
+        _ => sql,
+    };
+    let mut sink = Sink::new();
+    let mut lexer = Lexer::new(protocol, text);
+    // A `;` only counts when another statement follows it, so `SELECT 1;` == `SELECT 1`.
+    let mut pending_semicolon = false;
+    while let Some(token) = lexer.next() {
+        if token.is_punct(b';') {
+            pending_semicolon = true;
+            continue;
+        }
+        if pending_semicolon {
+            sink.punct(b';');
+            pending_semicolon = false;
+        }
+        if token.is_literal() {
+            sink.placeholder();
+            continue;
+        }
+        match token.kind {
+            TokenKind::Word => {
+                sink.word(token.text);
+                if token.is_word("in") {
+                    collapse_groups(&mut lexer, &mut sink, false);
+                } else if token.is_word("values") {
+                    collapse_groups(&mut lexer, &mut sink, true);
+                }
+            }
+            TokenKind::QuotedIdent => sink.quoted(super::lexer::unquote(token.text)),
+            _ => sink.punct(token.text.as_bytes().first().copied().unwrap_or(0)),
+        }
+    }
+    sink.finish()
+}
+
+/// After `IN` or `VALUES`: replaces `(lit, lit, ...)` (and for `VALUES` any following
+/// `, (lit, ...)` rows) with a single `(?)`, so list length does not change the fingerprint.
+fn collapse_groups(lexer: &mut Lexer<'_>, sink: &mut Sink, rows: bool) {
+    if !skip_literal_group(lexer) {
+        return;
+    }
+    if rows {
+        loop {
+            let mut ahead = lexer.clone();
+            let comma = ahead.next().is_some_and(|t| t.is_punct(b','));
+            if !comma || !skip_literal_group(&mut ahead) {
+                break;
+            }
+            *lexer = ahead;
+        }
+    }
+    sink.punct(b'(');
+    sink.placeholder();
+    sink.punct(b')');
+}
+
+/// Consumes a parenthesised group if it holds only literals (and commas / signs); otherwise leaves
+/// `lexer` untouched and returns false.
+fn skip_literal_group(lexer: &mut Lexer<'_>) -> bool {
+    let mut ahead = lexer.clone();
+    if !ahead.next().is_some_and(|t| t.is_punct(b'(')) {
+        return false;
+    }
+    let mut literals = 0usize;
+    loop {
+        match ahead.next() {
+            Some(t) if t.is_punct(b')') => break,
+            Some(t) if t.is_literal() || t.is_word("null") => literals += 1,
+            Some(t) if is_separator(&t) => {}
+            _ => return false,
+        }
+    }
+    if literals == 0 {
+        return false;
+    }
+    *lexer = ahead;
+    true
+}
+
+fn is_separator(token: &Token<'_>) -> bool {
+    token.is_punct(b',') || token.is_punct(b'-') || token.is_punct(b'+')
+}
+
+/// Token tags in the hashed byte stream; 0xFF never occurs in UTF-8, so it ends every token and
+/// `ab` + `c` cannot hash like `a` + `bc`.
+const TAG_WORD: u8 = b'w';
+const TAG_QUOTED: u8 = b'q';
+const TAG_PUNCT: u8 = b'p';
+const TAG_LITERAL: u8 = b'?';
+const END: u8 = 0xFF;
+
+/// Buffers the encoded token stream on the stack and feeds the hasher in blocks.
+struct Sink {
+    hasher: Xxh3,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Sink {
+    fn new() -> Self {
+        Sink {
+            hasher: Xxh3::new(),
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        if self.len == self.buf.len() {
+            self.flush();
+        }
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn flush(&mut self) {
+        self.hasher.update(&self.buf[..self.len]);
+        self.len = 0;
+    }
+
+    fn word(&mut self, text: &str) {
+        self.byte(TAG_WORD);
+        for b in text.bytes() {
+            self.byte(b.to_ascii_lowercase());
+        }
+        self.byte(END);
+    }
+
+    fn quoted(&mut self, text: &str) {
+        self.byte(TAG_QUOTED);
+        for b in text.bytes() {
+            self.byte(b);
+        }
+        self.byte(END);
+    }
+
+    fn punct(&mut self, b: u8) {
+        self.byte(TAG_PUNCT);
+        self.byte(b);
+        self.byte(END);
+    }
+
+    fn placeholder(&mut self) {
+        self.byte(TAG_LITERAL);
+        self.byte(END);
+    }
+
+    fn finish(mut self) -> u64 {
+        self.flush();
+        self.hasher.digest()
+    }
+}

@@ -1,0 +1,93 @@
+use std::sync::Arc;
+
+use crate::classify::{Classifier, MAX_CACHED_SQL, classify};
+use crate::model::{Protocol, StatementKind};
+
+#[test]
+fn cached_answer_equals_direct_answer() {
+    let classifier = Classifier::new(64);
+    for sql in [
+        "SELECT * FROM t",
+        "DELETE FROM t WHERE id = 1",
+        "BEGIN",
+        "garbage (((",
+    ] {
+        for _ in 0..3 {
+            assert_eq!(
+                classifier.classify(Protocol::Postgres, sql),
+                classify(Protocol::Postgres, sql)
+            );
+        }
+    }
+}
+
+#[test]
+fn protocol_is_part_of_the_key() {
+    let classifier = Classifier::new(64);
+    let sql = "SELECT * FROM Events";
+    let pg = classifier.classify(Protocol::Postgres, sql);
+    let ch = classifier.classify(Protocol::ClickhouseHttp, sql);
+    assert_eq!(*pg.tables_read, ["events".to_owned()]);
+    assert_eq!(*ch.tables_read, ["Events".to_owned()]);
+    assert_eq!(classifier.classify(Protocol::Postgres, sql), pg);
+}
+
+#[test]
+fn capacity_rounds_up_and_zero_disables() {
+    assert_eq!(Classifier::new(100).capacity(), 128);
+    let off = Classifier::new(0);
+    assert_eq!(off.capacity(), 0);
+    assert_eq!(
+        off.classify(Protocol::Mysql, "SELECT 1").kind,
+        StatementKind::Read
+    );
+}
+
+#[test]
+fn long_texts_bypass_the_cache_but_classify() {
+    let classifier = Classifier::new(4);
+    let sql = format!("SELECT * FROM t WHERE a = '{}'", "x".repeat(MAX_CACHED_SQL));
+    assert_eq!(
+        classifier.classify(Protocol::Postgres, &sql).kind,
+        StatementKind::Read
+    );
+}
+
+#[test]
+fn concurrent_use_with_evictions_stays_correct() {
+    // 4 slots for 40 texts: every thread keeps evicting the others' entries.
+    let classifier = Arc::new(Classifier::new(4));
+    let texts: Arc<Vec<String>> = Arc::new(
+        (0..40)
+            .map(|i| match i % 3 {
+                0 => format!("SELECT * FROM t{i} WHERE id = {i}"),
+                1 => format!("UPDATE t{i} SET a = {i} WHERE id = 1"),
+                _ => format!("INSERT INTO t{i} VALUES ({i})"),
+            })
+            .collect(),
+    );
+    let expected: Arc<Vec<_>> = Arc::new(
+        texts
+            .iter()
+            .map(|t| classify(Protocol::Postgres, t))
+            .collect(),
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|n| {
+            let (classifier, texts, expected) =
+                (classifier.clone(), texts.clone(), expected.clone());
+            std::thread::spawn(move || {
+                for round in 0..50 {
+                    let i = (round * 7 + n * 13) % texts.len();
+                    assert_eq!(
+                        classifier.classify(Protocol::Postgres, &texts[i]),
+                        expected[i]
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("worker panicked");
+    }
+}

@@ -1,0 +1,177 @@
+//! One backend node's live state: health, bans, queries in flight and a latency average.
+//!
+//! Everything is atomics: the hot path (pick a node, count it in and out) takes no lock, and the
+//! health checker writes the same fields from its own task.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::{HealthConfig, Node};
+
+/// Milliseconds since the first call, on the monotonic clock (bans are stored as atomics).
+pub(crate) fn now_ms() -> u64 {
+    static ANCHOR: OnceLock<Instant> = OnceLock::new();
+    let anchor = *ANCHOR.get_or_init(Instant::now);
+    u64::try_from(anchor.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A node of a pool, as the router and the backends see it.
+#[derive(Debug)]
+pub struct NodeState {
+    /// Position in its pool.
+    index: usize,
+    /// `host:port`.
+    addr: String,
+    host: String,
+    port: u16,
+    weight: u32,
+    /// False from a ban until a health check succeeds (when checks are enabled).
+    healthy: AtomicBool,
+    /// Consecutive failed checks or connection attempts.
+    failures: AtomicU32,
+    /// No traffic and no checks before this (`now_ms` clock).
+    banned_until: AtomicU64,
+    in_flight: AtomicU32,
+    /// Exponentially weighted moving average of response times, in microseconds (0: unknown).
+    ewma_us: AtomicU64,
+    /// Whether a health checker runs for it: a ban then lasts until a check succeeds.
+    checked: bool,
+}
+
+impl NodeState {
+    pub fn new(index: usize, node: &Node, checked: bool) -> Self {
+        NodeState {
+            index,
+            addr: node.addr(),
+            host: node.host.clone(),
+            port: node.port,
+            weight: node.weight.max(1),
+            healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            banned_until: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            ewma_us: AtomicU64::new(0),
+            checked,
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// `host:port` (IPv6 hosts in brackets).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn ewma_us(&self) -> u64 {
+        self.ewma_us.load(Ordering::Relaxed)
+    }
+
+    /// Whether it takes traffic now: not banned, and healthy.
+    pub fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+            && now_ms() >= self.banned_until.load(Ordering::Acquire)
+    }
+
+    /// Whether a ban is running (the health checker leaves the node alone meanwhile).
+    pub fn is_banned(&self) -> bool {
+        now_ms() < self.banned_until.load(Ordering::Acquire)
+    }
+
+    /// A check or a request reached the node: it is healthy again.
+    pub fn record_success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!(node = %self.addr, "node is healthy again");
+        }
+    }
+
+    /// A check failed or the node could not be reached. After `failures_before_ban` in a row
+    /// the node is banned for `ban_time`; returns whether this call banned it.
+    pub fn record_failure(&self, health: &HealthConfig, why: &str) -> bool {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if failures < health.failures_before_ban || self.is_banned() {
+            return false;
+        }
+        self.ban(health.ban_time);
+        tracing::warn!(node = %self.addr, failures, ban = ?health.ban_time, reason = why, "node banned");
+        true
+    }
+
+    /// Takes the node out of rotation for `time`; with health checks on, it comes back only
+    /// when a check after the ban succeeds.
+    pub fn ban(&self, time: Duration) {
+        let until = now_ms().saturating_add(u64::try_from(time.as_millis()).unwrap_or(u64::MAX));
+        self.banned_until.store(until, Ordering::Release);
+        if self.checked {
+            self.healthy.store(false, Ordering::Release);
+        }
+    }
+
+    /// Counts a query in; it is counted out (and its latency recorded) when the guard drops.
+    pub fn begin(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            node: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let sample = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        // Peak EWMA: a slower sample is taken at once, faster ones are averaged in (weight 1/8),
+        // so a node that just got slow loses traffic immediately.
+        let _ = self
+            .ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 || sample > old {
+                    sample
+                } else {
+                    old - (old - sample) / 8
+                })
+            });
+    }
+}
+
+/// A query in flight on a node.
+#[derive(Debug)]
+pub struct InFlight {
+    node: std::sync::Arc<NodeState>,
+    started: Instant,
+}
+
+impl InFlight {
+    pub fn node(&self) -> &std::sync::Arc<NodeState> {
+        &self.node
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.node.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.node.observe(self.started.elapsed());
+    }
+}

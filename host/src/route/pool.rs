@@ -1,0 +1,114 @@
+//! A pool: interchangeable nodes, a strategy to pick among the available ones, and the pool's
+//! config (credentials, limits, health checks) for whoever sends it queries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::node::NodeState;
+use super::strategy::{self, Candidate, Draw};
+use crate::config::PoolConfig;
+use crate::model::{PoolRole, PoolState};
+
+#[derive(Debug)]
+pub struct Pool {
+    name: String,
+    config: PoolConfig,
+    nodes: Vec<Arc<NodeState>>,
+    addr_hashes: Vec<u64>,
+    tick: AtomicU64,
+    random: AtomicU64,
+}
+
+impl Pool {
+    pub fn new(name: impl Into<String>, config: &PoolConfig) -> Self {
+        let checked = config.health.enabled;
+        let nodes: Vec<Arc<NodeState>> = config
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| Arc::new(NodeState::new(i, node, checked)))
+            .collect();
+        let addr_hashes = nodes.iter().map(|n| strategy::hash_str(n.addr())).collect();
+        let name = name.into();
+        Pool {
+            random: AtomicU64::new(strategy::hash_str(&name) | 1),
+            name,
+            config: config.clone(),
+            nodes,
+            addr_hashes,
+            tick: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn role(&self) -> PoolRole {
+        self.config.role
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    pub fn nodes(&self) -> &[Arc<NodeState>] {
+        &self.nodes
+    }
+
+    pub fn healthy_nodes(&self) -> usize {
+        self.nodes.iter().filter(|n| n.is_available()).count()
+    }
+
+    /// Picks an available node that is not in `exclude` (positions of nodes already tried), by
+    /// the pool's strategy; `affinity` feeds consistent hashing. `None`: no node is available.
+    pub fn pick(&self, affinity: Option<&str>, exclude: &[usize]) -> Option<Arc<NodeState>> {
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            if exclude.contains(&i) || !node.is_available() {
+                continue;
+            }
+            candidates.push(Candidate {
+                index: i,
+                in_flight: node.in_flight(),
+                weight: node.weight(),
+                ewma_us: node.ewma_us(),
+                addr_hash: self.addr_hashes[i],
+            });
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        let draw = Draw {
+            tick: self.tick.fetch_add(1, Ordering::Relaxed),
+            random: self.next_random(),
+        };
+        let at = strategy::select(
+            self.config.strategy,
+            &candidates,
+            draw,
+            affinity.map(strategy::hash_str),
+        );
+        let index = candidates.get(at).map_or(candidates[0].index, |c| c.index);
+        self.nodes.get(index).cloned()
+    }
+
+    fn next_random(&self) -> u64 {
+        // Weyl sequence through SplitMix: good enough to spread load, no lock, no dependency.
+        let x = self
+            .random
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        strategy::mix(x)
+    }
+
+    pub fn state(&self) -> PoolState {
+        PoolState {
+            name: self.name.clone(),
+            role: self.config.role,
+            healthy_nodes: u32::try_from(self.healthy_nodes()).unwrap_or(u32::MAX),
+            total_nodes: u32::try_from(self.nodes.len()).unwrap_or(u32::MAX),
+            replica_lag_ms: None,
+            replica_lag_bytes: None,
+        }
+    }
+}
