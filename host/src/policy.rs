@@ -22,8 +22,8 @@ mod runtime;
 mod state;
 mod watch;
 
-pub use builtin::builtin_decision;
 pub use crate::config::FailMode;
+pub use builtin::builtin_decision;
 pub use handle::{PolicyHandle, PolicySettings, PolicyStats, PolicyStatsSnapshot};
 pub use loaded::{InstanceLimits, LoadedPolicy};
 pub use runtime::PolicyRuntime;

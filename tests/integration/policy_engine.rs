@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use switchyard::model::{Action, Route};
 use switchyard::policy::{
-    CallFailure, PolicyError, FailMode, PolicyHandle, PolicyRuntime, PolicySettings,
+    CallFailure, FailMode, PolicyError, PolicyHandle, PolicyRuntime, PolicySettings,
 };
 use switchyard_tests::policies::{pg_query, policy_wasm, query_as};
 
@@ -22,10 +22,14 @@ fn handle(name: &str, fail_mode: FailMode) -> PolicyHandle {
 #[test]
 fn rw_split_module_matches_the_builtin_default() {
     let policy = handle("rw-split", FailMode::FailClosed);
-    let read = policy.decide(&pg_query("SELECT * FROM users WHERE id = 1"), None).unwrap();
+    let read = policy
+        .decide(&pg_query("SELECT * FROM users WHERE id = 1"), None)
+        .unwrap();
     assert_eq!(read.route, Route::Replica);
     assert_eq!(read.action, Action::Forward);
-    let write = policy.decide(&pg_query("UPDATE users SET a = 1 WHERE id = 1"), None).unwrap();
+    let write = policy
+        .decide(&pg_query("UPDATE users SET a = 1 WHERE id = 1"), None)
+        .unwrap();
     assert_eq!(write.route, Route::Primary);
     let mut in_txn = pg_query("SELECT 1");
     in_txn.in_transaction = true;
@@ -55,11 +59,16 @@ fn runaway_policy_is_stopped_at_its_deadline_and_the_next_call_works() {
         }
         other => panic!("unexpected error {other}"),
     }
-    assert!(error.to_string().contains("deadline of 10ms exceeded"), "{error}");
+    assert!(
+        error.to_string().contains("deadline of 10ms exceeded"),
+        "{error}"
+    );
     // Generous bound: the point is "interrupted", not a benchmark (the tick adds at most 0.5 ms).
     assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
     // The trapped instance is gone; a fresh one answers.
-    let ok = policy.decide(&pg_query("SELECT 1"), None).expect("fresh instance");
+    let ok = policy
+        .decide(&pg_query("SELECT 1"), None)
+        .expect("fresh instance");
     assert_eq!(ok.action, Action::Forward);
     let current = policy.current().unwrap();
     assert!(current.instantiations() >= 2);
@@ -93,7 +102,9 @@ fn fail_open_applies_the_default_and_fail_closed_names_the_policy() {
     assert_eq!(open.stats().failed_open, 1);
 
     let closed = handle("trap", FailMode::FailClosed);
-    let error = closed.decide(&pg_query("SELECT * FROM t"), None).unwrap_err();
+    let error = closed
+        .decide(&pg_query("SELECT * FROM t"), None)
+        .unwrap_err();
     let text = error.to_string();
     assert!(text.starts_with("policy `trap` failed: trapped"), "{text}");
     assert_eq!(closed.stats().failed_closed, 1);
@@ -111,7 +122,10 @@ fn bad_init_is_refused_with_the_file_and_the_reason() {
     };
     let text = error.to_string();
     assert!(matches!(error, PolicyError::Init { .. }), "{text}");
-    assert!(text.contains("bad-init.wasm") && text.contains("bad-init: refusing config"), "{text}");
+    assert!(
+        text.contains("bad-init.wasm") && text.contains("bad-init: refusing config"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -121,7 +135,10 @@ fn a_core_module_or_garbage_is_refused_clearly() {
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"hello world, not wasm").unwrap();
-    for (path, expected) in [(&core, "core Wasm module"), (&garbage, "not a WebAssembly component")] {
+    for (path, expected) in [
+        (&core, "core Wasm module"),
+        (&garbage, "not a WebAssembly component"),
+    ] {
         let settings = PolicySettings {
             path: Some(path.clone()),
             ..PolicySettings::default()
@@ -151,9 +168,11 @@ fn precompiled_artifacts_are_reused_across_runtimes() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
         .collect();
     assert_eq!(artifacts.len(), 1, "one artifact per module");
-    let second =
-        PolicyHandle::new(PolicyRuntime::new(Some(dir.path().to_path_buf())).unwrap(), settings)
-            .unwrap();
+    let second = PolicyHandle::new(
+        PolicyRuntime::new(Some(dir.path().to_path_buf())).unwrap(),
+        settings,
+    )
+    .unwrap();
     for policy in [&first, &second] {
         let d = policy.decide(&pg_query("DROP TABLE users"), None).unwrap();
         assert!(matches!(d.action, Action::Block(_)), "{d:?}");
@@ -175,7 +194,9 @@ fn precompiled_artifacts_are_reused_across_runtimes() {
 fn guest_gets_no_filesystem_environment_or_network() {
     // The `escape` fixture tries each capability and reports what happened in its tags.
     let policy = handle("escape", FailMode::FailClosed);
-    let decision = policy.decide(&query_as("SELECT 1", "mallory"), None).unwrap();
+    let decision = policy
+        .decide(&query_as("SELECT 1", "mallory"), None)
+        .unwrap();
     let tag = |k: &str| {
         decision
             .tags

@@ -97,7 +97,10 @@ async fn eight_callers_see_no_failure_while_the_file_is_replaced_twenty_times() 
         failures += caller.await.unwrap();
     }
     assert_eq!(failures, 0, "failed calls during swaps");
-    assert!(calls.load(Ordering::Relaxed) > 1000, "the callers barely ran");
+    assert!(
+        calls.load(Ordering::Relaxed) > 1000,
+        "the callers barely ran"
+    );
     assert_eq!(handle.stats().reload_failures, 0);
 
     // After the last swap every call sees guard, on every instance.

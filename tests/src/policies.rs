@@ -13,7 +13,9 @@ pub fn repo_root() -> PathBuf {
 /// The built component `policies/dist/<name>.wasm`. Panics with the command to run when it is
 /// missing, so a test never silently skips.
 pub fn policy_wasm(name: &str) -> PathBuf {
-    let path = repo_root().join("policies/dist").join(format!("{name}.wasm"));
+    let path = repo_root()
+        .join("policies/dist")
+        .join(format!("{name}.wasm"));
     assert!(
         path.is_file(),
         "{} is missing: build the example policies first with `policies/build.sh`",

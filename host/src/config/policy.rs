@@ -161,48 +161,76 @@ impl<'de> Visitor<'de> for ParamsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PolicyParams, A::Error> {
         let mut out = BTreeMap::new();
-        while let Some((key, Scalar(value))) = map.next_entry::<String, Scalar>()? {
-            out.insert(key, value);
+        while let Some((key, value)) = map.next_entry::<String, Param>()? {
+            value.flatten_into(key, &mut out);
         }
         Ok(PolicyParams(out))
     }
 }
 
-/// One `[policy.config]` value, as a string.
-struct Scalar(String);
+/// One `[policy.config]` value: a scalar as a string, or a nested table. TOML reads the natural
+/// `limit.alice = 100` as a table `limit` holding `alice`; it is flattened back to the dotted key
+/// `limit.alice` the policy expects, so authors need not quote dotted keys.
+enum Param {
+    Scalar(String),
+    Table(Vec<(String, Param)>),
+}
 
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor)
+impl Param {
+    fn flatten_into(self, key: String, out: &mut BTreeMap<String, String>) {
+        match self {
+            Param::Scalar(value) => {
+                out.insert(key, value);
+            }
+            Param::Table(entries) => {
+                for (sub, value) in entries {
+                    value.flatten_into(format!("{key}.{sub}"), out);
+                }
+            }
+        }
     }
 }
 
-struct ScalarVisitor;
+impl<'de> Deserialize<'de> for Param {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ParamVisitor)
+    }
+}
 
-impl Visitor<'_> for ScalarVisitor {
-    type Value = Scalar;
+struct ParamVisitor;
+
+impl<'de> Visitor<'de> for ParamVisitor {
+    type Value = Param;
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Param, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, Param>()? {
+            entries.push(entry);
+        }
+        Ok(Param::Table(entries))
+    }
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string, integer, float or boolean (policy parameters are strings)")
+        f.write_str("a string, integer, float, boolean or table (policy parameters are strings)")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Param, E> {
+        Ok(Param::Scalar(v.to_string()))
     }
 
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Param, E> {
+        Ok(Param::Scalar(v.to_string()))
     }
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Param, E> {
+        Ok(Param::Scalar(v.to_string()))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Param, E> {
+        Ok(Param::Scalar(v.to_string()))
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-        Ok(Scalar(v.to_string()))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Param, E> {
+        Ok(Param::Scalar(v.to_string()))
     }
 }

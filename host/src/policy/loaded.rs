@@ -132,10 +132,16 @@ impl LoadedPolicy {
             None => self.instantiate()?,
         };
         instance.store.data_mut().backend = backend.cloned();
-        let ticks = instance.store.data_mut().deadline.start(self.limits.deadline);
+        let ticks = instance
+            .store
+            .data_mut()
+            .deadline
+            .start(self.limits.deadline);
         instance.store.set_epoch_deadline(ticks);
         let wit_query = query_to_wit(query);
-        let result = instance.bindings.call_on_query(&mut instance.store, &wit_query);
+        let result = instance
+            .bindings
+            .call_on_query(&mut instance.store, &wit_query);
         match result {
             Ok(decision) => {
                 instance.store.data_mut().backend = None;

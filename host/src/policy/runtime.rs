@@ -78,7 +78,12 @@ impl PolicyRuntime {
 
     /// Compiles `bytes` (read from `path`), or loads the precompiled artifact for them.
     pub(crate) fn component(&self, path: &Path, bytes: &[u8]) -> Result<Component, PolicyError> {
-        artifact::load_or_compile(&self.inner.engine, self.inner.artifact_dir.as_deref(), path, bytes)
+        artifact::load_or_compile(
+            &self.inner.engine,
+            self.inner.artifact_dir.as_deref(),
+            path,
+            bytes,
+        )
     }
 }
 

@@ -7,8 +7,8 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::deadline::CallDeadline;
 use super::bindings::{HostImports, Level, pool_state_to_wit, wit};
+use super::deadline::CallDeadline;
 use crate::model::PoolState;
 
 /// Where `backend-state` gets its answer. The router implements it; the snapshot is only built when
@@ -103,11 +103,17 @@ impl HostImports for StoreState {
         let message = &message[..end];
         let policy = &*self.policy_name;
         match level {
-            Level::Trace => tracing::trace!(target: "switchyard::policy::guest", policy, "{message}"),
-            Level::Debug => tracing::debug!(target: "switchyard::policy::guest", policy, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "switchyard::policy::guest", policy, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "switchyard::policy::guest", policy, "{message}")
+            }
             Level::Info => tracing::info!(target: "switchyard::policy::guest", policy, "{message}"),
             Level::Warn => tracing::warn!(target: "switchyard::policy::guest", policy, "{message}"),
-            Level::Error => tracing::error!(target: "switchyard::policy::guest", policy, "{message}"),
+            Level::Error => {
+                tracing::error!(target: "switchyard::policy::guest", policy, "{message}")
+            }
         }
     }
 

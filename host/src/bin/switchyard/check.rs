@@ -96,7 +96,13 @@ pub fn config_check(file: &Path) -> anyhow::Result<()> {
     let handle = PolicyHandle::new(runtime, settings).context("the configured policy")?;
     let policy = handle
         .current()
-        .map(|p| format!("policy {} (sha256 {})", p.path().display(), &p.sha256()[..12]))
+        .map(|p| {
+            format!(
+                "policy {} (sha256 {})",
+                p.path().display(),
+                &p.sha256()[..12]
+            )
+        })
         .unwrap_or_else(|| "built-in default policy".to_owned());
     println!("{}: ok ({policy})", file.display());
     Ok(())

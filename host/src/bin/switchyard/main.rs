@@ -10,7 +10,11 @@ mod check;
 mod run;
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "A database proxy driven by a WebAssembly policy")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A database proxy driven by a WebAssembly policy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,9 +61,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are not errors.
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+            if !e.use_stderr() {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line, like every other error: clap's first line without its `error: ` prefix.
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "switchyard: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
         }
     };
     let result = match cli.command {

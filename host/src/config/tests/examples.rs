@@ -73,8 +73,11 @@ fn full_example() {
     assert_eq!(redis.compression, Compression::Zstd);
     assert_eq!(redis.url.expose(), "redis://:@redis.internal:6379/0");
     assert_eq!(config.policy.deadline, Duration::from_millis(5));
-    assert_eq!(config.policy.config.get("default_limit"), Some("1000"));
-    assert_eq!(config.policy.config.get("block_ddl"), Some("true"));
+    assert_eq!(config.policy.config.get("limit.dashboards"), Some("1000"));
+    assert_eq!(
+        config.policy.config.get("deny_tables.*"),
+        Some("pg_catalog.pg_authid")
+    );
     let admin = config.admin.as_ref().expect("admin");
     assert_eq!(admin.token.as_ref().map(|t| t.expose()), Some("t0ken"));
 }

@@ -317,3 +317,28 @@ fn location_display_is_one_line_with_file() {
         "{err}"
     );
 }
+
+#[test]
+fn policy_config_accepts_dotted_keys_quoted_or_not() {
+    let text = with(
+        r#"
+[policy.config]
+limit.alice = 100
+"limit.bob" = 50
+deny_tables."*" = "payroll"
+tenant_attribute = "user"
+enabled = true
+"#,
+    );
+    let config = parse(&text).expect("valid");
+    assert_eq!(
+        config.policy.config.to_pairs(),
+        vec![
+            ("deny_tables.*".to_owned(), "payroll".to_owned()),
+            ("enabled".to_owned(), "true".to_owned()),
+            ("limit.alice".to_owned(), "100".to_owned()),
+            ("limit.bob".to_owned(), "50".to_owned()),
+            ("tenant_attribute".to_owned(), "user".to_owned()),
+        ]
+    );
+}
