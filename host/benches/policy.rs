@@ -27,7 +27,11 @@ fn policy(name: &str, config: Vec<(String, String)>) -> PolicyHandle {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../policies/dist")
         .join(format!("{name}.wasm"));
-    assert!(path.is_file(), "{} missing: run policies/build.sh", path.display());
+    assert!(
+        path.is_file(),
+        "{} missing: run policies/build.sh",
+        path.display()
+    );
     let settings = PolicySettings {
         path: Some(path),
         config,
@@ -38,7 +42,10 @@ fn policy(name: &str, config: Vec<(String, String)>) -> PolicyHandle {
 }
 
 fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -46,17 +53,28 @@ fn bench(c: &mut Criterion) {
         "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at > '2026-01-01' AND c.region = 'eu' ORDER BY o.id LIMIT 50",
     );
     let mut group = c.benchmark_group("policy_call");
-    let builtin = PolicyHandle::new(PolicyRuntime::new(None).unwrap(), PolicySettings::default())
-        .unwrap();
-    group.bench_function("builtin", |b| b.iter(|| builtin.decide(&select, None).unwrap()));
+    let builtin =
+        PolicyHandle::new(PolicyRuntime::new(None).unwrap(), PolicySettings::default()).unwrap();
+    group.bench_function("builtin", |b| {
+        b.iter(|| builtin.decide(&select, None).unwrap())
+    });
     let cases = [
         ("rw-split", kv(&[])),
-        ("guard", kv(&[("limit.alice", "1000"), ("deny_tables.*", "payroll")])),
+        (
+            "guard",
+            kv(&[("limit.alice", "1000"), ("deny_tables.*", "payroll")]),
+        ),
         (
             "tenant-router",
-            kv(&[("tenant_attribute", "startup.application_name"), ("pool.billing", "shard1")]),
+            kv(&[
+                ("tenant_attribute", "startup.application_name"),
+                ("pool.billing", "shard1"),
+            ]),
         ),
-        ("cache-rules", kv(&[("ttl.orders", "30000"), ("ttl.customers", "60000")])),
+        (
+            "cache-rules",
+            kv(&[("ttl.orders", "30000"), ("ttl.customers", "60000")]),
+        ),
     ];
     for (name, config) in cases {
         let handle = policy(name, config);

@@ -69,7 +69,9 @@ impl StatementKind {
 }
 
 /// Facts about a statement beyond its kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct QueryFlags {
     /// UPDATE/DELETE with a WHERE clause.
     pub has_where: bool,
