@@ -3,3 +3,6 @@
 
 mod policy_engine;
 mod policy_swap;
+mod clickhouse_http;
+mod clickhouse_http_cache;
+mod clickhouse_http_limits;

@@ -1,5 +1,8 @@
 //! Support for the integration tests: locating the built example policies and starting and
 //! stopping real servers on loopback.
 
+pub mod clickhouse;
+pub mod http;
 pub mod policies;
+pub mod proxy;
 pub mod redis;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::node::NodeState;
 use super::strategy::{self, Candidate, Draw};
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, Strategy};
 use crate::model::{PoolRole, PoolState};
 
 #[derive(Debug)]
@@ -63,6 +63,21 @@ impl Pool {
     /// Picks an available node that is not in `exclude` (positions of nodes already tried), by
     /// the pool's strategy; `affinity` feeds consistent hashing. `None`: no node is available.
     pub fn pick(&self, affinity: Option<&str>, exclude: &[usize]) -> Option<Arc<NodeState>> {
+        self.pick_with(self.config.strategy, affinity, exclude)
+    }
+
+    /// Picks by consistent hashing of `key` whatever the pool's strategy: for state that lives on
+    /// one node (a ClickHouse HTTP `session_id`).
+    pub fn pick_sticky(&self, key: &str, exclude: &[usize]) -> Option<Arc<NodeState>> {
+        self.pick_with(Strategy::ConsistentHash, Some(key), exclude)
+    }
+
+    fn pick_with(
+        &self,
+        strategy: Strategy,
+        affinity: Option<&str>,
+        exclude: &[usize],
+    ) -> Option<Arc<NodeState>> {
         let mut candidates: Vec<Candidate> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
             if exclude.contains(&i) || !node.is_available() {
@@ -84,7 +99,7 @@ impl Pool {
             random: self.next_random(),
         };
         let at = strategy::select(
-            self.config.strategy,
+            strategy,
             &candidates,
             draw,
             affinity.map(strategy::hash_str),

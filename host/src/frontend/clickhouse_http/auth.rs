@@ -45,7 +45,9 @@ pub fn presented(params: &Params, headers: &HeaderMap) -> Result<Presented, ChEr
     };
     if ch_user.is_some() || ch_key.is_some() {
         if in_params || basic.is_some() {
-            return Err(mixed("X-ClickHouse HTTP headers and other authentication methods"));
+            return Err(mixed(
+                "X-ClickHouse HTTP headers and other authentication methods",
+            ));
         }
         return Ok(Presented {
             user: ch_user.unwrap_or_default(),
@@ -54,7 +56,9 @@ pub fn presented(params: &Params, headers: &HeaderMap) -> Result<Presented, ChEr
     }
     if let Some(value) = basic {
         if in_params {
-            return Err(mixed("Authorization HTTP header and authentication via parameters"));
+            return Err(mixed(
+                "Authorization HTTP header and authentication via parameters",
+            ));
         }
         return parse_basic(value.as_bytes()).ok_or_else(|| {
             ChError::new(
@@ -137,7 +141,10 @@ impl Users {
         if !user.config.allows_addr(ip) {
             return Err(ChError::forbidden(
                 code::IP_ADDRESS_NOT_ALLOWED,
-                format!("User {} is not allowed to connect from address {ip}", user.config.name),
+                format!(
+                    "User {} is not allowed to connect from address {ip}",
+                    user.config.name
+                ),
             ));
         }
         Ok(user.clone())
@@ -162,8 +169,11 @@ mod tests {
         let none = Params::parse(None);
         let p = presented(&Params::parse(Some("user=a&password=b")), &HeaderMap::new()).unwrap();
         assert_eq!((p.user.as_str(), p.password.as_str()), ("a", "b"));
-        let p = presented(&none, &headers(&[("x-clickhouse-user", "c"), ("x-clickhouse-key", "d")]))
-            .unwrap();
+        let p = presented(
+            &none,
+            &headers(&[("x-clickhouse-user", "c"), ("x-clickhouse-key", "d")]),
+        )
+        .unwrap();
         assert_eq!((p.user.as_str(), p.password.as_str()), ("c", "d"));
         // "e:f:g" in Basic: the password may contain colons.
         let p = presented(&none, &headers(&[("authorization", "Basic ZTpmOmc=")])).unwrap();
@@ -171,7 +181,10 @@ mod tests {
         let p = presented(&none, &HeaderMap::new()).unwrap();
         assert_eq!((p.user.as_str(), p.password.as_str()), ("default", ""));
 
-        let mixed = presented(&Params::parse(Some("user=a")), &headers(&[("x-clickhouse-user", "c")]));
+        let mixed = presented(
+            &Params::parse(Some("user=a")),
+            &headers(&[("x-clickhouse-user", "c")]),
+        );
         assert_eq!(mixed.unwrap_err().code, code::UNKNOWN_USER_OR_MIXED_AUTH);
         let bad = presented(&none, &headers(&[("authorization", "Basic !!!")]));
         assert_eq!(bad.unwrap_err().status, http::StatusCode::UNAUTHORIZED);
@@ -188,9 +201,31 @@ mod tests {
         };
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(users.authenticate(&ok("bob", "pw"), local).is_ok());
-        assert_eq!(users.authenticate(&ok("bob", "no"), local).unwrap_err().status, 401);
-        assert_eq!(users.authenticate(&ok("eve", "pw"), local).unwrap_err().status, 401);
-        assert_eq!(users.authenticate(&ok("office", "pw"), local).unwrap_err().status, 403);
-        assert!(users.authenticate(&ok("office", "pw"), "10.1.2.3".parse().unwrap()).is_ok());
+        assert_eq!(
+            users
+                .authenticate(&ok("bob", "no"), local)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            users
+                .authenticate(&ok("eve", "pw"), local)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            users
+                .authenticate(&ok("office", "pw"), local)
+                .unwrap_err()
+                .status,
+            403
+        );
+        assert!(
+            users
+                .authenticate(&ok("office", "pw"), "10.1.2.3".parse().unwrap())
+                .is_ok()
+        );
     }
 }

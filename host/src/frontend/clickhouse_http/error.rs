@@ -20,7 +20,6 @@ pub mod code {
     pub const TOO_MANY_SIMULTANEOUS_QUERIES: u32 = 202;
     pub const NETWORK_ERROR: u32 = 210;
     pub const TOO_LARGE_REQUEST: u32 = 307;
-    pub const QUERY_WAS_CANCELLED: u32 = 394;
     pub const ACCESS_DENIED: u32 = 497;
     pub const AUTHENTICATION_FAILED: u32 = 516;
     pub const NOT_IMPLEMENTED: u32 = 48;

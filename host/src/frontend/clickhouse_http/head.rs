@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::error::{ChError, code};
-pub use scan::{Head, HeadKind, insert_head};
+pub use scan::{HeadKind, insert_head};
 
 /// Most query text read before the statement must have shown its head (ClickHouse's own
 /// `max_query_size` default is the same).
@@ -38,12 +38,13 @@ pub struct QueryText {
     pub body: RawBody,
 }
 
-/// Where the data of an INSERT starts, in the decoded text (`param \n body`).
-pub struct Data {
-    /// Decoded data that was read while looking for the head (starts right after the head).
-    pub decoded_prefix: Bytes,
-    /// Whether the decoded data is all in `decoded_prefix`.
-    pub complete: bool,
+/// Where the data of an INSERT is.
+pub enum Data {
+    /// The statement was all in the `query` parameter: the whole body is data.
+    Body,
+    /// The data starts inside the decoded text (`param \n body`): the part of it read while
+    /// looking for the head, and whether that is all of it.
+    Decoded { prefix: Bytes, complete: bool },
 }
 
 /// The body's raw bytes: what was read, and the stream of the rest.
@@ -56,6 +57,14 @@ pub struct RawBody {
 }
 
 impl RawBody {
+    pub fn empty() -> RawBody {
+        RawBody {
+            chunks: VecDeque::new(),
+            rest: None,
+            encoding: None,
+        }
+    }
+
     /// The whole raw body when it was read to its end (replayable, e.g. for a retry).
     pub fn complete(&self) -> Option<Bytes> {
         if self.rest.is_some() {
@@ -98,13 +107,35 @@ impl Decoder {
     }
 
     /// Feeds raw bytes, stopping early once `limit` decoded bytes are there.
+    /// The body ended: decode what the decompressor still holds.
+    fn finish(&mut self) -> std::io::Result<()> {
+        match self {
+            Decoder::Identity(_) => Ok(()),
+            Decoder::Gzip(d) => d.try_finish(),
+            Decoder::Zlib(d) => d.try_finish(),
+        }
+    }
+
+    /// Identity keeps every byte (the chunk is in memory anyway, and the decoded text must equal
+    /// the raw bytes so that data can be cut from it).
     fn feed(&mut self, mut raw: &[u8], limit: usize) -> std::io::Result<()> {
+        if let Decoder::Identity(v) = self {
+            v.extend_from_slice(raw);
+            return Ok(());
+        }
         while !raw.is_empty() && self.decoded().len() < limit {
             let step = raw.len().min(DECODE_STEP);
+            // Flushing pushes what was decoded so far into the buffer.
             match self {
-                Decoder::Identity(v) => v.extend_from_slice(&raw[..step]),
-                Decoder::Gzip(d) => d.write_all(&raw[..step])?,
-                Decoder::Zlib(d) => d.write_all(&raw[..step])?,
+                Decoder::Identity(_) => {}
+                Decoder::Gzip(d) => {
+                    d.write_all(&raw[..step])?;
+                    d.flush()?;
+                }
+                Decoder::Zlib(d) => {
+                    d.write_all(&raw[..step])?;
+                    d.flush()?;
+                }
             }
             raw = &raw[step..];
         }
@@ -150,10 +181,7 @@ pub async fn read(
     if let Some(head) = insert_head(param).filter(|h| h.kind == HeadKind::Format) {
         return Ok(QueryText {
             sql: param[..head.end].to_owned(),
-            data: Some(Data {
-                decoded_prefix: Bytes::new(),
-                complete: false,
-            }),
+            data: Some(Data::Body),
             body: raw,
         });
     }
@@ -178,10 +206,15 @@ pub async fn read(
         match rest.frame().await {
             None => {
                 raw.rest = None;
+                decoder
+                    .finish()
+                    .map_err(|e| body_error(format!("cannot decompress it: {e}")))?;
             }
             Some(Err(e)) => return Err(body_error(e)),
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 received += data.len() as u64;
                 if max_body.is_some_and(|max| received > max) {
                     return Err(too_large(max_body.unwrap_or_default()));
@@ -222,16 +255,19 @@ fn split(text: Vec<u8>, raw: RawBody) -> Result<QueryText, ChError> {
             let data = Bytes::copy_from_slice(skip_separator(&text[head.end..]));
             Ok(QueryText {
                 sql: lossy[..head.end].to_owned(),
-                data: Some(Data {
-                    decoded_prefix: data,
+                data: Some(Data::Decoded {
+                    prefix: data,
                     complete,
                 }),
                 body: raw,
             })
         }
-        _ if complete => whole(String::from_utf8(text).map_err(|_| {
-            ChError::bad_request(code::SYNTAX_ERROR, "The query is not valid UTF-8")
-        })?, raw),
+        _ if complete => whole(
+            String::from_utf8(text).map_err(|_| {
+                ChError::bad_request(code::SYNTAX_ERROR, "The query is not valid UTF-8")
+            })?,
+            raw,
+        ),
         _ => Err(ChError::bad_request(
             code::SYNTAX_ERROR,
             format!(
@@ -264,5 +300,24 @@ fn skip_separator(data: &[u8]) -> &[u8] {
         &data[i + 1..]
     } else {
         data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::Decoder;
+
+    #[test]
+    fn a_small_gzip_body_decodes_completely() {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"SELECT 7").unwrap();
+        let gz = e.finish().unwrap();
+        let mut d = Decoder::new(Some("gzip")).unwrap();
+        d.feed(&gz, 1 << 20).unwrap();
+        d.finish().unwrap();
+        assert_eq!(d.decoded(), b"SELECT 7");
+        assert!(Decoder::new(Some("br")).is_none());
     }
 }

@@ -115,7 +115,11 @@ mod tests {
         let settings: Vec<_> = p.settings().collect();
         assert_eq!(settings, [("max_threads", "2"), ("default_format", "JSON")]);
         let attrs = p.attributes();
-        assert!(attrs.iter().all(|(k, _)| k != "param.password" && k != "param.query"));
+        assert!(
+            attrs
+                .iter()
+                .all(|(k, _)| k != "param.password" && k != "param.query")
+        );
         assert!(attrs.contains(&("param.database".into(), "db".into())));
         assert_eq!(
             p.backend_query_string(&[("query_id", "q1"), ("database", "other")]),

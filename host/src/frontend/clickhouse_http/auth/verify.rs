@@ -53,7 +53,10 @@ impl Verifier {
             Verifier::Plain(expected) => same(expected.as_bytes(), password.as_bytes()),
             Verifier::Md5(expected) => {
                 let digest = Md5::digest(format!("{password}{user}").as_bytes());
-                same(expected.as_bytes(), format!("md5{}", hex::encode(digest)).as_bytes())
+                same(
+                    expected.as_bytes(),
+                    format!("md5{}", hex::encode(digest)).as_bytes(),
+                )
             }
             Verifier::Scram {
                 iterations,

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Throughput of a small SELECT with wrk (HTTP keep-alive): straight to ClickHouse, through
+# Switchyard with a policy and the cache off (every request reaches ClickHouse), and through
+# Switchyard with the cache on (hits). Prints requests/s, latencies and the ratios to direct.
+#
+#   examples/clickhouse/bench.sh                 # 10 s per run, 32 connections, 2 wrk threads
+#   DURATION=30s CONNECTIONS=64 examples/clickhouse/bench.sh
+#
+# Uses target/release/switchyard (built if missing), wrk, one ClickHouse instance of its own
+# (examples/clickhouse/clickhouse.sh, query log off) and the example policies rw-split (cache off)
+# and cache-rules (cache on). Everything listens on loopback and is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-2}
+STATE=${BENCH_STATE:-/tmp/switchyard-bench}
+export CH_INSTANCES=1 CH_HTTP_PORT_BASE=${CH_HTTP_PORT_BASE:-58323} CH_TCP_PORT_BASE=59300 CH_INTERSERVER_PORT_BASE=59400 CH_LOG_QUERIES=0
+CH=127.0.0.1:$CH_HTTP_PORT_BASE
+MISS_PORT=18325 HIT_PORT=18326
+SQL='SELECT number FROM system.numbers LIMIT 10'
+BIN=target/release/switchyard
+
+log() { echo "[bench] $*" >&2; }
+command -v wrk >/dev/null || { log "wrk is missing: apt-get install -y wrk"; exit 1; }
+[ -x "$BIN" ] || { log "building switchyard (release)"; cargo build --release -p switchyard --quiet; }
+[ -f policies/dist/cache-rules.wasm ] && [ -f policies/dist/rw-split.wasm ] || policies/build.sh >/dev/null
+
+mkdir -p "$STATE"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  examples/clickhouse/clickhouse.sh stop "$STATE/clickhouse" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+examples/clickhouse/clickhouse.sh start "$STATE/clickhouse"
+
+config() { # port policy cache(true|false)
+  cat <<TOML
+[[listener]]
+name = "bench"
+protocol = "clickhouse-http"
+bind = "127.0.0.1:$1"
+cluster = "ch"
+
+[cluster.ch]
+protocol = "clickhouse-http"
+
+[cluster.ch.pool.reader]
+role = "replica"
+nodes = ["$CH"]
+size = 256
+auth = { user = "reader", password = "reader_pass" }
+
+[cluster.ch.pool.writer]
+role = "primary"
+nodes = ["$CH"]
+auth = { user = "writer", password = "writer_pass" }
+
+[cache]
+enabled = $3
+max_ttl = "10m"
+
+[policy]
+path = "policies/dist/$2.wasm"
+artifact_dir = "$STATE/artifacts"
+watch = false
+[policy.config]
+default_ttl = "600000"
+
+[[user]]
+name = "bench"
+password = "bench"
+
+[log]
+level = "warn"
+TOML
+}
+
+start_proxy() { # port policy cache
+  config "$1" "$2" "$3" >"$STATE/proxy-$1.toml"
+  "$BIN" run --config "$STATE/proxy-$1.toml" >"$STATE/proxy-$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    [ "$(curl -s --max-time 1 "http://127.0.0.1:$1/ping" 2>/dev/null)" = "Ok." ] && return 0
+    sleep 0.1
+  done
+  log "proxy on $1 did not start:"; cat "$STATE/proxy-$1.log" >&2; exit 1
+}
+start_proxy "$MISS_PORT" rw-split false
+start_proxy "$HIT_PORT" cache-rules true
+
+q=$(printf '%s' "$SQL" | sed 's/ /%20/g')
+direct="http://$CH/?user=reader&password=reader_pass&query=$q"
+miss="http://127.0.0.1:$MISS_PORT/?user=bench&password=bench&query=$q"
+hit="http://127.0.0.1:$HIT_PORT/?user=bench&password=bench&query=$q"
+[ "$(curl -s "$miss" | wc -l)" = 10 ] || { log "the proxy does not answer the query"; exit 1; }
+curl -s -o /dev/null -D - "$hit" | grep -qi 'x-cache: MISS' && curl -s -o /dev/null -D - "$hit" | grep -qi 'x-cache: HIT' \
+  || { log "the cache-on proxy does not hit"; exit 1; }
+
+run() { # name url
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$2" >/dev/null # warm-up: connections, pools, caches
+  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  echo "$out" >"$STATE/wrk-$1.txt"
+  local rps p50 p99 errors
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ' || true)
+  printf '%-28s %12s req/s   p50 %-9s p99 %-9s %s\n' "$1" "$rps" "$p50" "$p99" "$errors"
+  eval "RPS_$3=$rps"
+}
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, keep-alive, GET ?query=$SQL ($(nproc) cores)"
+run "direct to ClickHouse" "$direct" direct
+run "switchyard, cache off" "$miss" miss
+run "switchyard, cache on (hits)" "$hit" hit
+awk -v d="$RPS_direct" -v m="$RPS_miss" -v h="$RPS_hit" 'BEGIN {
+  printf "ratios to direct: cache off %.2fx (target >= 0.95x), cache hits %.2fx (target >= 5x)\n", m / d, h / d }'

@@ -1,0 +1,291 @@
+//! Wiring: every `[[listener]]` bound and served, one router and backend per cluster, and a
+//! graceful drain on shutdown.
+//!
+//! [`Server::start`] binds everything before it returns (port 0 works: tests read
+//! [`Server::local_addr`]); [`Server::shutdown`] stops accepting, lets connections finish their
+//! requests for up to `server.drain_timeout`, then cancels what is left. [`run`] is both for
+//! callers that have a shutdown future (the binary's signals).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::backend::clickhouse_http::ChBackend;
+use crate::cache::{CacheError, QueryCache};
+use crate::classify::Classifier;
+use crate::config::{self, Config};
+use crate::frontend::clickhouse_http::{ChFrontend, Shared};
+use crate::model::Protocol;
+use crate::policy::PolicyHandle;
+use crate::route::Router;
+
+/// Statements whose classification is remembered (exact text).
+const CLASSIFIER_CAPACITY: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listener `{name}`: {protocol} is not built yet")]
+    Unsupported {
+        name: String,
+        protocol: &'static str,
+    },
+    #[error("listener `{name}`: no cluster `{cluster}`")]
+    NoCluster { name: String, cluster: String },
+    #[error("cache: {0}")]
+    Cache(#[from] CacheError),
+}
+
+/// What every listener shares.
+#[derive(Clone)]
+pub struct Deps {
+    pub policy: Arc<PolicyHandle>,
+    pub classifier: Arc<Classifier>,
+    pub cache: Option<QueryCache>,
+}
+
+impl Deps {
+    /// The classifier and (when `[cache] enabled`) the cache, from the config.
+    pub async fn new(config: &Config, policy: Arc<PolicyHandle>) -> Result<Deps, ServerError> {
+        let cache = if config.cache.enabled {
+            Some(QueryCache::new(cache_settings(&config.cache)).await?)
+        } else {
+            None
+        };
+        Ok(Deps {
+            policy,
+            classifier: Arc::new(Classifier::new(CLASSIFIER_CAPACITY)),
+            cache,
+        })
+    }
+}
+
+/// Maps `[cache]` to the cache's own settings.
+pub fn cache_settings(c: &config::CacheConfig) -> crate::cache::CacheConfig {
+    crate::cache::CacheConfig {
+        enabled: c.enabled,
+        max_size: c.max_size,
+        max_ttl: c.max_ttl,
+        max_payload_size: c.max_payload_size,
+        grace_time: c.grace_time,
+        shared: c.shared,
+        redis: c.redis.as_ref().map(|r| crate::cache::RedisConfig {
+            url: r.url.expose().to_owned(),
+            timeout: r.timeout,
+            compress_threshold: usize::try_from(r.compress_threshold).unwrap_or(usize::MAX),
+            key_prefix: r.key_prefix.clone(),
+            ..crate::cache::RedisConfig::default()
+        }),
+    }
+}
+
+/// A running proxy.
+pub struct Server {
+    addrs: Vec<(String, SocketAddr)>,
+    stop: watch::Sender<bool>,
+    listeners: JoinSet<()>,
+    backends: Vec<Arc<ChBackend>>,
+    drain_timeout: Duration,
+}
+
+impl Server {
+    /// Binds every listener and starts serving. Must be called inside a tokio runtime.
+    pub async fn start(config: &Config, deps: Deps) -> Result<Server, ServerError> {
+        let (stop, _) = watch::channel(false);
+        let shared = Shared {
+            policy: deps.policy.clone(),
+            classifier: deps.classifier.clone(),
+            cache: deps.cache.clone(),
+        };
+        let mut backends: BTreeMap<String, Arc<ChBackend>> = BTreeMap::new();
+        let mut listeners = JoinSet::new();
+        let mut addrs = Vec::new();
+        for listener in &config.listeners {
+            if listener.protocol != Protocol::ClickhouseHttp {
+                return Err(ServerError::Unsupported {
+                    name: listener.name.clone(),
+                    protocol: match listener.protocol {
+                        Protocol::Postgres => "the postgres frontend",
+                        _ => "the mysql frontend",
+                    },
+                });
+            }
+            if listener.tls.is_some() {
+                return Err(ServerError::Unsupported {
+                    name: listener.name.clone(),
+                    protocol: "HTTPS (listener.tls)",
+                });
+            }
+            let Some(cluster) = config.cluster(&listener.cluster) else {
+                return Err(ServerError::NoCluster {
+                    name: listener.name.clone(),
+                    cluster: listener.cluster.clone(),
+                });
+            };
+            let backend = backends
+                .entry(listener.cluster.clone())
+                .or_insert_with(|| {
+                    let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
+                    Arc::new(ChBackend::start(router))
+                })
+                .clone();
+            let socket =
+                TcpListener::bind(listener.bind)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        name: listener.name.clone(),
+                        addr: listener.bind,
+                        source,
+                    })?;
+            let local = socket.local_addr().unwrap_or(listener.bind);
+            tracing::info!(listener = listener.name, addr = %local, protocol = listener.protocol.as_str(), cluster = listener.cluster, "listening");
+            addrs.push((listener.name.clone(), local));
+            let frontend = Arc::new(ChFrontend::new(
+                listener.clone(),
+                config,
+                backend,
+                shared.clone(),
+            ));
+            listeners.spawn(accept_loop(
+                socket,
+                frontend,
+                stop.subscribe(),
+                config.server.drain_timeout,
+            ));
+        }
+        Ok(Server {
+            addrs,
+            stop,
+            listeners,
+            backends: backends.into_values().collect(),
+            drain_timeout: config.server.drain_timeout,
+        })
+    }
+
+    /// Every listener's name and bound address.
+    pub fn addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Stops accepting, drains (bounded by `server.drain_timeout`), then cancels the rest.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let drain = self.drain_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(drain, async {
+            while self.listeners.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            self.listeners.abort_all();
+        }
+        // Health checkers stop with the last reference to their backend.
+        self.backends.clear();
+    }
+}
+
+/// Starts the server, waits for `shutdown`, then drains it.
+pub async fn run(
+    config: &Config,
+    deps: Deps,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let server = Server::start(config, deps).await?;
+    shutdown.await;
+    tracing::info!(drain_timeout = ?server.drain_timeout, "shutting down: draining connections");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    frontend: Arc<ChFrontend>,
+    mut stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    let limit = Arc::new(Semaphore::new(frontend.listener().max_connections as usize));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    if let Some(idle) = frontend.listener().idle_timeout {
+        // HTTP/1: a keep-alive connection that sends no next request within this is closed.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(idle);
+    }
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        // A permit before accept: past max_connections, clients wait in the kernel's backlog.
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let frontend = frontend.clone();
+        let service = service_fn(move |request| {
+            let frontend = frontend.clone();
+            async move { Ok::<_, Infallible>(frontend.handle(request, peer).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(socket);
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "drain timeout: closing the remaining connections"
+        );
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,346 @@
+//! The ClickHouse HTTP frontend against real clickhouse-server instances: routing, backend users,
+//! authentication, failover, cancellation, INSERT streaming and the policy's block and rewrite.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use ::http::Method;
+use switchyard_tests::clickhouse::ClickHouse;
+use switchyard_tests::http::{self, enc, post, request};
+use switchyard_tests::policies::policy_wasm;
+use switchyard_tests::proxy::{Proxy, config};
+
+pub const USERS: &str = r#"
+[[user]]
+name = "alice"
+password = "alice_pw"
+
+[[user]]
+name = "analyst"
+password = "analyst_pw"
+backend = { user = "reader", password = "reader_pass" }
+
+[[user]]
+name = "office"
+password = "office_pw"
+allowed_networks = ["10.0.0.0/8"]
+"#;
+
+async fn proxy(ch: &ClickHouse, extra: &str) -> Proxy {
+    Proxy::start(&config(ch, "", "", &format!("{USERS}\n{extra}"))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_round_robin_to_replicas_as_reader_and_writes_to_the_primary_as_writer() {
+    let ch = ClickHouse::start(2);
+    let proxy = proxy(&ch, "").await;
+    let url = proxy.url_as("alice", "alice_pw");
+
+    let mut seen = BTreeMap::new();
+    for _ in 0..6 {
+        let r = post(&url, "SELECT 1 AS routed").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "1\n"));
+        *seen.entry(r.node().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen,
+        BTreeMap::from([("ch0".to_owned(), 3), ("ch1".to_owned(), 3)])
+    );
+
+    let r = post(
+        &url,
+        "CREATE TABLE default.routed (a UInt8) ENGINE = Memory",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.node(), "ch0");
+    let r = post(
+        &format!(
+            "{url}&query={}",
+            enc("INSERT INTO default.routed FORMAT CSV")
+        ),
+        "1\n2\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        ch.node(0).query("SELECT count() FROM default.routed"),
+        "2\n"
+    );
+    assert_eq!(ch.node(1).query("EXISTS TABLE default.routed"), "0\n");
+
+    ch.node(0).query("SYSTEM FLUSH LOGS");
+    let users = |node: usize, like: &str| {
+        ch.node(node).query(&format!(
+            "SELECT DISTINCT user FROM system.query_log WHERE type = 2 AND query LIKE '{like}'"
+        ))
+    };
+    assert_eq!(users(0, "CREATE TABLE default.routed%"), "writer\n");
+    assert_eq!(users(0, "INSERT INTO default.routed%"), "writer\n");
+    ch.node(1).query("SYSTEM FLUSH LOGS");
+    assert_eq!(users(1, "SELECT 1 AS routed"), "reader\n");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_user_cannot_write() {
+    let ch = ClickHouse::start(1);
+    ch.node(0)
+        .query("CREATE TABLE default.guarded (a UInt8) ENGINE = Memory");
+    let proxy = proxy(&ch, "").await;
+    // `analyst` always runs as the read-only ClickHouse user, whatever the route.
+    let url = proxy.url_as("analyst", "analyst_pw");
+    let r = post(&url, "INSERT INTO default.guarded VALUES (1)").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().starts_with("Code: 164"), "{}", r.text());
+    assert!(r.text().contains("readonly mode"), "{}", r.text());
+    assert_eq!(
+        ch.node(0).query("SELECT count() FROM default.guarded"),
+        "0\n"
+    );
+    assert_eq!(
+        post(&url, "SELECT count() FROM default.guarded")
+            .await
+            .text(),
+        "0\n"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_methods_networks_and_refusals_look_like_clickhouse() {
+    let ch = ClickHouse::start(1);
+    let proxy = proxy(&ch, "").await;
+    let base = proxy.url();
+
+    let r = post(&proxy.url_as("alice", "wrong"), "SELECT 1").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.text(),
+        "Code: 516, e.displayText() = DB::Exception: alice: Authentication failed: password is incorrect \
+         or there is no user with such name, e.what() = DB::Exception\n"
+    );
+    assert!(r.header("www-authenticate").is_some());
+    assert_eq!(
+        post(&proxy.url_as("mallory", "x"), "SELECT 1").await.status,
+        401
+    );
+    // `default` is not a proxy user here.
+    assert_eq!(post(&base, "SELECT 1").await.status, 401);
+
+    let headers = [
+        ("X-ClickHouse-User", "alice"),
+        ("X-ClickHouse-Key", "alice_pw"),
+    ];
+    let r = request(Method::POST, &base, &headers, "SELECT 2").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "2\n"));
+    // alice:alice_pw
+    let basic = [("Authorization", "Basic YWxpY2U6YWxpY2VfcHc=")];
+    let r = request(Method::POST, &base, &basic, "SELECT 3").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "3\n"));
+    let mixed = request(
+        Method::POST,
+        &format!("{base}/?user=alice"),
+        &headers,
+        "SELECT 1",
+    )
+    .await;
+    assert_eq!(mixed.status, 401);
+    assert!(mixed.text().starts_with("Code: 194"), "{}", mixed.text());
+
+    let r = post(&proxy.url_as("office", "office_pw"), "SELECT 1").await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().starts_with("Code: 195"), "{}", r.text());
+    assert!(
+        r.text()
+            .contains("not allowed to connect from address 127.0.0.1")
+    );
+
+    let ping = http::get(&format!("{base}/ping")).await;
+    assert_eq!((ping.status, ping.text().as_str()), (200, "Ok.\n"));
+    let get = http::get(&format!(
+        "{}&query={}",
+        proxy.url_as("alice", "alice_pw"),
+        enc("SELECT 4")
+    ))
+    .await;
+    assert_eq!((get.status, get.text().as_str()), (200, "4\n"));
+    let put = request(Method::PUT, &base, &[], "SELECT 1").await;
+    assert_eq!(put.status, 501);
+    let empty = post(&proxy.url_as("alice", "alice_pw"), "").await;
+    assert_eq!(empty.status, 400);
+    assert!(empty.text().contains("Empty query"));
+    assert_eq!(empty.x_cache(), "N/A");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_still_answered_after_a_node_is_stopped() {
+    let mut ch = ClickHouse::start(2);
+    let proxy = proxy(&ch, "").await;
+    let url = proxy.url_as("alice", "alice_pw");
+    for _ in 0..4 {
+        assert_eq!(post(&url, "SELECT 1").await.status, 200);
+    }
+    ch.stop(1);
+    // The first read that lands on ch1 fails to connect and is retried on ch0; the node is
+    // banned, and the health checker keeps it out.
+    for i in 0..10 {
+        let r = post(&url, "SELECT 1").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "1\n"), "read {i}");
+        assert_eq!(r.node(), "ch0");
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_gets_its_query_killed() {
+    let ch = ClickHouse::start(1);
+    let proxy = proxy(&ch, "").await;
+    let url = proxy.url_as("alice", "alice_pw");
+    let endless = "SELECT count() FROM system.numbers WHERE number != 12345";
+    let cut = tokio::time::timeout(Duration::from_millis(700), post(&url, endless)).await;
+    assert!(cut.is_err(), "the endless query answered");
+    let running = || {
+        ch.node(0).query(
+            "SELECT count() FROM system.processes WHERE position(query, 'number != 12345') > 0 \
+             AND position(query, 'system.processes') = 0",
+        )
+    };
+    let started = Instant::now();
+    while running() != "0\n" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the query still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        ch.node(0)
+            .finished_queries("KILL QUERY WHERE query_id = 'switchyard-"),
+        1
+    );
+    proxy.stop().await;
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip into memory");
+    e.finish().expect("gzip into memory")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_stream_their_data_plain_or_compressed() {
+    let ch = ClickHouse::start(1);
+    ch.node(0)
+        .query("CREATE TABLE default.big (a UInt64, s String) ENGINE = Memory");
+    let proxy = proxy(&ch, "").await;
+    let url = proxy.url_as("alice", "alice_pw");
+    let rows = 200_000u64;
+    let csv: String = (0..rows).map(|i| format!("{i},row number {i}\n")).collect();
+
+    // Statement in the parameter, data in the body.
+    let with_param = format!("{url}&query={}", enc("INSERT INTO default.big FORMAT CSV"));
+    let r = post(&with_param, &csv).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Statement at the head of a body far larger than the proxy reads to classify it.
+    let r = post(&url, &format!("INSERT INTO default.big FORMAT CSV\n{csv}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The same gzip-compressed, statement inside, and statement in the parameter.
+    let body = gzip(format!("INSERT INTO default.big FORMAT CSV\n{csv}").as_bytes());
+    let r = request(Method::POST, &url, &[("Content-Encoding", "gzip")], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(
+        Method::POST,
+        &with_param,
+        &[("Content-Encoding", "gzip")],
+        gzip(csv.as_bytes()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A small compressed statement is decoded whole.
+    let r = request(
+        Method::POST,
+        &url,
+        &[("Content-Encoding", "gzip")],
+        gzip(b"SELECT 7"),
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "7\n"));
+    // VALUES with a small body is classified whole.
+    let r = post(&url, "INSERT INTO default.big VALUES (1, 'x')").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    assert_eq!(
+        ch.node(0).query("SELECT count(), sum(a) FROM default.big"),
+        format!("{}\t{}\n", 4 * rows + 1, 4 * (rows * (rows - 1) / 2) + 1)
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_blocks_and_rewrites() {
+    let ch = ClickHouse::start(1);
+    let guard = format!(
+        "[policy]\npath = \"{}\"\n[policy.config]\n\"limit.*\" = \"3\"\n",
+        policy_wasm("guard").display()
+    );
+    let proxy = proxy(&ch, &guard).await;
+    let url = proxy.url_as("alice", "alice_pw");
+    let r = post(&url, "DROP TABLE IF EXISTS default.anything").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.text(),
+        "Code: 497, e.displayText() = DB::Exception: guard: DROP is not allowed, e.what() = DB::Exception\n"
+    );
+    // An unbounded SELECT gets LIMIT 3: the backend ran the rewritten statement.
+    let r = post(&url, "SELECT number FROM system.numbers").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "0\n1\n2\n"));
+    let get = http::get(&format!(
+        "{url}&query={}",
+        enc("SELECT number FROM system.numbers")
+    ))
+    .await;
+    assert_eq!(get.text(), "0\n1\n2\n");
+    assert_eq!(
+        ch.node(0).finished_queries("FROM system.numbers LIMIT 3"),
+        2
+    );
+    proxy.stop().await;
+
+    let trap = format!(
+        "[policy]\npath = \"{}\"\nfail_mode = \"fail-closed\"\n",
+        policy_wasm("trap").display()
+    );
+    let proxy = Proxy::start(&config(&ch, "", "", &format!("{USERS}\n{trap}"))).await;
+    let r = post(&proxy.url_as("alice", "alice_pw"), "SELECT 1").await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text()
+            .starts_with("Code: 1001, e.displayText() = DB::Exception: policy"),
+        "{}",
+        r.text()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_its_node_and_its_temporary_tables() {
+    let ch = ClickHouse::start(2);
+    let proxy = proxy(&ch, "").await;
+    let url = format!("{}&session_id=s1", proxy.url_as("alice", "alice_pw"));
+    let r = post(&url, "CREATE TEMPORARY TABLE scratch (a UInt8)").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let insert = format!("{url}&query={}", enc("INSERT INTO scratch FORMAT CSV"));
+    assert_eq!(post(&insert, "7\n").await.status, 200);
+    let mut nodes = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        // Reads in a session are not spread over the replicas: the table lives on one node.
+        let r = post(&url, "SELECT sum(a) FROM scratch").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "7\n"));
+        nodes.insert(r.node().to_owned());
+    }
+    assert_eq!(nodes.len(), 1);
+    proxy.stop().await;
+}
