@@ -3,8 +3,9 @@
 # Switchyard with a policy and the cache off (every request reaches ClickHouse), and through
 # Switchyard with the cache on (hits). Prints requests/s, latencies and the ratios to direct.
 #
-#   examples/clickhouse/bench.sh                 # 10 s per run, 32 connections, 2 wrk threads
+#   examples/clickhouse/bench.sh                 # 3 interleaved rounds of 10 s runs, 32 connections
 #   DURATION=30s CONNECTIONS=64 examples/clickhouse/bench.sh
+#   WORKERS=1 examples/clickhouse/bench.sh       # proxy runtime threads (default: one per core)
 #
 # Uses target/release/switchyard (built if missing), wrk, one ClickHouse instance of its own
 # (examples/clickhouse/clickhouse.sh, query log off) and the example policies rw-split (cache off)
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
 STATE=${BENCH_STATE:-/tmp/switchyard-bench}
 export CH_INSTANCES=1 CH_HTTP_PORT_BASE=${CH_HTTP_PORT_BASE:-58323} CH_TCP_PORT_BASE=59300 CH_INTERSERVER_PORT_BASE=59400 CH_LOG_QUERIES=0
 CH=127.0.0.1:$CH_HTTP_PORT_BASE
@@ -75,6 +77,9 @@ password = "bench"
 
 [log]
 level = "warn"
+${WORKERS:+
+[server]
+worker_threads = $WORKERS}
 TOML
 }
 
@@ -99,22 +104,35 @@ hit="http://127.0.0.1:$HIT_PORT/?user=bench&password=bench&query=$q"
 curl -s -o /dev/null -D - "$hit" | grep -qi 'x-cache: MISS' && curl -s -o /dev/null -D - "$hit" | grep -qi 'x-cache: HIT' \
   || { log "the cache-on proxy does not hit"; exit 1; }
 
-run() { # name url
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "$2" >/dev/null # warm-up: connections, pools, caches
-  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
-  echo "$out" >"$STATE/wrk-$1.txt"
-  local rps p50 p99 errors
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ' || true)
-  printf '%-28s %12s req/s   p50 %-9s p99 %-9s %s\n' "$1" "$rps" "$p50" "$p99" "$errors"
-  eval "RPS_$3=$rps"
+measure() { # url -> "rps p50 p99 errors"
+  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+  echo "$out" >>"$STATE/wrk.txt"
+  local errors; errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' \n' ' ' || true)
+  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(awk '$1 == "50%" {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out") ${errors:-}"
 }
 
-echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, keep-alive, GET ?query=$SQL ($(nproc) cores)"
-run "direct to ClickHouse" "$direct" direct
-run "switchyard, cache off" "$miss" miss
-run "switchyard, cache on (hits)" "$hit" hit
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION x $ROUNDS rounds (interleaved, median), keep-alive, GET ?query=$SQL"
+echo "($(nproc) cores shared by wrk, ClickHouse and the proxy; proxy worker threads: ${WORKERS:-one per core})"
+: >"$STATE/wrk.txt"
+names=(direct miss hit)
+labels=("direct to ClickHouse" "switchyard, cache off" "switchyard, cache on (hits)")
+urls=("$direct" "$miss" "$hit")
+for i in 0 1 2; do wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${urls[$i]}" >/dev/null; done # warm-up
+declare -A rows
+for round in $(seq 1 "$ROUNDS"); do
+  for i in 0 1 2; do
+    rows[${names[$i]}]+="$(measure "${urls[$i]}")"$'\n'
+  done
+done
+for i in 0 1 2; do
+  all=${rows[${names[$i]}]}
+  rps=$(awk 'NF {print $1}' <<<"$all" | median)
+  line=$(awk -v r="$rps" 'NF && $1 == r {print; exit}' <<<"$all")
+  printf '%-28s %10s req/s (rounds: %s)  p50 %-8s p99 %-8s %s\n' "${labels[$i]}" "$rps" \
+    "$(awk 'NF {printf "%s%s", sep, $1; sep="/"}' <<<"$all")" "$(cut -d' ' -f2 <<<"$line")" "$(cut -d' ' -f3 <<<"$line")" "$(cut -d' ' -f4- <<<"$line")"
+  eval "RPS_${names[$i]}=$rps"
+done
 awk -v d="$RPS_direct" -v m="$RPS_miss" -v h="$RPS_hit" 'BEGIN {
-  printf "ratios to direct: cache off %.2fx (target >= 0.95x), cache hits %.2fx (target >= 5x)\n", m / d, h / d }'
+  printf "ratios to direct (medians): cache off %.2fx (target >= 0.95x), cache hits %.2fx (target >= 5x)\n", m / d, h / d }'

@@ -1,8 +1,8 @@
 //! Integration tests: one binary, one module per area. Tests start the real servers they need on
 //! loopback ports of their own and stop them.
 
-mod policy_engine;
-mod policy_swap;
 mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;
+mod policy_engine;
+mod policy_swap;

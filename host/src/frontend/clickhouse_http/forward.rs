@@ -1,7 +1,9 @@
 //! Sending a planned query to a node of its pool: node choice, one retry of reads on another node
 //! while nothing has reached the client, the deadline, and the kill guard.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
@@ -46,11 +48,25 @@ pub struct Plan {
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub first: Option<Bytes>,
+    /// The body's first chunks (what had arrived with the headers).
+    pub first: VecDeque<Bytes>,
     /// `None` when the body ended with `first`.
     pub rest: Option<Incoming>,
     pub held: Held,
     pub node: String,
+}
+
+/// Body bytes gathered without waiting before the response starts.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Polls a future once, without waiting.
+fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
 }
 
 /// Runs the plan: at most two attempts for retryable reads, one otherwise.
@@ -137,11 +153,39 @@ pub async fn send(
             }
             Ok(Ok(first)) => first,
         };
-        let rest = first.is_some().then_some(incoming);
+        // Take what else is already here: a small result that is complete then goes to the
+        // client in one write with a Content-Length, instead of a chunked stream.
+        let mut chunks: VecDeque<Bytes> = first.into_iter().collect();
+        let mut size: usize = chunks.iter().map(Bytes::len).sum();
+        let mut ended = chunks.is_empty();
+        let mut broken = None;
+        while !ended && size < COALESCE_LIMIT {
+            match poll_once(next_data(&mut incoming)) {
+                Some(Ok(Some(data))) => {
+                    size += data.len();
+                    chunks.push_back(data);
+                }
+                Some(Ok(None)) => ended = true,
+                Some(Err(e)) => {
+                    broken = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if let Some(e) = broken {
+            // Still nothing sent to the client: like a failure before the first byte.
+            last_error = Some(ChError::bad_gateway(format!(
+                "ClickHouse at {} broke the response: {e}",
+                node.addr()
+            )));
+            continue;
+        }
+        let rest = (!ended).then_some(incoming);
         return Ok(Answer {
             status: parts.status,
             headers: parts.headers,
-            first,
+            first: chunks,
             rest,
             held: Held {
                 _permits: permits.take().unwrap_or_default(),
@@ -190,7 +234,7 @@ async fn with_deadline<F: std::future::Future>(
 /// Reads the rest of an answer into memory, up to `max` bytes (the first chunk included).
 /// `Ok(Err(partial))` when it is larger: the chunks read so far, the stream still open.
 pub async fn collect(answer: &mut Answer, max: u64) -> Result<Result<Bytes, Vec<Bytes>>, ChError> {
-    let mut chunks: Vec<Bytes> = answer.first.take().into_iter().collect();
+    let mut chunks: Vec<Bytes> = std::mem::take(&mut answer.first).into();
     let mut size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
     if let Some(rest) = answer.rest.as_mut() {
         loop {

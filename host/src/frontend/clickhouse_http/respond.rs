@@ -52,18 +52,32 @@ pub fn passed_headers(from: &HeaderMap) -> HeaderMap {
 
 /// A streamed backend answer as the client's response.
 pub fn streamed(
-    answer: Answer,
+    mut answer: Answer,
     deadline: Option<Deadline>,
     compress: Option<Compress>,
     cache: CacheStatus,
 ) -> Response<Body> {
     let headers = passed_headers(&answer.headers);
-    let relay = Relay::new(
-        answer.first.into_iter().collect(),
-        answer.rest,
-        deadline,
-        answer.held,
-    );
+    if answer.rest.is_none() {
+        // Complete already: one write with a Content-Length (the Relay would do the same with
+        // chunked encoding in two).
+        let mut held = answer.held;
+        held.kill.disarm();
+        drop(held);
+        let data = match answer.first.len() {
+            0 => Bytes::new(),
+            1 => answer.first.pop_front().unwrap_or_default(),
+            _ => {
+                let mut out = BytesMut::new();
+                for chunk in &answer.first {
+                    out.extend_from_slice(chunk);
+                }
+                out.freeze()
+            }
+        };
+        return whole(answer.status, headers, data, compress, cache);
+    }
+    let relay = Relay::new(answer.first, answer.rest, deadline, answer.held);
     let body = relay.boxed_unsync();
     build(answer.status, headers, body, compress, cache)
 }
