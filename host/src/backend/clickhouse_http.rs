@@ -218,6 +218,24 @@ pub(crate) fn basic_auth(credentials: &Credentials) -> Result<HeaderValue, Backe
 }
 
 /// An error and its causes on one line (hyper's top-level messages say little on their own).
+/// Sends a small control request (heartbeat, KILL QUERY) and reads the whole answer, so the
+/// connection goes back to the pool.
+pub(crate) async fn send_whole(
+    client: &Client<HttpConnector, Body>,
+    request: Request<Body>,
+) -> Result<(http::StatusCode, Bytes), String> {
+    use http_body_util::BodyExt as _;
+    let response = client.request(request).await.map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| error_chain(&e))?
+        .to_bytes();
+    Ok((status, body))
+}
+
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();

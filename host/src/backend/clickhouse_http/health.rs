@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::{Body, basic_auth, error_chain};
+use super::{Body, basic_auth, send_whole};
 use crate::route::{NodeState, Pool};
 
 pub(super) async fn run(
@@ -65,15 +65,7 @@ async fn check(
         .map_err(|never| match never {})
         .boxed_unsync();
     let request = request.body(body).map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| error_chain(&e))?;
-    let status = response.status();
-    // Read the body so the connection goes back to the pool.
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| error_chain(&e))?
-        .to_bytes();
+    let (status, body) = send_whole(client, request).await?;
     if status == StatusCode::OK {
         Ok(())
     } else {

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::{Body, basic_auth, error_chain};
+use super::{Body, basic_auth, send_whole};
 use crate::config::Credentials;
 use crate::route::NodeState;
 
@@ -70,14 +70,7 @@ async fn send(
         )
         .body(body)
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| error_chain(&e))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| error_chain(&e))?
-        .to_bytes();
+    let (status, body) = send_whole(client, request).await?;
     let text = String::from_utf8_lossy(&body).into_owned();
     if status.is_success() {
         Ok(text)
