@@ -1,3 +1,4 @@
 //! Server-side protocol clients: how queries reach the backend nodes a route picked.
 
 pub mod clickhouse_http;
+pub mod postgres;

@@ -3,3 +3,4 @@
 //! its protocol's native answers and errors.
 
 pub mod clickhouse_http;
+pub mod postgres;

@@ -15,5 +15,6 @@ pub mod limits;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod postgres;
 pub mod route;
 pub mod server;

@@ -22,10 +22,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::backend::clickhouse_http::ChBackend;
+use crate::backend::postgres::{Login, PgBackend};
 use crate::cache::{CacheError, QueryCache};
 use crate::classify::Classifier;
 use crate::config::{self, Config};
 use crate::frontend::clickhouse_http::{ChFrontend, Shared};
+use crate::frontend::postgres::PgFrontend;
 use crate::model::Protocol;
 use crate::policy::PolicyHandle;
 use crate::route::Router;
@@ -51,6 +53,8 @@ pub enum ServerError {
     NoCluster { name: String, cluster: String },
     #[error("cache: {0}")]
     Cache(#[from] CacheError),
+    #[error("listener `{name}`: TLS: {reason}")]
+    Tls { name: String, reason: String },
 }
 
 /// What every listener shares.
@@ -102,6 +106,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
     backends: Vec<Arc<ChBackend>>,
+    pg_backends: Vec<Arc<PgBackend>>,
+    pg_frontends: Vec<Arc<PgFrontend>>,
     drain_timeout: Duration,
 }
 
@@ -115,16 +121,61 @@ impl Server {
             cache: deps.cache.clone(),
         };
         let mut backends: BTreeMap<String, Arc<ChBackend>> = BTreeMap::new();
+        let mut pg_backends: BTreeMap<String, Arc<PgBackend>> = BTreeMap::new();
+        let mut pg_frontends = Vec::new();
         let mut listeners = JoinSet::new();
         let mut addrs = Vec::new();
         for listener in &config.listeners {
+            if listener.protocol == Protocol::Postgres {
+                let Some(cluster) = config.cluster(&listener.cluster) else {
+                    return Err(ServerError::NoCluster {
+                        name: listener.name.clone(),
+                        cluster: listener.cluster.clone(),
+                    });
+                };
+                let backend = pg_backends
+                    .entry(listener.cluster.clone())
+                    .or_insert_with(|| {
+                        let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
+                        PgBackend::start(router, health_login(config, cluster))
+                    })
+                    .clone();
+                let tls = listener
+                    .tls
+                    .as_ref()
+                    .map(|t| tls_acceptor(&listener.name, t))
+                    .transpose()?;
+                let socket =
+                    TcpListener::bind(listener.bind)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            name: listener.name.clone(),
+                            addr: listener.bind,
+                            source,
+                        })?;
+                let local = socket.local_addr().unwrap_or(listener.bind);
+                tracing::info!(listener = listener.name, addr = %local, protocol = "postgres", cluster = listener.cluster, tls = tls.is_some(), "listening");
+                addrs.push((listener.name.clone(), local));
+                let frontend = Arc::new(PgFrontend::new(
+                    listener.clone(),
+                    config,
+                    backend,
+                    shared.clone(),
+                    tls,
+                ));
+                pg_frontends.push(frontend.clone());
+                listeners.spawn(pg_accept_loop(
+                    socket,
+                    frontend,
+                    stop.subscribe(),
+                    config.server.drain_timeout,
+                ));
+                continue;
+            }
             if listener.protocol != Protocol::ClickhouseHttp {
                 return Err(ServerError::Unsupported {
                     name: listener.name.clone(),
-                    protocol: match listener.protocol {
-                        Protocol::Postgres => "the postgres frontend",
-                        _ => "the mysql frontend",
-                    },
+                    protocol: "the mysql frontend",
                 });
             }
             if listener.tls.is_some() {
@@ -175,8 +226,15 @@ impl Server {
             stop,
             listeners,
             backends: backends.into_values().collect(),
+            pg_backends: pg_backends.into_values().collect(),
+            pg_frontends,
             drain_timeout: config.server.drain_timeout,
         })
+    }
+
+    /// The PostgreSQL frontends (admin console, tests).
+    pub fn pg_frontends(&self) -> &[Arc<PgFrontend>] {
+        &self.pg_frontends
     }
 
     /// Every listener's name and bound address.
@@ -203,6 +261,8 @@ impl Server {
         }
         // Health checkers stop with the last reference to their backend.
         self.backends.clear();
+        self.pg_frontends.clear();
+        self.pg_backends.clear();
     }
 }
 
@@ -288,4 +348,112 @@ async fn accept_loop(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Who health checks log in as when a pool has no `auth`: the first user with a password.
+fn health_login(config: &Config, cluster: &config::ClusterConfig) -> Option<Login> {
+    let (_, primary) = cluster
+        .primary()
+        .or_else(|| cluster.pools.iter().next().map(|(n, p)| (n.as_str(), p)))?;
+    config.users.iter().find_map(|u| {
+        let credentials = u.backend_credentials(primary);
+        credentials.password.map(|p| Login {
+            user: credentials.user,
+            password: Some(p.expose().to_owned()),
+            database: cluster
+                .database
+                .clone()
+                .unwrap_or_else(|| "postgres".to_owned()),
+        })
+    })
+}
+
+/// A TLS acceptor from the listener's PEM files.
+fn tls_acceptor(
+    name: &str,
+    tls: &config::TlsConfig,
+) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |reason: String| ServerError::Tls {
+        name: name.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| err(format!("{}: {e}", tls.cert.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("{}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(err(format!("{}: no certificate", tls.cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| err(format!("{}: {e}", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts PostgreSQL clients until stopped, then gives sessions `drain_timeout` to finish.
+async fn pg_accept_loop(
+    socket: TcpListener,
+    frontend: Arc<PgFrontend>,
+    mut stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    let limit = Arc::new(Semaphore::new(frontend.listener().max_connections as usize));
+    let mut sessions = JoinSet::new();
+    loop {
+        while sessions.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            // Over max_connections: a clear error instead of a hang (PgBouncer does the same).
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut stream = stream;
+                let mut out = bytes::BytesMut::new();
+                crate::postgres::protocol::ErrorFields::fatal(
+                    "53300",
+                    "too many client connections (listener max_connections)",
+                )
+                .encode_error(&mut out);
+                let _ = stream.write_all(&out).await;
+            });
+            continue;
+        };
+        let frontend = frontend.clone();
+        sessions.spawn(async move {
+            frontend.serve(stream, peer).await;
+            drop(permit);
+        });
+    }
+    drop(socket);
+    if tokio::time::timeout(drain_timeout, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            open = sessions.len(),
+            "drain timeout: closing the remaining client sessions"
+        );
+    }
+    sessions.abort_all();
+    while sessions.join_next().await.is_some() {}
 }

@@ -6,3 +6,4 @@ pub mod http;
 pub mod policies;
 pub mod proxy;
 pub mod redis;
+pub mod postgres;

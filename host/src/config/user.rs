@@ -67,6 +67,9 @@ pub struct UserConfig {
     /// Whether the policy's cache directives apply to this user's queries.
     #[serde(default = "yes")]
     pub cache: bool,
+    /// May use the PostgreSQL admin console (database `switchyard`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 fn yes() -> bool {
@@ -132,6 +135,7 @@ impl UserConfig {
             max_execution_time: None,
             requests_per_minute: None,
             cache: true,
+            admin: false,
         }
     }
 

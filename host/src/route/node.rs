@@ -37,6 +37,12 @@ pub struct NodeState {
     ewma_us: AtomicU64,
     /// Whether a health checker runs for it: a ban then lasts until a check succeeds.
     checked: bool,
+    /// Replication lag as last measured (`u64::MAX`: not a replica, or not measured yet).
+    lag_ms: AtomicU64,
+    lag_bytes: AtomicU64,
+    /// A replica lagging over its pool's limit leaves rotation until it catches up; unlike a
+    /// ban this is decided by every check, so it returns as soon as it has caught up.
+    lagging: AtomicBool,
 }
 
 impl NodeState {
@@ -53,6 +59,9 @@ impl NodeState {
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
             checked,
+            lag_ms: AtomicU64::new(u64::MAX),
+            lag_bytes: AtomicU64::new(u64::MAX),
+            lagging: AtomicBool::new(false),
         }
     }
 
@@ -85,10 +94,45 @@ impl NodeState {
         self.ewma_us.load(Ordering::Relaxed)
     }
 
-    /// Whether it takes traffic now: not banned, and healthy.
+    /// Whether it takes traffic now: not banned, healthy, and not lagging too far behind.
     pub fn is_available(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+            && !self.lagging.load(Ordering::Acquire)
             && now_ms() >= self.banned_until.load(Ordering::Acquire)
+    }
+
+    /// Records a replication lag measurement and whether it is over the pool's limit.
+    pub fn set_lag(&self, lag_ms: Option<u64>, lag_bytes: Option<u64>, too_far: bool) {
+        self.lag_ms
+            .store(lag_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.lag_bytes
+            .store(lag_bytes.unwrap_or(u64::MAX), Ordering::Relaxed);
+        let was = self.lagging.swap(too_far, Ordering::AcqRel);
+        if was != too_far {
+            if too_far {
+                tracing::warn!(node = %self.addr, ?lag_ms, ?lag_bytes, "replica lags too far behind: out of read rotation");
+            } else {
+                tracing::info!(node = %self.addr, ?lag_ms, ?lag_bytes, "replica caught up: back in read rotation");
+            }
+        }
+    }
+
+    /// The last measured lag in milliseconds, if measured.
+    pub fn lag_ms(&self) -> Option<u64> {
+        Some(self.lag_ms.load(Ordering::Relaxed)).filter(|&v| v != u64::MAX)
+    }
+
+    /// The last measured lag in bytes of WAL, if measured.
+    pub fn lag_bytes(&self) -> Option<u64> {
+        Some(self.lag_bytes.load(Ordering::Relaxed)).filter(|&v| v != u64::MAX)
+    }
+
+    pub fn is_lagging(&self) -> bool {
+        self.lagging.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// Whether a ban is running (the health checker leaves the node alone meanwhile).

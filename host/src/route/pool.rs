@@ -122,8 +122,8 @@ impl Pool {
             role: self.config.role,
             healthy_nodes: u32::try_from(self.healthy_nodes()).unwrap_or(u32::MAX),
             total_nodes: u32::try_from(self.nodes.len()).unwrap_or(u32::MAX),
-            replica_lag_ms: None,
-            replica_lag_bytes: None,
+            replica_lag_ms: self.nodes.iter().filter_map(|n| n.lag_ms()).max(),
+            replica_lag_bytes: self.nodes.iter().filter_map(|n| n.lag_bytes()).max(),
         }
     }
 }

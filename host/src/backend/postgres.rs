@@ -1,0 +1,253 @@
+//! The PostgreSQL backend of one cluster: server connection pools per (pool, node, backend
+//! login), node choice by the pool's strategy with failover to the next node when a connection
+//! cannot be opened, health checks, replica lag polling and the idle reaper.
+
+mod conn;
+mod health;
+mod pool;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+pub use conn::{Login, MAX_SERVER_MESSAGE, ServerConn, put_query, send_cancel};
+pub use pool::{Bucket, BucketStats, PooledConn};
+
+use crate::postgres::protocol::ErrorFields;
+use crate::route::{Pool, Router};
+
+/// Why a server connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PgBackendError {
+    #[error("server {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server {addr} closed the connection")]
+    Closed { addr: String },
+    #[error("server {addr}: no answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    #[error("server {addr} refused the login: {error}")]
+    Refused { addr: String, error: ErrorFields },
+    #[error("server {addr}: authentication failed: {reason}")]
+    Auth { addr: String, reason: String },
+    #[error("server {addr}: protocol error: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error(
+        "no server connection available in pool \"{pool}\" ({node}) within {after:?}: all {size} are in use"
+    )]
+    PoolTimeout {
+        pool: String,
+        node: String,
+        size: u32,
+        after: Duration,
+    },
+    #[error("pool \"{pool}\" has no available node")]
+    NoNode { pool: String },
+}
+
+impl PgBackendError {
+    /// Whether the node itself is at fault (counts toward a ban), as opposed to the login.
+    pub fn is_node_failure(&self) -> bool {
+        matches!(
+            self,
+            PgBackendError::Io { .. }
+                | PgBackendError::Closed { .. }
+                | PgBackendError::Timeout { .. }
+                | PgBackendError::Protocol { .. }
+        )
+    }
+
+    /// The SQLSTATE a client gets for it.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            PgBackendError::PoolTimeout { .. } => "53300",
+            PgBackendError::Refused { error, .. } => error.code().unwrap_or("08006"),
+            PgBackendError::Auth { .. } => "28000",
+            PgBackendError::Protocol { .. } => "08P01",
+            _ => "08006",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketKey {
+    pool: String,
+    node: usize,
+    login: Login,
+}
+
+/// The backend of one PostgreSQL cluster.
+pub struct PgBackend {
+    router: Arc<Router>,
+    buckets: RwLock<HashMap<BucketKey, Arc<Bucket>>>,
+    /// The primary's current WAL position as last polled (replica byte lag is measured to it).
+    primary_lsn: AtomicU64,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl PgBackend {
+    /// Starts health checkers (as `health_login` where a pool has no `auth`) and the reaper.
+    pub fn start(router: Arc<Router>, health_login: Option<Login>) -> Arc<PgBackend> {
+        Arc::new_cyclic(|weak: &std::sync::Weak<PgBackend>| {
+            let mut tasks = Vec::new();
+            for pool in router.pools() {
+                if !pool.config().health.enabled {
+                    continue;
+                }
+                let login = pool
+                    .config()
+                    .auth
+                    .as_ref()
+                    .map(|a| Login {
+                        user: a.user.clone(),
+                        password: a.password.as_ref().map(|p| p.expose().to_owned()),
+                        database: router.database().unwrap_or("postgres").to_owned(),
+                    })
+                    .or_else(|| health_login.clone());
+                for node in pool.nodes() {
+                    tasks.push(tokio::spawn(health::run(
+                        weak.clone(),
+                        pool.clone(),
+                        node.clone(),
+                        login.clone(),
+                    )));
+                }
+            }
+            tasks.push(tokio::spawn(reaper(weak.clone())));
+            PgBackend {
+                router,
+                buckets: RwLock::new(HashMap::new()),
+                primary_lsn: AtomicU64::new(0),
+                tasks,
+            }
+        })
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The bucket of (pool, node, login), created on first use.
+    pub fn bucket(&self, pool: &Arc<Pool>, node: usize, login: &Login) -> Option<Arc<Bucket>> {
+        let key = BucketKey {
+            pool: pool.name().to_owned(),
+            node,
+            login: login.clone(),
+        };
+        if let Some(b) = self.buckets.read().ok()?.get(&key) {
+            return Some(b.clone());
+        }
+        let node_state = pool.nodes().get(node)?.clone();
+        let mut buckets = self.buckets.write().ok()?;
+        Some(
+            buckets
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(Bucket::new(
+                        pool.name(),
+                        node_state,
+                        login.clone(),
+                        pool.config(),
+                    ))
+                })
+                .clone(),
+        )
+    }
+
+    /// A connection on a node of `pool` picked by its strategy; when a node cannot be reached,
+    /// the next one is tried (nothing was sent yet, so this is always safe).
+    pub async fn checkout(
+        &self,
+        pool: &Arc<Pool>,
+        affinity: Option<&str>,
+        login: &Login,
+        exclude: &[usize],
+    ) -> Result<PooledConn, PgBackendError> {
+        let mut tried: Vec<usize> = exclude.to_vec();
+        let mut last_error = None;
+        while let Some(node) = pool.pick(affinity, &tried) {
+            let Some(bucket) = self.bucket(pool, node.index(), login) else {
+                break;
+            };
+            match bucket.checkout().await {
+                Ok(conn) => return Ok(conn),
+                Err(e) if e.is_node_failure() => {
+                    tracing::warn!(pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");
+                    tried.push(node.index());
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| PgBackendError::NoNode {
+            pool: pool.name().to_owned(),
+        }))
+    }
+
+    /// Every bucket, for the admin console.
+    pub fn buckets(&self) -> Vec<Arc<Bucket>> {
+        let mut out: Vec<Arc<Bucket>> = self
+            .buckets
+            .read()
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| {
+            (
+                a.pool(),
+                a.node().index(),
+                &a.login().user,
+                &a.login().database,
+            )
+                .cmp(&(
+                    b.pool(),
+                    b.node().index(),
+                    &b.login().user,
+                    &b.login().database,
+                ))
+        });
+        out
+    }
+
+    fn record_primary_lsn(&self, lsn: u64) {
+        self.primary_lsn.fetch_max(lsn, Ordering::Relaxed);
+    }
+
+    fn primary_lsn(&self) -> Option<u64> {
+        Some(self.primary_lsn.load(Ordering::Relaxed)).filter(|&l| l > 0)
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Closes idle connections past their idle timeout or lifetime, once a second.
+async fn reaper(backend: std::sync::Weak<PgBackend>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
+        for bucket in backend.buckets() {
+            for conn in bucket.reap() {
+                conn.terminate().await;
+            }
+        }
+    }
+}
+
+/// Parses an LSN as PostgreSQL prints it (`16/B374D848`).
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}

@@ -1,0 +1,124 @@
+//! The PostgreSQL frontend: clients (psql, pgbench, libpq, JDBC, psycopg, tokio-postgres) connect
+//! to Switchyard as to PostgreSQL; many client sessions share few server connections while the
+//! policy routes every statement.
+//!
+//! ```text
+//! startup (SSLRequest → 'N' or TLS, GSSENCRequest → 'N', CancelRequest → forwarded)
+//!   → user, allowed_networks, clusters → SCRAM-SHA-256 / md5 / trust → ParameterStatus, key
+//!   → session: batches → classify → policy (block 42501 / rewrite / route) → cache
+//!   → pool (transaction or session mode; 53300 after checkout_timeout) → relay
+//! ```
+//!
+//! The database `switchyard` is the admin console (PgBouncer's `pgbouncer` database), for users
+//! with `admin = true`.
+
+mod admin;
+mod cancel;
+mod client;
+mod login;
+mod session;
+mod settings;
+mod statements;
+mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+pub use cancel::CancelRegistry;
+pub use session::SessionEnd;
+
+use crate::backend::postgres::PgBackend;
+use crate::config::{Config, ListenerConfig};
+use crate::frontend::clickhouse_http::Shared;
+
+/// The admin console's database name.
+pub const ADMIN_DATABASE: &str = "switchyard";
+
+/// Counters for SHOW STATS.
+#[derive(Debug, Default)]
+pub struct FrontendStats {
+    pub sessions: AtomicU64,
+    pub logins: AtomicU64,
+    pub login_failures: AtomicU64,
+}
+
+/// One PostgreSQL listener.
+pub struct PgFrontend {
+    listener: ListenerConfig,
+    cluster: String,
+    default_database: Option<String>,
+    backend: Arc<PgBackend>,
+    users: users::Users,
+    shared: Shared,
+    cancels: Arc<CancelRegistry>,
+    read_your_writes: Option<Duration>,
+    invalidate_on_write: bool,
+    max_cached_payload: usize,
+    paused: watch::Receiver<bool>,
+    pause: watch::Sender<bool>,
+    pub stats: FrontendStats,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The real server's startup parameters, learnt once.
+    server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
+}
+
+impl PgFrontend {
+    pub fn new(
+        listener: ListenerConfig,
+        config: &Config,
+        backend: Arc<PgBackend>,
+        shared: Shared,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> PgFrontend {
+        let cluster = config.cluster(&listener.cluster);
+        let (pause, paused) = watch::channel(false);
+        PgFrontend {
+            cluster: listener.cluster.clone(),
+            default_database: cluster.and_then(|c| c.database.clone()),
+            read_your_writes: cluster.and_then(|c| c.read_your_writes),
+            listener,
+            backend,
+            users: users::Users::new(&config.users),
+            max_cached_payload: shared.cache.as_ref().map_or(0, |c| {
+                usize::try_from(c.max_payload_size()).unwrap_or(usize::MAX)
+            }),
+            shared,
+            cancels: Arc::new(CancelRegistry::default()),
+            invalidate_on_write: config.cache.invalidate_on_write,
+            paused,
+            pause,
+            stats: FrontendStats::default(),
+            tls,
+            server_params: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn listener(&self) -> &ListenerConfig {
+        &self.listener
+    }
+
+    pub fn backend(&self) -> &Arc<PgBackend> {
+        &self.backend
+    }
+
+    /// Serves one client connection to its end.
+    pub async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        login::serve(self, stream, peer).await;
+    }
+
+    /// Waits while the pool is paused (admin PAUSE).
+    async fn wait_resumed(&self, mut paused: watch::Receiver<bool>) {
+        let _ = paused.wait_for(|p| !*p).await;
+    }
+
+    fn set_paused(&self, paused: bool) {
+        let _ = self.pause.send(paused);
+    }
+}

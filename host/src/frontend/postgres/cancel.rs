@@ -1,0 +1,124 @@
+//! CancelRequest routing. Each client session gets a random (pid, key) of the proxy's own; while
+//! it runs a query, its slot names the server connection doing it. A CancelRequest with the
+//! session's key is forwarded to that server with the server's key — never to anyone else's.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Where a session's query runs now.
+#[derive(Debug, Default)]
+pub struct CancelSlot {
+    target: Mutex<Option<(String, i32, i32)>>,
+}
+
+impl CancelSlot {
+    pub fn set(&self, addr: &str, pid: i32, key: i32) {
+        if let Ok(mut t) = self.target.lock() {
+            *t = Some((addr.to_owned(), pid, key));
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut t) = self.target.lock() {
+            *t = None;
+        }
+    }
+
+    fn get(&self) -> Option<(String, i32, i32)> {
+        self.target.lock().ok().and_then(|t| t.clone())
+    }
+}
+
+/// Who a session is, for SHOW CLIENTS.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub user: String,
+    pub database: String,
+    pub addr: String,
+    pub since: std::time::SystemTime,
+}
+
+/// Sessions by their proxy-issued (pid, key). Touched at login, logout and cancel only.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    sessions: Mutex<HashMap<i32, (i32, Arc<CancelSlot>, Arc<ClientInfo>)>>,
+}
+
+impl CancelRegistry {
+    /// Registers a new session under a fresh random pid and key.
+    pub fn register(self: &Arc<Self>, info: ClientInfo) -> CancelHandle {
+        let slot = Arc::new(CancelSlot::default());
+        let key: i32 = rand::random();
+        let mut pid: i32 = rand::random::<i32>() & 0x3fff_ffff;
+        if let Ok(mut sessions) = self.sessions.lock() {
+            while pid == 0 || sessions.contains_key(&pid) {
+                pid = rand::random::<i32>() & 0x3fff_ffff;
+            }
+            sessions.insert(pid, (key, slot.clone(), Arc::new(info)));
+        }
+        CancelHandle {
+            registry: self.clone(),
+            pid,
+            key,
+            slot,
+        }
+    }
+
+    /// Forwards a cancel for (pid, key); a wrong key is ignored, as PostgreSQL does.
+    pub async fn cancel(&self, pid: i32, key: i32) {
+        let slot = self.sessions.lock().ok().and_then(|s| {
+            s.get(&pid)
+                .filter(|(k, _, _)| *k == key)
+                .map(|(_, slot, _)| slot.clone())
+        });
+        let Some((addr, server_pid, server_key)) = slot.and_then(|s| s.get()) else {
+            tracing::debug!(pid, "cancel request for no running query");
+            return;
+        };
+        if let Err(e) = crate::backend::postgres::send_cancel(&addr, server_pid, server_key).await {
+            tracing::warn!(server = addr, error = %e, "cannot forward a cancel request");
+        }
+    }
+
+    /// Every session: (pid, who, the server connection running its query if any).
+    pub fn clients(&self) -> Vec<(i32, Arc<ClientInfo>, Option<(String, i32)>)> {
+        let mut out: Vec<_> = self
+            .sessions
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .map(|(pid, (_, slot, info))| {
+                        (*pid, info.clone(), slot.get().map(|(a, p, _)| (a, p)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|(pid, _, _)| *pid);
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A session's registration; unregisters on drop.
+#[derive(Debug)]
+pub struct CancelHandle {
+    registry: Arc<CancelRegistry>,
+    pub pid: i32,
+    pub key: i32,
+    pub slot: Arc<CancelSlot>,
+}
+
+impl Drop for CancelHandle {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.registry.sessions.lock() {
+            s.remove(&self.pid);
+        }
+    }
+}

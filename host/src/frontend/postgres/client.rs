@@ -1,0 +1,85 @@
+//! The client side of a session: buffered reads split into messages, and one write buffer that
+//! is flushed once per batch of answers (a whole result set goes out in few syscalls).
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::postgres::protocol::{ErrorFields, ProtocolError, RawMessage, split_message};
+
+/// Largest message accepted from a client (a Bind with large parameters, a long query text).
+pub const MAX_CLIENT_MESSAGE: usize = 64 << 20;
+
+/// Flush the write buffer when it grows past this, even in the middle of a result.
+pub const WRITE_HIGH_WATER: usize = 64 << 10;
+
+pub struct ClientIo<S> {
+    pub stream: S,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+}
+
+/// Why the client connection ends.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("client closed the connection")]
+    Closed,
+    #[error("client I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client protocol violation: {0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
+    pub fn new(stream: S, rbuf: BytesMut) -> Self {
+        ClientIo {
+            stream,
+            rbuf,
+            wbuf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Reads more bytes; `Closed` at end of stream.
+    pub async fn read_more(&mut self) -> Result<(), ClientError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(8 * 1024);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await? {
+            0 => Err(ClientError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next buffered message, if complete.
+    pub fn next_buffered(&mut self) -> Result<Option<RawMessage>, ClientError> {
+        Ok(split_message(&mut self.rbuf, MAX_CLIENT_MESSAGE)?)
+    }
+
+    /// Reads until one whole message is there.
+    pub async fn read_message(&mut self) -> Result<RawMessage, ClientError> {
+        loop {
+            if let Some(m) = self.next_buffered()? {
+                return Ok(m);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    pub fn error(&mut self, e: &ErrorFields) {
+        e.encode_error(&mut self.wbuf);
+    }
+
+    /// Sends a FATAL error and closes, best effort: the client may already be gone.
+    pub async fn fatal(&mut self, e: ErrorFields) {
+        e.encode_error(&mut self.wbuf);
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}

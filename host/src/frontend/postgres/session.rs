@@ -1,0 +1,1145 @@
+//! One client session after login: the loop that reads client messages, asks the policy, holds a
+//! server connection for as long as the pool mode says, and relays the server's answers.
+//!
+//! Client input is handled in batches that end at Sync, Flush or a simple Query, so the policy
+//! sees every Parse before anything of the batch is sent and a blocked statement is answered
+//! without touching a server. Answers the proxy makes itself (block, cache hit, errors) are
+//! written only after every earlier answer from the server has been relayed, so the client
+//! always sees answers in the order it asked.
+//!
+//! Each Sync or Query sent to a server is a [`Pending`] in the held connection's queue, answered
+//! by exactly one ReadyForQuery; what happens when it completes (cache fill, invalidation, a
+//! session setting recorded) travels with it. In transaction mode the connection is released
+//! when the queue is empty and ReadyForQuery says idle.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::PgFrontend;
+use super::client::{ClientError, ClientIo, WRITE_HIGH_WATER};
+use super::settings::{self, Settings};
+use super::statements::Statement;
+use super::users::User;
+use crate::backend::postgres::{Login, PgBackendError, PooledConn};
+use crate::cache::{CacheKey, FillGuard, Lookup, TableRef};
+use crate::config::PoolMode;
+use crate::model::{Action, Protocol, QueryContext, Route, StatementKind};
+use crate::pipeline::{self, Verdict};
+use crate::postgres::protocol::backend::{ready_for_query, ready_status};
+use crate::postgres::protocol::frontend::Target;
+use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
+use crate::route::{InFlight, Pool};
+
+/// Messages buffered without a Sync before they are sent on anyway (a long JDBC batch).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// Why a session ends.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error("client said goodbye")]
+    Terminate,
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("server connection lost: {0}")]
+    Server(PgBackendError),
+}
+
+/// The work a Sync or Query sent to the server stands for, until its ReadyForQuery.
+#[derive(Default)]
+struct Pending {
+    /// The proxy's own statement (settings replay, Sync of its own): the client sees nothing.
+    silent: bool,
+    /// The ReadyForQuery is not forwarded (a Sync the proxy added).
+    hide_ready: bool,
+    /// Parses the proxy injected; their ParseComplete is not forwarded.
+    swallow_parse: u32,
+    /// Statements this batch prepares; forgotten if it fails (the server does not have them).
+    new_prepared: Vec<u64>,
+    capture: Option<Capture>,
+    invalidate: Vec<TableRef>,
+    setting: Option<settings::Change>,
+    wrote: bool,
+    failed: bool,
+    /// The bytes sent, when resending them elsewhere is safe (a read outside a transaction).
+    retry: Option<Bytes>,
+    relayed: bool,
+}
+
+/// A response being recorded for the cache.
+struct Capture {
+    fill: FillGuard,
+    buf: BytesMut,
+    ttl: Duration,
+    /// ParseComplete of the batch: not part of what is replayed for other clients.
+    skip_parse: bool,
+}
+
+/// A server connection the session holds.
+struct Held {
+    conn: PooledConn,
+    pool: Arc<Pool>,
+    session_mode: bool,
+    queue: VecDeque<Pending>,
+    /// Forwarded since the last Sync (batches that ended with Flush).
+    open: Option<Pending>,
+    _in_flight: InFlight,
+}
+
+impl Held {
+    fn quiet(&self) -> bool {
+        self.queue.is_empty() && self.open.is_none()
+    }
+}
+
+/// One step of an extended-protocol batch after the policy has seen it.
+enum Item {
+    Parse {
+        named: bool,
+        stmt: Arc<Statement>,
+        raw: RawMessage,
+        rewritten: bool,
+    },
+    Bind {
+        stmt: Arc<Statement>,
+        named: bool,
+        portal: String,
+        rest: Bytes,
+        raw: RawMessage,
+    },
+    DescribeStatement(Arc<Statement>),
+    CloseStatement,
+    Sync,
+    Raw(RawMessage),
+}
+
+pub struct Session<S> {
+    pub(super) fe: Arc<PgFrontend>,
+    pub(super) io: ClientIo<S>,
+    pub(super) user: Arc<User>,
+    pub(super) database: String,
+    pub(super) peer: SocketAddr,
+    pub(super) attributes: Vec<(String, String)>,
+    pub(super) settings: Settings,
+    pub(super) cancel: super::cancel::CancelHandle,
+    logins: HashMap<String, Login>,
+    statements: HashMap<String, Arc<Statement>>,
+    unnamed: Option<Arc<Statement>>,
+    held: Option<Held>,
+    status: TransactionStatus,
+    last_write: Option<Instant>,
+    batch: Vec<RawMessage>,
+    batch_bytes: usize,
+    copy_in: bool,
+}
+
+enum Wake {
+    Client(Result<(), ClientError>),
+    Server(Result<(), PgBackendError>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        fe: Arc<PgFrontend>,
+        io: ClientIo<S>,
+        user: Arc<User>,
+        database: String,
+        peer: SocketAddr,
+        attributes: Vec<(String, String)>,
+        settings: Settings,
+        cancel: super::cancel::CancelHandle,
+    ) -> Self {
+        Session {
+            fe,
+            io,
+            user,
+            database,
+            peer,
+            attributes,
+            settings,
+            cancel,
+            logins: HashMap::new(),
+            statements: HashMap::new(),
+            unnamed: None,
+            held: None,
+            status: TransactionStatus::Idle,
+            last_write: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            copy_in: false,
+        }
+    }
+
+    /// Serves the client until it leaves, then returns or closes the server connection.
+    pub async fn run(mut self) {
+        let end = self.serve().await;
+        match &end {
+            Err(SessionEnd::Terminate) | Err(SessionEnd::Client(ClientError::Closed)) => {}
+            Err(SessionEnd::Server(e)) => {
+                tracing::warn!(client = %self.peer, error = %e, "server connection lost: closing the client");
+                let _ = self.io.flush().await;
+                self.io
+                    .fatal(ErrorFields::fatal(
+                        "08006",
+                        format!("server connection lost: {e}"),
+                    ))
+                    .await;
+            }
+            Err(e) => tracing::debug!(client = %self.peer, error = %e, "session ended"),
+            Ok(()) => {}
+        }
+        if let Err(SessionEnd::Client(ClientError::Protocol(e))) = &end {
+            self.io
+                .fatal(ErrorFields::fatal("08P01", format!("invalid message: {e}")))
+                .await;
+        }
+        self.finish().await;
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionEnd> {
+        loop {
+            self.process_buffered().await?;
+            self.io.flush().await.map_err(SessionEnd::Client)?;
+            let wake = match self.held.as_mut() {
+                Some(held) => {
+                    let io = &mut self.io;
+                    tokio::select! {
+                        r = io.read_more() => Wake::Client(r),
+                        r = held.conn.conn().fill() => Wake::Server(r),
+                    }
+                }
+                None => Wake::Client(self.io.read_more().await),
+            };
+            match wake {
+                Wake::Client(r) => r?,
+                Wake::Server(Ok(())) => self.relay().await?,
+                Wake::Server(Err(e)) => self.server_failed(e).await?,
+            }
+        }
+    }
+
+    /// Handles every complete message buffered from the client.
+    async fn process_buffered(&mut self) -> Result<(), SessionEnd> {
+        while let Some(msg) = self.io.next_buffered()? {
+            match msg.tag() {
+                b'X' => return Err(SessionEnd::Terminate),
+                // COPY data streams straight through while a COPY runs.
+                b'd' | b'c' | b'f' if self.batch.is_empty() => {
+                    if let Some(held) = self.held.as_mut() {
+                        held.conn
+                            .conn()
+                            .write_all(msg.bytes())
+                            .await
+                            .map_err(SessionEnd::Server)?;
+                    }
+                    if msg.tag() != b'd' {
+                        self.copy_in = false;
+                    }
+                }
+                b'Q' => {
+                    if !self.batch.is_empty() {
+                        self.run_batch().await?;
+                    }
+                    self.query(msg).await?;
+                }
+                b'S' | b'H' => {
+                    self.batch.push(msg);
+                    self.run_batch().await?;
+                }
+                _ => {
+                    self.batch_bytes += msg.len();
+                    self.batch.push(msg);
+                    if self.batch_bytes > MAX_BATCH_BYTES {
+                        self.run_batch().await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn context(&self, sql: &str, in_transaction: bool) -> QueryContext {
+        QueryContext {
+            protocol: Protocol::Postgres,
+            sql: sql.to_owned(),
+            classification: self.fe.shared.classifier.classify(Protocol::Postgres, sql),
+            user: self.user.config.name.clone(),
+            database: self.database.clone(),
+            client_addr: self.peer.ip().to_string(),
+            in_transaction,
+            attributes: self.attributes.clone(),
+        }
+    }
+
+    /// Classifies and asks the policy; `Err` is the error the client gets instead.
+    fn decide(&self, sql: &str) -> Result<Verdict, ErrorFields> {
+        let in_transaction = self.status != TransactionStatus::Idle;
+        let context = self.context(sql, in_transaction);
+        let source: Arc<dyn crate::policy::BackendStateSource> = self.fe.backend.router().clone();
+        let verdict = pipeline::decide(
+            &self.fe.shared.classifier,
+            &self.fe.shared.policy,
+            &context,
+            Some(&source),
+        )
+        .map_err(|e| ErrorFields::error("XX000", format!("policy failure (fail-closed): {e}")))?;
+        if let Action::Block(reason) = &verdict.decision.action {
+            return Err(ErrorFields::error(
+                "42501",
+                format!("blocked by policy: {reason}"),
+            ));
+        }
+        Ok(verdict)
+    }
+
+    /// A simple Query.
+    async fn query(&mut self, raw: RawMessage) -> Result<(), SessionEnd> {
+        let FrontendMessage::Query { sql } =
+            FrontendMessage::decode(&raw).map_err(ClientError::from)?
+        else {
+            return Ok(());
+        };
+        let verdict = match self.decide(&sql) {
+            Ok(v) => v,
+            Err(e) => return self.answer_error(e, true).await,
+        };
+        let final_sql = verdict.sql(&sql).to_owned();
+        let rewritten = final_sql != sql;
+        let mut capture = None;
+        if let Some(key) = self.cache_key(&verdict, &final_sql, None) {
+            match self.lookup(key, ttl_of(&verdict), false).await? {
+                CacheStep::Answered => return Ok(()),
+                CacheStep::Fill(c) => capture = Some(c),
+                CacheStep::Run => {}
+            }
+        }
+        let in_transaction = self.status != TransactionStatus::Idle;
+        if let Err(e) = self.ensure_conn(&verdict, in_transaction).await? {
+            if let Some(c) = capture {
+                c.fill.fail(&e);
+            }
+            return self.answer_error(e, true).await;
+        }
+        let bytes = if rewritten {
+            let mut out = BytesMut::new();
+            FrontendMessage::Query {
+                sql: final_sql.clone(),
+            }
+            .encode(&mut out);
+            out.freeze()
+        } else {
+            raw.into_bytes()
+        };
+        let kind = verdict.effective.kind;
+        let pending = Pending {
+            capture,
+            setting: if kind == StatementKind::Session && !in_transaction {
+                settings::parse_change(&final_sql)
+            } else {
+                None
+            },
+            wrote: matches!(kind, StatementKind::Write | StatementKind::Ddl),
+            invalidate: self.tables(&verdict.effective.tables_written),
+            retry: (kind == StatementKind::Read && !in_transaction).then(|| bytes.clone()),
+            ..Pending::default()
+        };
+        self.send(bytes, pending, true).await
+    }
+
+    /// An extended-protocol batch (ends with Sync or Flush, or is cut at `MAX_BATCH_BYTES`).
+    async fn run_batch(&mut self) -> Result<(), SessionEnd> {
+        let msgs = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let synced = msgs.last().is_some_and(|m| m.tag() == b'S');
+        let mut items = Vec::with_capacity(msgs.len());
+        let mut route: Option<Arc<Verdict>> = None;
+        for raw in msgs {
+            let item = match raw.tag() {
+                b'P' | b'B' | b'D' | b'C' => match self.plan_item(raw, &mut route) {
+                    Ok(item) => item,
+                    Err(e) => return self.answer_error(e, synced).await,
+                },
+                b'S' => Item::Sync,
+                _ => Item::Raw(raw),
+            };
+            items.push(item);
+        }
+        let needs_server = items
+            .iter()
+            .any(|i| !matches!(i, Item::Sync | Item::CloseStatement))
+            || self.held.is_some();
+        if !needs_server {
+            // Close of named statements (and Sync): the proxy answers itself.
+            self.drain().await?;
+            for item in &items {
+                match item {
+                    Item::CloseStatement => self.io.wbuf.extend_from_slice(&[b'3', 0, 0, 0, 4]),
+                    _ => ready_for_query(&mut self.io.wbuf, self.status),
+                }
+            }
+            return Ok(());
+        }
+        let verdict = match route {
+            Some(v) => v,
+            None => Arc::new(Verdict {
+                decision: crate::model::Decision::forward_default(),
+                effective: crate::model::Classification::unknown(0),
+            }),
+        };
+        let mut capture = None;
+        if synced && let Some(key) = self.extended_cache_key(&verdict, &items) {
+            let had_parse = items.iter().any(|i| matches!(i, Item::Parse { .. }));
+            match self.lookup(key, ttl_of(&verdict), had_parse).await? {
+                CacheStep::Answered => return Ok(()),
+                CacheStep::Fill(mut c) => {
+                    c.skip_parse = true;
+                    capture = Some(c);
+                }
+                CacheStep::Run => {}
+            }
+        }
+        let in_transaction = self.status != TransactionStatus::Idle;
+        if let Err(e) = self.ensure_conn(&verdict, in_transaction).await? {
+            if let Some(c) = capture {
+                c.fill.fail(&e);
+            }
+            return self.answer_error(e, synced).await;
+        }
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        let mut pending = held.open.take().unwrap_or_default();
+        if capture.is_some() {
+            pending.capture = capture;
+        }
+        let kind = verdict.effective.kind;
+        pending.wrote |= matches!(kind, StatementKind::Write | StatementKind::Ddl);
+        if pending.wrote {
+            pending.invalidate = tables(&self.database, &verdict.effective.tables_written);
+        }
+        let conn = held.conn.conn();
+        let mut out = BytesMut::with_capacity(256);
+        for item in items {
+            match item {
+                Item::Parse {
+                    named,
+                    stmt,
+                    raw,
+                    rewritten,
+                } => {
+                    if !named {
+                        conn.unnamed = stmt.hash;
+                        if rewritten {
+                            encode_parse(&mut out, "", &stmt);
+                        } else {
+                            out.extend_from_slice(raw.bytes());
+                        }
+                    } else if conn.prepared.contains(&stmt.hash) {
+                        // Already prepared here: a Parse of the unnamed statement gives the
+                        // client the ParseComplete it expects, in order.
+                        conn.unnamed = stmt.hash;
+                        encode_parse(&mut out, "", &stmt);
+                    } else {
+                        conn.prepared.insert(stmt.hash);
+                        pending.new_prepared.push(stmt.hash);
+                        encode_parse(&mut out, &stmt.server_name, &stmt);
+                    }
+                }
+                Item::Bind {
+                    stmt,
+                    named,
+                    portal,
+                    rest,
+                    raw,
+                } => {
+                    if named {
+                        if conn.prepared.insert(stmt.hash) {
+                            pending.new_prepared.push(stmt.hash);
+                            pending.swallow_parse += 1;
+                            encode_parse(&mut out, &stmt.server_name, &stmt);
+                        }
+                        FrontendMessage::Bind {
+                            portal,
+                            statement: stmt.server_name.clone(),
+                            rest,
+                        }
+                        .encode(&mut out);
+                    } else {
+                        if conn.unnamed != stmt.hash {
+                            // Parsed in an earlier transaction on another connection.
+                            pending.swallow_parse += 1;
+                            encode_parse(&mut out, "", &stmt);
+                            conn.unnamed = stmt.hash;
+                        }
+                        out.extend_from_slice(raw.bytes());
+                    }
+                }
+                Item::DescribeStatement(stmt) => {
+                    if conn.prepared.insert(stmt.hash) {
+                        pending.new_prepared.push(stmt.hash);
+                        pending.swallow_parse += 1;
+                        encode_parse(&mut out, &stmt.server_name, &stmt);
+                    }
+                    FrontendMessage::Describe {
+                        target: Target::Statement,
+                        name: stmt.server_name.clone(),
+                    }
+                    .encode(&mut out);
+                }
+                Item::CloseStatement => {
+                    // The server-side statement stays for other clients; closing a name that
+                    // does not exist still answers CloseComplete.
+                    FrontendMessage::Close {
+                        target: Target::Statement,
+                        name: "sy_closed".to_owned(),
+                    }
+                    .encode(&mut out);
+                }
+                Item::Sync => out.extend_from_slice(&[b'S', 0, 0, 0, 4]),
+                Item::Raw(raw) => out.extend_from_slice(raw.bytes()),
+            }
+        }
+        if synced && kind == StatementKind::Read && !in_transaction && pending.retry.is_none() {
+            pending.retry = Some(out.clone().freeze());
+        }
+        self.send(out.freeze(), pending, synced).await
+    }
+
+    /// Decodes one Parse/Bind/Describe/Close and asks the policy about Parses.
+    fn plan_item(
+        &mut self,
+        raw: RawMessage,
+        route: &mut Option<Arc<Verdict>>,
+    ) -> Result<Item, ErrorFields> {
+        let msg = FrontendMessage::decode(&raw)
+            .map_err(|e| ErrorFields::error("08P01", format!("invalid message: {e}")))?;
+        Ok(match msg {
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                if !name.is_empty() && self.statements.contains_key(&name) {
+                    return Err(ErrorFields::error(
+                        "42P05",
+                        format!("prepared statement \"{name}\" already exists"),
+                    ));
+                }
+                let verdict = Arc::new(self.decide(&sql)?);
+                let final_sql = verdict.sql(&sql).to_owned();
+                let rewritten = final_sql != sql;
+                let stmt = Arc::new(Statement::new(final_sql, param_types, verdict.clone()));
+                route.get_or_insert(verdict);
+                let named = !name.is_empty();
+                if named {
+                    self.statements.insert(name, stmt.clone());
+                } else {
+                    self.unnamed = Some(stmt.clone());
+                }
+                Item::Parse {
+                    named,
+                    stmt,
+                    raw,
+                    rewritten,
+                }
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                rest,
+            } => {
+                let named = !statement.is_empty();
+                let stmt = if named {
+                    self.statements.get(&statement).cloned()
+                } else {
+                    self.unnamed.clone()
+                };
+                let Some(stmt) = stmt else {
+                    return Err(ErrorFields::error(
+                        "26000",
+                        format!("prepared statement \"{statement}\" does not exist"),
+                    ));
+                };
+                route.get_or_insert(stmt.verdict.clone());
+                Item::Bind {
+                    stmt,
+                    named,
+                    portal,
+                    rest,
+                    raw,
+                }
+            }
+            FrontendMessage::Describe {
+                target: Target::Statement,
+                name,
+            } if !name.is_empty() => {
+                let Some(stmt) = self.statements.get(&name).cloned() else {
+                    return Err(ErrorFields::error(
+                        "26000",
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
+                };
+                route.get_or_insert(stmt.verdict.clone());
+                Item::DescribeStatement(stmt)
+            }
+            FrontendMessage::Close {
+                target: Target::Statement,
+                name,
+            } if !name.is_empty() => {
+                self.statements.remove(&name);
+                Item::CloseStatement
+            }
+            _ => Item::Raw(raw),
+        })
+    }
+
+    /// Makes sure a server connection is held, picking the pool by the verdict. The inner
+    /// error is for the client (the session goes on); the outer one ends the session.
+    async fn ensure_conn(
+        &mut self,
+        verdict: &Verdict,
+        in_transaction: bool,
+    ) -> Result<Result<(), ErrorFields>, SessionEnd> {
+        if self.held.is_some() {
+            return Ok(Ok(()));
+        }
+        let mut route = verdict.decision.route.clone();
+        if let (Some(window), Some(at)) = (self.fe.read_your_writes, self.last_write)
+            && at.elapsed() < window
+            && matches!(route, Route::Default | Route::Replica)
+        {
+            route = Route::Primary;
+        }
+        let pool =
+            match self
+                .fe
+                .backend
+                .router()
+                .resolve(&route, verdict.effective.kind, in_transaction)
+            {
+                Ok(pool) => pool,
+                Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
+            };
+        let paused = self.fe.paused.clone();
+        self.fe.wait_resumed(paused).await;
+        match self
+            .checkout(&pool, verdict.decision.affinity_key.as_deref(), &[])
+            .await
+        {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
+        }
+    }
+
+    async fn checkout(
+        &mut self,
+        pool: &Arc<Pool>,
+        affinity: Option<&str>,
+        exclude: &[usize],
+    ) -> Result<(), PgBackendError> {
+        let login = self.login(pool);
+        let mut conn = self
+            .fe
+            .backend
+            .checkout(pool, affinity, &login, exclude)
+            .await?;
+        let in_flight = conn.bucket().node().begin();
+        let session_mode = pool.config().mode == PoolMode::Session;
+        let server = conn.conn();
+        self.cancel.slot.set(&server.addr, server.pid, server.key);
+        let mut held = Held {
+            conn,
+            pool: pool.clone(),
+            session_mode,
+            queue: VecDeque::new(),
+            open: None,
+            _in_flight: in_flight,
+        };
+        let server = held.conn.conn();
+        if let Some(sql) = self.settings.replay_sql(server.settings) {
+            let mut out = BytesMut::new();
+            crate::backend::postgres::put_query(&mut out, &sql);
+            server.write_all(&out).await?;
+            server.settings = self.settings.hash();
+            held.queue.push_back(Pending {
+                silent: true,
+                hide_ready: true,
+                ..Pending::default()
+            });
+        }
+        self.held = Some(held);
+        Ok(())
+    }
+
+    fn login(&mut self, pool: &Pool) -> Login {
+        if let Some(login) = self.logins.get(pool.name()) {
+            return login.clone();
+        }
+        let credentials = self.user.config.backend_credentials(pool.config());
+        let login = Login {
+            user: credentials.user,
+            password: credentials.password.map(|p| p.expose().to_owned()),
+            database: self.database.clone(),
+        };
+        self.logins.insert(pool.name().to_owned(), login.clone());
+        login
+    }
+
+    /// Writes `bytes` to the held connection; `synced` bytes end with a Sync or are a Query.
+    async fn send(
+        &mut self,
+        bytes: Bytes,
+        pending: Pending,
+        synced: bool,
+    ) -> Result<(), SessionEnd> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        if synced {
+            held.queue.push_back(pending);
+        } else {
+            held.open = Some(pending);
+        }
+        if let Err(e) = held.conn.conn().write_all(&bytes).await {
+            return self.server_failed(e).await;
+        }
+        Ok(())
+    }
+
+    /// Relays every complete server message buffered.
+    async fn relay(&mut self) -> Result<(), SessionEnd> {
+        loop {
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            let msg = match held.conn.conn().next_buffered() {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) => return Err(SessionEnd::Server(e)),
+            };
+            let tag = msg.tag();
+            if tag == b'Z' {
+                let status = ready_status(&msg).map_err(|e| {
+                    SessionEnd::Server(PgBackendError::Protocol {
+                        addr: held.conn.conn_ref().addr.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+                let pending = held.queue.pop_front().unwrap_or_default();
+                if self.completed(pending, status) {
+                    self.io.wbuf.extend_from_slice(msg.bytes());
+                }
+                continue;
+            }
+            let front = match held.queue.front_mut() {
+                Some(p) => p,
+                None => held.open.get_or_insert_with(Pending::default),
+            };
+            if tag == b'1' && front.swallow_parse > 0 {
+                front.swallow_parse -= 1;
+                continue;
+            }
+            if tag == b'E' {
+                front.failed = true;
+                let conn = held.conn.conn();
+                for h in front.new_prepared.drain(..) {
+                    conn.prepared.remove(&h);
+                }
+                if let Some(c) = front.capture.take() {
+                    let error = crate::postgres::protocol::BackendMessage::decode(&msg)
+                        .ok()
+                        .map(|m| format!("{m:?}"))
+                        .unwrap_or_default();
+                    c.fill.fail(error);
+                }
+            }
+            if front.silent {
+                if tag == b'E' {
+                    tracing::warn!(client = %self.peer, "re-applying the client's settings failed on a server connection");
+                }
+                continue;
+            }
+            front.relayed = true;
+            match tag {
+                b'G' => self.copy_in = true,
+                b'H' => {}
+                _ => {}
+            }
+            if let Some(c) = front.capture.as_mut() {
+                let keep = !matches!(tag, b'N' | b'S' | b'A') && !(tag == b'1' && c.skip_parse);
+                if matches!(tag, b'G' | b'H' | b'W' | b's') {
+                    if let Some(c) = front.capture.take() {
+                        c.fill.skip();
+                    }
+                } else if keep {
+                    c.buf.extend_from_slice(msg.bytes());
+                    if c.buf.len() > self.fe.max_cached_payload {
+                        if let Some(c) = front.capture.take() {
+                            c.fill.skip();
+                        }
+                    }
+                }
+            }
+            self.io.wbuf.extend_from_slice(msg.bytes());
+            if self.io.wbuf.len() >= WRITE_HIGH_WATER {
+                self.io.flush().await?;
+            }
+        }
+        self.maybe_release();
+        Ok(())
+    }
+
+    /// A Sync or Query has its ReadyForQuery: finish what it stood for. Returns whether the
+    /// client sees the ReadyForQuery.
+    fn completed(&mut self, mut pending: Pending, status: TransactionStatus) -> bool {
+        if pending.silent {
+            return !pending.hide_ready;
+        }
+        self.status = status;
+        if pending.failed {
+            return !pending.hide_ready;
+        }
+        if let Some(change) = pending.setting.take() {
+            self.settings.apply(&change);
+            if let Some(held) = self.held.as_mut() {
+                held.conn.conn().settings = self.settings.hash();
+            }
+        }
+        if pending.wrote {
+            self.last_write = Some(Instant::now());
+            if self.fe.invalidate_on_write
+                && !pending.invalidate.is_empty()
+                && let Some(cache) = self.fe.shared.cache.clone()
+            {
+                let tables = std::mem::take(&mut pending.invalidate);
+                tokio::spawn(async move {
+                    let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
+                    for t in tables {
+                        by_db.entry(t.database).or_default().push(t.table);
+                    }
+                    for (db, tables) in by_db {
+                        if let Err(e) = cache.invalidate_tables(&db, &tables).await {
+                            tracing::warn!(error = %e, "cache invalidation did not reach every replica");
+                        }
+                    }
+                });
+            }
+        }
+        if let Some(capture) = pending.capture.take() {
+            let response =
+                crate::cache::CachedResponse::new(Bytes::new(), capture.buf.freeze(), capture.ttl);
+            tokio::spawn(async move {
+                capture.fill.complete(response).await;
+            });
+        }
+        !pending.hide_ready
+    }
+
+    /// In transaction mode, gives the connection back once nothing is outstanding and the
+    /// server is outside a transaction.
+    fn maybe_release(&mut self) {
+        let release = self.held.as_ref().is_some_and(|h| {
+            h.quiet() && !h.session_mode && !self.copy_in && self.status == TransactionStatus::Idle
+        });
+        if release && let Some(held) = self.held.take() {
+            self.cancel.slot.clear();
+            held.conn.release();
+        }
+    }
+
+    /// Waits until the server has answered everything sent (adding a Sync of its own after a
+    /// Flush-ended batch), relaying as usual.
+    async fn drain(&mut self) -> Result<(), SessionEnd> {
+        loop {
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            if let Some(mut open) = held.open.take() {
+                open.hide_ready = true;
+                held.queue.push_back(open);
+                if let Err(e) = held.conn.conn().write_all(&[b'S', 0, 0, 0, 4]).await {
+                    return Err(SessionEnd::Server(e));
+                }
+            }
+            if held.queue.is_empty() {
+                return Ok(());
+            }
+            self.relay().await?;
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            if held.queue.is_empty() {
+                return Ok(());
+            }
+            if let Err(e) = held.conn.conn().fill().await {
+                self.server_failed(e).await?;
+                continue;
+            }
+            self.relay().await?;
+        }
+    }
+
+    /// Answers the client with an error the proxy makes (after everything before it), and a
+    /// ReadyForQuery when the client asked for one.
+    async fn answer_error(&mut self, e: ErrorFields, ready: bool) -> Result<(), SessionEnd> {
+        self.drain().await?;
+        self.io.error(&e);
+        if ready {
+            ready_for_query(&mut self.io.wbuf, self.status);
+        }
+        self.maybe_release();
+        Ok(())
+    }
+
+    /// The held server connection failed. A read that has not answered anything yet is sent
+    /// again on another node of the pool; otherwise the session cannot go on.
+    async fn server_failed(&mut self, error: PgBackendError) -> Result<(), SessionEnd> {
+        let Some(mut held) = self.held.take() else {
+            return Err(SessionEnd::Server(error));
+        };
+        self.cancel.slot.clear();
+        let node = held.conn.bucket().node().clone();
+        node.record_failure(&held.pool.config().health, &error.to_string());
+        let retryable = held.open.is_none()
+            && held.queue.len() == 1
+            && held
+                .queue
+                .front()
+                .is_some_and(|p| p.retry.is_some() && !p.relayed && !p.silent);
+        if !retryable {
+            return Err(SessionEnd::Server(error));
+        }
+        let Some(mut pending) = held.queue.pop_front() else {
+            return Err(SessionEnd::Server(error));
+        };
+        let pool = held.pool.clone();
+        drop(held);
+        tracing::warn!(client = %self.peer, node = node.addr(), error = %error, "server failed during a read: retrying on another node");
+        let bytes = pending.retry.clone().unwrap_or_default();
+        pending.swallow_parse = 0;
+        pending.new_prepared.clear();
+        let fallback =
+            self.fe
+                .backend
+                .router()
+                .resolve(&Route::Primary, StatementKind::Read, false);
+        let mut attempt = self.checkout(&pool, None, &[node.index()]).await;
+        if attempt.is_err()
+            && let Ok(primary) = fallback
+        {
+            attempt = self.checkout(&primary, None, &[]).await;
+        }
+        if let Err(e) = attempt {
+            return Err(SessionEnd::Server(e));
+        }
+        // The statements the bytes name may be missing on the new connection: resend them
+        // with their Parse (the retried batch was planned for the failed connection).
+        let bytes = self.reprepare(bytes, &mut pending);
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        held.queue.push_back(pending);
+        // A second failure in a row ends the session (no retry loop).
+        held.conn
+            .conn()
+            .write_all(&bytes)
+            .await
+            .map_err(SessionEnd::Server)
+    }
+
+    /// Prefixes `bytes` with Parses for every statement the new connection lacks.
+    fn reprepare(&mut self, bytes: Bytes, pending: &mut Pending) -> Bytes {
+        let Some(held) = self.held.as_mut() else {
+            return bytes;
+        };
+        let conn = held.conn.conn();
+        let mut out = BytesMut::new();
+        for stmt in self.statements.values() {
+            if bytes
+                .windows(stmt.server_name.len())
+                .any(|w| w == stmt.server_name.as_bytes())
+                && conn.prepared.insert(stmt.hash)
+            {
+                encode_parse(&mut out, &stmt.server_name, stmt);
+                pending.swallow_parse += 1;
+                pending.new_prepared.push(stmt.hash);
+            }
+        }
+        if out.is_empty() {
+            return bytes;
+        }
+        out.extend_from_slice(&bytes);
+        out.freeze()
+    }
+
+    fn tables(&self, names: &[String]) -> Vec<TableRef> {
+        tables(&self.database, names)
+    }
+
+    /// The cache key of a read the policy wants cached, if it may be.
+    fn cache_key(&self, verdict: &Verdict, sql: &str, params: Option<&[u8]>) -> Option<CacheKey> {
+        let cache = self.fe.shared.cache.as_ref()?;
+        let directive = verdict.decision.cache.as_ref()?;
+        let cacheable = directive.ttl_ms > 0
+            && self.user.config.cache
+            && verdict.effective.kind == StatementKind::Read
+            && !verdict.effective.flags.volatile
+            && self.status == TransactionStatus::Idle
+            && self.held.is_none();
+        if !cacheable {
+            return None;
+        }
+        let mut builder = CacheKey::builder(
+            Protocol::Postgres,
+            self.database.as_str(),
+            self.user.config.name.as_str(),
+        )
+        .shared(directive.shared || cache.config().shared)
+        .namespace(directive.namespace.as_deref())
+        .sql(sql)
+        .tables(self.tables(&verdict.effective.tables_read));
+        builder = builder.setting(
+            "protocol",
+            if params.is_some() {
+                "extended"
+            } else {
+                "simple"
+            },
+        );
+        if let Some(params) = params {
+            builder = builder.setting("bind", hex::encode(params));
+        }
+        for (name, set) in self.settings.iter() {
+            builder = builder.setting(format!("set:{name}"), set);
+        }
+        Some(builder.build())
+    }
+
+    /// A batch of the shape `[Parse] Bind [Describe portal] Execute Sync` whose statement the
+    /// policy caches.
+    fn extended_cache_key(&self, verdict: &Verdict, items: &[Item]) -> Option<CacheKey> {
+        let mut bind = None;
+        let mut executes = 0;
+        for item in items {
+            match item {
+                Item::Parse { .. } | Item::Sync => {}
+                Item::Bind {
+                    stmt, rest, portal, ..
+                } if bind.is_none() && portal.is_empty() => {
+                    bind = Some((stmt.clone(), rest.clone()))
+                }
+                Item::Raw(raw) if raw.tag() == b'E' => executes += 1,
+                Item::Raw(raw) if raw.tag() == b'D' => {}
+                _ => return None,
+            }
+        }
+        let (stmt, rest) = bind?;
+        if executes != 1 {
+            return None;
+        }
+        self.cache_key(verdict, &stmt.sql, Some(&rest))
+    }
+
+    async fn lookup(
+        &mut self,
+        key: CacheKey,
+        ttl: Duration,
+        parse_complete: bool,
+    ) -> Result<CacheStep, SessionEnd> {
+        let Some(cache) = self.fe.shared.cache.clone() else {
+            return Ok(CacheStep::Run);
+        };
+        match cache.lookup(&key).await {
+            Lookup::Hit(entry) => {
+                self.drain().await?;
+                // Replays exactly what the server sent, including a ParseComplete if the
+                // request had a Parse: the entry never contains it, so add it when needed.
+                if parse_complete {
+                    self.io.wbuf.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+                }
+                self.io.wbuf.extend_from_slice(&entry.body);
+                ready_for_query(&mut self.io.wbuf, self.status);
+                Ok(CacheStep::Answered)
+            }
+            Lookup::Failed(message) => {
+                self.answer_error(ErrorFields::error("XX000", message), true)
+                    .await?;
+                Ok(CacheStep::Answered)
+            }
+            Lookup::Leader(fill) => Ok(CacheStep::Fill(Capture {
+                fill,
+                buf: BytesMut::new(),
+                ttl,
+                skip_parse: false,
+            })),
+            Lookup::Bypass => Ok(CacheStep::Run),
+        }
+    }
+
+    /// Closes down: the server connection goes back to the pool when it is clean.
+    async fn finish(&mut self) {
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        self.cancel.slot.clear();
+        if !held.quiet() || self.status != TransactionStatus::Idle || self.copy_in {
+            // Mid-transaction or mid-answer: closing the connection rolls back on the server.
+            return;
+        }
+        if held.session_mode {
+            let conn = held.conn.conn();
+            let reset =
+                tokio::time::timeout(Duration::from_secs(5), conn.simple_query("DISCARD ALL"))
+                    .await;
+            if !matches!(reset, Ok(Ok(_))) {
+                return;
+            }
+            conn.settings = 0;
+            conn.prepared.clear();
+            conn.unnamed = 0;
+        }
+        held.conn.release();
+    }
+}
+
+enum CacheStep {
+    Answered,
+    Fill(Capture),
+    Run,
+}
+
+fn ttl_of(verdict: &Verdict) -> Duration {
+    Duration::from_millis(
+        verdict
+            .decision
+            .cache
+            .as_ref()
+            .map_or(0, |c| u64::from(c.ttl_ms)),
+    )
+}
+
+fn encode_parse(out: &mut BytesMut, name: &str, stmt: &Statement) {
+    FrontendMessage::Parse {
+        name: name.to_owned(),
+        sql: stmt.sql.clone(),
+        param_types: stmt.param_types.clone(),
+    }
+    .encode(out);
+}
+
+/// Tables as the cache tags them: `(database, table)`, with PostgreSQL's default schema
+/// `public.` dropped so `t` and `public.t` are one table.
+fn tables(database: &str, names: &[String]) -> Vec<TableRef> {
+    names
+        .iter()
+        .map(|t| {
+            let t = t.strip_prefix("public.").unwrap_or(t);
+            TableRef::new(database, t)
+        })
+        .collect()
+}

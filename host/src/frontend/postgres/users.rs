@@ -1,0 +1,73 @@
+//! The users PostgreSQL clients log in as, with their authentication material prepared once:
+//! deriving SCRAM keys from a plain password costs 4,096 HMAC rounds, too much per login.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{AuthMethod, UserConfig};
+use crate::postgres::auth::{ScramSecret, Verifier};
+
+/// One user as the frontend needs it.
+#[derive(Debug)]
+pub struct User {
+    pub config: UserConfig,
+    /// What the client's proof is checked against.
+    pub verifier: Option<Verifier>,
+    /// SCRAM keys (from a SCRAM verifier, or derived from the plain password).
+    pub scram: Option<ScramSecret>,
+}
+
+/// Every configured user, by name.
+#[derive(Debug, Default)]
+pub struct Users {
+    by_name: HashMap<String, Arc<User>>,
+}
+
+impl Users {
+    pub fn new(users: &[UserConfig]) -> Users {
+        let by_name = users
+            .iter()
+            .map(|u| (u.name.clone(), Arc::new(User::new(u))))
+            .collect();
+        Users { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<User>> {
+        self.by_name.get(name)
+    }
+}
+
+impl User {
+    fn new(config: &UserConfig) -> User {
+        let verifier = match (&config.password, &config.password_hash) {
+            (Some(password), _) => Some(Verifier::Plain(password.expose().to_owned())),
+            (None, Some(hash)) => match Verifier::parse_hash(hash.expose()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    // The config check validates hashes; this is a second line of defence.
+                    tracing::error!(user = config.name, error = %e, "unusable password_hash: the user cannot log in");
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let scram = match (&verifier, config.auth) {
+            (Some(Verifier::Scram(secret)), _) => Some(secret.clone()),
+            (Some(Verifier::Plain(password)), AuthMethod::ScramSha256) => {
+                match ScramSecret::generate(password.as_bytes()) {
+                    Ok(secret) => Some(secret),
+                    Err(e) => {
+                        tracing::error!(user = config.name, error = %e, "cannot derive SCRAM keys");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        User {
+            config: config.clone(),
+            verifier,
+            scram,
+        }
+    }
+}
