@@ -102,9 +102,11 @@ fn thread_cpu_time() -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// Burns `d` of this thread's CPU time (not wall time: on a loaded machine a wall-clock
+    /// spin may get much less CPU, which made this test flaky).
     fn spin(d: Duration) {
-        let start = std::time::Instant::now();
-        while start.elapsed() < d {
+        let start = thread_cpu_time().expect("thread CPU clock");
+        while thread_cpu_time().expect("thread CPU clock") - start < d {
             std::hint::black_box(0u64);
         }
     }
