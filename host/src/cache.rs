@@ -70,7 +70,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use config::{CacheConfig, RedisConfig};
+pub use config::{CacheConfig, Compression, RedisConfig, parse_redis_url};
 pub use error::CacheError;
 pub use fill::{CONCURRENT_FAILURE_PREFIX, FillGuard};
 pub use key::{CacheKey, CacheKeyBuilder, TableRef};

@@ -93,8 +93,15 @@ pub fn cache_settings(c: &config::CacheConfig) -> crate::cache::CacheConfig {
         redis: c.redis.as_ref().map(|r| crate::cache::RedisConfig {
             url: r.url.expose().to_owned(),
             timeout: r.timeout,
+            pool_size: usize::try_from(r.pool_size).unwrap_or(usize::MAX),
             compress_threshold: usize::try_from(r.compress_threshold).unwrap_or(usize::MAX),
+            compression: match r.compression {
+                config::Compression::None => crate::cache::Compression::None,
+                config::Compression::Lz4 => crate::cache::Compression::Lz4,
+                config::Compression::Zstd => crate::cache::Compression::Zstd,
+            },
             key_prefix: r.key_prefix.clone(),
+            coalesce: r.coalesce,
             ..crate::cache::RedisConfig::default()
         }),
     }
@@ -456,4 +463,48 @@ async fn pg_accept_loop(
     }
     sessions.abort_all();
     while sessions.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::cache_settings;
+    use crate::cache::Compression;
+    use crate::config::CacheConfig;
+
+    /// Every `[cache.redis]` key reaches the cache (a key accepted and then dropped here would be
+    /// a setting that silently does nothing).
+    #[test]
+    fn cache_settings_carry_every_redis_key() {
+        let config: CacheConfig = toml::from_str(
+            "enabled = true\n[redis]\nurl = \"unix:///run/redis.sock\"\ntimeout = \"250ms\"\n\
+             pool_size = 3\ncompress_threshold = \"1KiB\"\ncompression = \"zstd\"\n\
+             key_prefix = \"app:\"\ncoalesce = false\n",
+        )
+        .expect("valid [cache]");
+        let settings = cache_settings(&config);
+        let redis = settings.redis.as_ref().expect("redis tier");
+        assert_eq!(redis.url, "unix:///run/redis.sock");
+        assert_eq!(redis.timeout, Duration::from_millis(250));
+        assert_eq!(redis.pool_size, 3);
+        assert_eq!(redis.compress_threshold, 1024);
+        assert_eq!(redis.compression, Compression::Zstd);
+        assert_eq!(redis.key_prefix, "app:");
+        assert!(!redis.coalesce);
+        settings.validate().expect("the cache accepts it");
+
+        for (name, expected) in [
+            ("none", Compression::None),
+            ("lz4", Compression::Lz4),
+            ("zstd", Compression::Zstd),
+        ] {
+            let config: CacheConfig = toml::from_str(&format!(
+                "[redis]\nurl = \"redis://r\"\ncompression = \"{name}\"\n"
+            ))
+            .expect("valid [cache]");
+            let settings = cache_settings(&config);
+            assert_eq!(settings.redis.map(|r| r.compression), Some(expected));
+        }
+    }
 }

@@ -24,6 +24,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
+    /// Also listen on `<dir>/redis.sock`.
+    unix_socket: bool,
     child: Option<Child>,
 }
 
@@ -31,6 +33,16 @@ impl RedisServer {
     /// Starts a server on a free loopback port. Panics when `redis-server` is missing or does not
     /// come up.
     pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), and also listening on a Unix socket ([`unix_url`]
+    /// (Self::unix_url)); [`command`](Self::command) keeps using TCP.
+    pub fn start_with_unix_socket() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(unix_socket: bool) -> RedisServer {
         // The port is free when we ask, but another process may take it before redis binds it:
         // try a few ports before giving up.
         let mut last_error = String::new();
@@ -40,6 +52,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 port,
                 dir,
+                unix_socket,
                 child: None,
             };
             match server.spawn() {
@@ -58,6 +71,17 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `unix://<dir>/redis.sock`; panics unless started with
+    /// [`start_with_unix_socket`](Self::start_with_unix_socket).
+    pub fn unix_url(&self) -> String {
+        assert!(self.unix_socket, "started without a unix socket");
+        format!("unix://{}", self.socket_path().display())
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.join("redis.sock")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -111,7 +135,14 @@ impl RedisServer {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
         let log = self.dir.join("redis.log");
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.unix_socket {
+            command
+                .arg("--unixsocket")
+                .arg(self.socket_path())
+                .args(["--unixsocketperm", "700"]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])

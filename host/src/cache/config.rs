@@ -40,14 +40,21 @@ impl Default for CacheConfig {
 /// Settings of the Redis tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[[user]:password@]host[:port][/db]`.
+    /// `redis://[[user]:password@]host[:port][/db]` or `unix:///path/to/redis.sock` (database 0;
+    /// credentials as `unix://[user]:password@localhost/path`, the host being ignored).
     pub url: String,
     /// Bound of every Redis operation; past it the cache degrades to a miss.
     pub timeout: Duration,
     /// How long construction waits for the first connection before going on degraded.
     pub connect_timeout: Duration,
-    /// Values whose encoded payload is larger than this are lz4-compressed.
+    /// Connections for commands, used round robin (fred's `Pool`); pub/sub has one more of its
+    /// own. Commands are pipelined on each connection, so a few go a long way.
+    pub pool_size: usize,
+    /// Values whose encoded payload is larger than this are compressed with `compression`.
     pub compress_threshold: usize,
+    /// How values above `compress_threshold` are compressed. Reading does not depend on it: each
+    /// value says how it was stored, so changing it leaves existing entries readable.
+    pub compression: Compression,
     /// Prefix of every key and of the invalidation channel (`<prefix>:invalidate`); a trailing
     /// `:` is ignored.
     pub key_prefix: String,
@@ -68,7 +75,9 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
+            pool_size: 8,
             compress_threshold: 4096,
+            compression: Compression::Lz4,
             key_prefix: "switchyard:cache".to_owned(),
             coalesce: true,
             breaker_failures: 3,
@@ -76,6 +85,18 @@ impl Default for RedisConfig {
             warn_interval: Duration::from_secs(10),
         }
     }
+}
+
+/// The codec of values above the compression threshold in Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Stored as they are.
+    None,
+    /// Fastest to compress and decompress; the default.
+    #[default]
+    Lz4,
+    /// Smaller values (less Redis memory and network) for more CPU on the fill.
+    Zstd,
 }
 
 impl CacheConfig {
@@ -111,20 +132,32 @@ impl CacheConfig {
 impl RedisConfig {
     fn validate(&self) -> Result<(), CacheError> {
         let bad = |key, reason: String| Err(CacheError::Config { key, reason });
-        if !self.url.starts_with("redis://") {
+        if self.url.starts_with("rediss://") {
             return bad(
                 "redis.url",
                 format!(
-                    "`{}` must start with redis:// (TLS is not built in)",
+                    "`{}`: TLS to Redis (rediss://) is not supported yet",
                     redact(&self.url)
                 ),
             );
         }
-        if let Err(e) = fred::types::config::Config::from_url(&self.url) {
+        if !self.url.starts_with("redis://") && !self.url.starts_with("unix://") {
+            return bad(
+                "redis.url",
+                format!(
+                    "`{}` must start with redis:// or unix://",
+                    redact(&self.url)
+                ),
+            );
+        }
+        if let Err(e) = fred_config(&self.url) {
             return bad("redis.url", e.to_string());
         }
         if self.timeout.is_zero() {
             return bad("redis.timeout", "must be greater than 0".into());
+        }
+        if self.pool_size == 0 {
+            return bad("redis.pool_size", "must be at least 1".into());
         }
         let prefix = self.key_prefix.trim_end_matches(':');
         if prefix.is_empty() || prefix.contains(char::is_whitespace) {
@@ -137,6 +170,33 @@ impl RedisConfig {
             return bad("redis.breaker_failures", "must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// Whether `url` is one the Redis tier can connect to (the config check uses it too, so that a
+/// URL that passes there also connects). The error does not repeat the URL, which may hold a
+/// password.
+pub fn parse_redis_url(url: &str) -> Result<(), fred::error::Error> {
+    fred_config(url).map(|_| ())
+}
+
+/// Parses our URL into fred's config. fred spells Unix sockets `redis+unix://`; ours is the
+/// shorter `unix://` that the config file documents.
+pub(crate) fn fred_config(url: &str) -> Result<fred::types::config::Config, fred::error::Error> {
+    use fred::error::{Error, ErrorKind};
+    use fred::types::config::{Config, ServerConfig};
+    let Some(rest) = url.strip_prefix("unix://") else {
+        return Config::from_url(url);
+    };
+    let config = Config::from_url(&format!("redis+unix://{rest}"))?;
+    match &config.server {
+        ServerConfig::Unix { path } if path.is_absolute() && path.file_name().is_some() => {
+            Ok(config)
+        }
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            "a unix:// URL needs the socket's absolute path, as in unix:///run/redis.sock",
+        )),
     }
 }
 

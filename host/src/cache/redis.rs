@@ -14,6 +14,8 @@
 //! with `maxmemory` must use a `volatile-*` eviction policy (or `noeviction`): evicting a counter
 //! would reset it and could revive stale entries; entries carry a TTL, counters do not.
 //!
+//! Commands go round robin over a pool of `pool_size` connections (fred's `Pool`, preferring
+//! connected ones); pub/sub has a connection of its own, which a subscribed connection must be.
 //! Every operation is bounded by `timeout` and goes through the circuit breaker (`health.rs`);
 //! failures are counted and degrade to a miss. fred reconnects by itself. An invalidation that
 //! fails is made good by a purge of everything once Redis answers again (`pubsub.rs`).
@@ -27,15 +29,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::clients::{Client, SubscriberClient};
+use fred::clients::{Pool, SubscriberClient};
 use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy};
 use fred::types::{Builder, Expiration, SetOptions, Value};
 use tokio::task::JoinHandle;
 
-use super::config::redact;
+use super::config::{fred_config, redact};
 use super::stats::CacheStats;
-use super::{CacheError, CacheKey, CachedResponse, Core, Invalidation, RedisConfig};
+use super::{CacheError, CacheKey, CachedResponse, Compression, Core, Invalidation, RedisConfig};
 use health::Health;
 
 pub(crate) use codec::{decode as decode_value, encode as encode_value};
@@ -52,14 +54,15 @@ pub(crate) struct Fetched {
 }
 
 pub(crate) struct RedisTier {
-    client: Client,
-    /// The same client with per-command options: fail fast when disconnected, one attempt.
-    cmd: fred::clients::WithOptions<Client>,
+    pool: Pool,
+    /// The same pool with per-command options: fail fast when disconnected, one attempt.
+    cmd: fred::clients::WithOptions<Pool>,
     subscriber: SubscriberClient,
     prefix: String,
     /// Whether to take the distributed fill lock.
     pub(crate) coalesce: bool,
     timeout: Duration,
+    compression: Compression,
     compress_threshold: usize,
     /// Largest decoded value accepted.
     max_value: usize,
@@ -84,10 +87,10 @@ impl RedisTier {
             key: "redis.url",
             reason: e.to_string(),
         };
-        let mut fred_config = Config::from_url(&config.url).map_err(bad_url)?;
+        let mut settings: Config = fred_config(&config.url).map_err(bad_url)?;
         // Keep retrying when the first connection fails instead of giving up.
-        fred_config.fail_fast = false;
-        let mut builder = Builder::from_config(fred_config);
+        settings.fail_fast = false;
+        let mut builder = Builder::from_config(settings);
         builder
             .with_connection_config(|c| {
                 c.connection_timeout = config.connect_timeout;
@@ -96,9 +99,9 @@ impl RedisTier {
             })
             .with_performance_config(|p| p.default_command_timeout = config.timeout)
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
-        let client = builder.build().map_err(bad_url)?;
+        let pool = builder.build_pool(config.pool_size).map_err(bad_url)?;
         let subscriber = builder.build_subscriber_client().map_err(bad_url)?;
-        let cmd = client.with_options(&Options {
+        let cmd = pool.with_options(&Options {
             max_attempts: Some(1),
             timeout: Some(config.timeout),
             fail_fast: true,
@@ -107,11 +110,11 @@ impl RedisTier {
 
         let stats = core.stats.clone();
         let prefix = config.key_prefix.trim_end_matches(':').to_owned();
-        client.connect();
-        let connected = tokio::time::timeout(config.connect_timeout, client.wait_for_connect());
+        pool.connect();
+        let connected = tokio::time::timeout(config.connect_timeout, pool.wait_for_connect());
         let undelivered = Arc::new(AtomicBool::new(false));
         let redelivery = pubsub::Redelivery {
-            client: client.clone(),
+            pool: pool.clone(),
             all_key: format!("{prefix}:g:all"),
             channel: format!("{prefix}:invalidate"),
             origin,
@@ -128,12 +131,13 @@ impl RedisTier {
             );
         }
         Ok(RedisTier {
-            client,
+            pool,
             cmd,
             subscriber,
             prefix,
             coalesce: config.coalesce,
             timeout: config.timeout,
+            compression: config.compression,
             compress_threshold: config.compress_threshold,
             max_value: usize::try_from(max_payload_size)
                 .unwrap_or(usize::MAX)
@@ -218,7 +222,12 @@ impl RedisTier {
         generations: &[u64],
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let value: Bytes = encode_value(response, generations, self.compress_threshold);
+        let value: Bytes = encode_value(
+            response,
+            generations,
+            self.compression,
+            self.compress_threshold,
+        );
         let set = self.cmd.set(
             self.value_key(key),
             value,
@@ -240,7 +249,7 @@ impl RedisTier {
             }
         };
         let message = pubsub::encode(self.origin, invalidation);
-        let work = pubsub::incr_and_publish(&self.client, keys, self.channel(), message);
+        let work = pubsub::incr_and_publish(&self.pool, keys, self.channel(), message);
         let result = self.run("INCR+PUBLISH", work).await;
         if result.is_err() {
             self.undelivered.store(true, Ordering::Relaxed);
@@ -324,10 +333,10 @@ impl Drop for RedisTier {
         self.listener.abort();
         // Without QUIT, fred keeps reconnecting forever in its own tasks.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let client = self.client.clone();
+            let pool = self.pool.clone();
             let subscriber = self.subscriber.clone();
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), pool.quit()).await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), subscriber.quit()).await;
             });
         }

@@ -54,17 +54,19 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS) or `unix:///path`.
+    /// `redis://[user:password@]host:port[/db]` or `unix:///path/to/redis.sock`. `rediss://` (TLS)
+    /// is refused: the client is built without TLS.
     pub url: SecretUrl,
     /// A Redis call slower than this counts as a miss (queries never fail because of Redis).
     #[serde(default = "defaults::timeout", with = "units::duration")]
     pub timeout: Duration,
-    /// Connections to Redis.
+    /// Connections to Redis for commands (pub/sub takes one more).
     #[serde(default = "defaults::pool_size")]
     pub pool_size: u32,
     /// Values larger than this are compressed.
     #[serde(default = "defaults::compress_threshold", with = "units::size")]
     pub compress_threshold: u64,
+    /// The codec for those values; readers decode any of them whatever their own setting.
     #[serde(default)]
     pub compression: Compression,
     /// Prefix of every key and of the invalidation channel.
@@ -138,15 +140,26 @@ impl CacheConfig {
 impl RedisConfig {
     fn check(&self, path: &KeyPath, problems: &mut Problems) {
         let url = self.url.expose();
-        let scheme_ok = ["redis://", "rediss://", "unix://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len());
-        if !scheme_ok {
+        if url.starts_with("rediss://") {
+            // Accepting it would mean a plain-text connection, or none, where TLS was asked for.
+            problems.add(
+                path.key("url"),
+                Reason::Unsupported {
+                    what: "TLS to Redis (rediss://)".to_string(),
+                },
+            );
+        } else if !url.starts_with("redis://") && !url.starts_with("unix://") {
             problems.add(
                 path.key("url"),
                 Reason::Format {
-                    expected: "a redis://, rediss:// or unix:// URL".to_string(),
+                    expected: "a redis:// or unix:// URL".to_string(),
                 },
+            );
+        } else if let Err(e) = crate::cache::parse_redis_url(url) {
+            // The cache's own parser, so that what passes here also connects.
+            problems.add(
+                path.key("url"),
+                Reason::Incompatible(format!("is not a usable Redis URL: {e}")),
             );
         }
         problems.duration(
@@ -156,8 +169,17 @@ impl RedisConfig {
             Duration::from_secs(60),
         );
         problems.range(path.key("pool_size"), self.pool_size, 1, 1024);
-        if self.key_prefix.is_empty() {
+        // The cache ignores a trailing `:` (it adds its own) and puts the prefix in keys and a
+        // channel name, where whitespace would be a trap.
+        if self.key_prefix.trim_end_matches(':').is_empty() {
             problems.add(path.key("key_prefix"), Reason::Empty);
+        } else if self.key_prefix.contains(char::is_whitespace) {
+            problems.add(
+                path.key("key_prefix"),
+                Reason::Format {
+                    expected: "without whitespace".to_string(),
+                },
+            );
         }
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use fred::clients::{Client, SubscriberClient};
+use fred::clients::{Pool, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
 use fred::types::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -85,14 +85,15 @@ pub(crate) fn decode(mut msg: &[u8]) -> Option<(u64, Invalidation)> {
     Some((origin, invalidation))
 }
 
-/// Bumps `generation_keys` and publishes `message`, in one pipeline.
+/// Bumps `generation_keys` and publishes `message`, in one pipeline (on one connection of
+/// `pool`: a pipeline cannot span connections).
 pub(crate) async fn incr_and_publish(
-    client: &Client,
+    pool: &Pool,
     generation_keys: Vec<String>,
     channel: String,
     message: Bytes,
 ) -> Result<(), fred::error::Error> {
-    let pipeline = client.pipeline();
+    let pipeline = pool.next_connected().pipeline();
     for key in generation_keys {
         let _: () = pipeline.incr(key).await?;
     }
@@ -103,7 +104,7 @@ pub(crate) async fn incr_and_publish(
 
 /// Delivers a purge of everything after invalidations were lost (see the module docs).
 pub(crate) struct Redelivery {
-    pub(crate) client: Client,
+    pub(crate) pool: Pool,
     pub(crate) all_key: String,
     pub(crate) channel: String,
     pub(crate) origin: u64,
@@ -123,7 +124,7 @@ impl Redelivery {
         }
         let message = encode(self.origin, &Invalidation::All);
         let work = incr_and_publish(
-            &self.client,
+            &self.pool,
             vec![self.all_key.clone()],
             self.channel.clone(),
             message,

@@ -286,6 +286,27 @@ fn validation_names_the_offending_key() {
         }),
         "redis.url",
     );
+    for url in [
+        "rediss://redis:6380",
+        "unix://",
+        "unix://localhost",
+        "redis://r/zero",
+    ] {
+        check(
+            redis(RedisConfig {
+                url: url.into(),
+                ..RedisConfig::default()
+            }),
+            "redis.url",
+        );
+    }
+    check(
+        redis(RedisConfig {
+            pool_size: 0,
+            ..RedisConfig::default()
+        }),
+        "redis.pool_size",
+    );
     check(
         redis(RedisConfig {
             timeout: Duration::ZERO,
@@ -301,4 +322,14 @@ fn validation_names_the_offending_key() {
         "redis.key_prefix",
     );
     assert!(CacheConfig::default().validate().is_ok());
+    for url in [
+        "unix:///run/redis.sock",
+        "unix://:pw@localhost/run/redis.sock",
+    ] {
+        let config = redis(RedisConfig {
+            url: url.into(),
+            ..RedisConfig::default()
+        });
+        assert!(config.validate().is_ok(), "{url}");
+    }
 }

@@ -10,19 +10,26 @@ use tokio::sync::Barrier;
 use super::redis_server::RedisServer;
 use super::{MINUTE, fill, hit_body, is_hit, key, key_as, local_config, response};
 use crate::cache::{
-    CacheConfig, CacheKey, CachedResponse, Lookup, QueryCache, RedisConfig, StoreOutcome,
+    CacheConfig, CacheKey, CachedResponse, Compression, Lookup, QueryCache, RedisConfig,
+    StoreOutcome,
 };
 
 const PREFIX: &str = "test:cache";
 
 fn redis_config(server: &RedisServer) -> CacheConfig {
+    redis_config_at(server.url())
+}
+
+fn redis_config_at(url: String) -> CacheConfig {
     CacheConfig {
         redis: Some(RedisConfig {
-            url: server.url(),
+            url,
             // Generous: two tests may share the two cores with a build.
             timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
+            pool_size: 2,
             compress_threshold: 1024,
+            compression: Compression::Lz4,
             key_prefix: format!("{PREFIX}:"),
             coalesce: true,
             breaker_failures: 3,
@@ -35,6 +42,15 @@ fn redis_config(server: &RedisServer) -> CacheConfig {
 
 async fn cache_on(server: &RedisServer) -> QueryCache {
     QueryCache::new(redis_config(server)).await.expect("cache")
+}
+
+/// A cache on `server` with its Redis settings changed by `change`.
+async fn cache_with(server: &RedisServer, change: impl FnOnce(&mut RedisConfig)) -> QueryCache {
+    let mut config = redis_config(server);
+    if let Some(redis) = config.redis.as_mut() {
+        change(redis);
+    }
+    QueryCache::new(config).await.expect("cache")
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes.
@@ -356,4 +372,233 @@ async fn an_expired_redis_entry_is_a_miss() {
     guard.complete(r).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!is_hit(&b, &k).await);
+}
+
+/// The number in `INFO clients`' `connected_clients` (our own inline connection included).
+fn connected_clients(server: &RedisServer) -> usize {
+    let info = server.command("INFO clients").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `pool_size` connections for commands plus one for pub/sub, and the tier works on both sizes,
+/// under concurrency too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_has_pool_size_connections() {
+    for pool_size in [1, 4] {
+        let server = RedisServer::start();
+        let a = cache_with(&server, |r| r.pool_size = pool_size).await;
+        let b = cache_with(&server, |r| r.pool_size = pool_size).await;
+        let expected = 2 * (pool_size + 1) + 1;
+        let all_there = eventually(Duration::from_secs(5), || {
+            let n = connected_clients(&server);
+            async move { n == expected }
+        })
+        .await;
+        assert!(
+            all_there,
+            "pool_size {pool_size}: {} clients, expected {expected}",
+            connected_clients(&server)
+        );
+
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (a, b) = (a.clone(), b.clone());
+            tasks.push(tokio::spawn(async move {
+                let k = key(&format!("SELECT pooled {i}"));
+                assert_eq!(fill(&a, &k, &format!("v{i}")).await, StoreOutcome::Stored);
+                assert_eq!(hit_body(&b, &k).await, format!("v{i}").as_bytes());
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(b.stats().hits_redis, 40, "pool_size {pool_size}");
+        // Invalidations (a pipeline on one pooled connection) still reach the other replica.
+        wait_for_subscribers(&server, 2).await;
+        let k = key("SELECT pooled 0");
+        a.invalidate_tables("app", &["users"]).await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || async { !is_hit(&b, &k).await }).await,
+            "pool_size {pool_size}: invalidation did not reach B"
+        );
+        assert_eq!(a.stats().redis_errors + b.stats().redis_errors, 0);
+    }
+}
+
+/// `coalesce = false`: no fill lock in Redis, so each replica runs the query once; within a
+/// replica identical misses still wait for one leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_coalesce_only_local_single_flight_remains() {
+    let server = RedisServer::start();
+    let caches = [
+        cache_with(&server, |r| r.coalesce = false).await,
+        cache_with(&server, |r| r.coalesce = false).await,
+    ];
+    let k = key("SELECT uncoalesced");
+    let lock_exists = format!("EXISTS {PREFIX}:lock:{k}");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let locked = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let cache = caches[i % 2].clone();
+        let (k, runs, locked, barrier) = (k.clone(), runs.clone(), locked.clone(), barrier.clone());
+        let (server_port, lock_exists) = (server.port(), lock_exists.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            match cache.lookup(&k).await {
+                Lookup::Hit(r) => r.body.clone(),
+                Lookup::Leader(guard) => {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let reply = raw_command(server_port, &lock_exists);
+                    if reply != ":0\r\n" {
+                        locked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    guard.complete(response("result", MINUTE)).await;
+                    Bytes::from_static(b"result")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "result");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one run per replica");
+    assert_eq!(locked.load(Ordering::SeqCst), 0, "a fill lock was taken");
+
+    // The same with coalescing: the leader holds the lock while it runs.
+    let coalescing = cache_on(&server).await;
+    let k = key("SELECT coalesced");
+    let Lookup::Leader(guard) = coalescing.lookup(&k).await else {
+        panic!("expected to lead")
+    };
+    let reply = server
+        .command(&format!("EXISTS {PREFIX}:lock:{k}"))
+        .unwrap();
+    assert_eq!(reply, ":1\r\n");
+    guard.complete(response("r", MINUTE)).await;
+}
+
+/// `RedisServer::command` from inside a spawned task (the server itself stays in the test).
+fn raw_command(port: u16, line: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Replicas with different `compression` read each other's entries; each stores with its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_different_compression_share_entries() {
+    let server = RedisServer::start();
+    let codecs = [
+        (Compression::None, 0u8),
+        (Compression::Lz4, 1),
+        (Compression::Zstd, 2),
+    ];
+    let mut caches = Vec::new();
+    for (compression, _) in codecs {
+        caches.push(cache_with(&server, |r| r.compression = compression).await);
+    }
+    let body: String = (0..20_000).map(|i| format!("row {}\n", i % 100)).collect();
+    for (i, (compression, flag)) in codecs.iter().enumerate() {
+        let k = key(&format!("SELECT written with {compression:?}"));
+        assert_eq!(fill(&caches[i], &k, &body).await, StoreOutcome::Stored);
+        let first = server
+            .command(&format!("GETRANGE {PREFIX}:v:{k} 0 0"))
+            .unwrap();
+        assert_eq!(
+            first.as_bytes(),
+            [b'$', b'1', b'\r', b'\n', *flag, b'\r', b'\n'],
+            "{compression:?}"
+        );
+        for (j, reader) in caches.iter().enumerate() {
+            if j != i {
+                assert_eq!(hit_body(reader, &k).await, body.as_bytes(), "{j} reads {i}");
+            }
+        }
+    }
+    // A small value is stored raw whatever the setting.
+    let k = key("SELECT small");
+    fill(&caches[2], &k, "tiny").await;
+    let first = server
+        .command(&format!("GETRANGE {PREFIX}:v:{k} 0 0"))
+        .unwrap();
+    assert_eq!(first.as_bytes(), b"$1\r\n\0\r\n");
+    for cache in &caches {
+        assert_eq!(cache.stats().redis_errors, 0);
+    }
+}
+
+/// A value that does not decode (another program's, or damaged) is a miss: the lookup leads and
+/// its fill replaces the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_value_in_redis_is_a_miss() {
+    let server = RedisServer::start();
+    let (a, b) = (cache_on(&server).await, cache_on(&server).await);
+    for (n, garbage) in [
+        r#""\x02\x28\xb5\x2f\xfdgarbage""#,
+        "not-a-cache-value",
+        r#""\x01\xff""#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let k = key(&format!("SELECT corrupt {n}"));
+        let reply = server
+            .command(&format!("SET {PREFIX}:v:{k} {garbage}"))
+            .unwrap();
+        assert!(reply.starts_with("+OK"), "{reply}");
+        let errors = a.stats().redis_errors;
+        match a.lookup(&k).await {
+            Lookup::Leader(guard) => {
+                assert_eq!(
+                    guard.complete(response("fresh", MINUTE)).await,
+                    StoreOutcome::Stored
+                );
+            }
+            other => panic!("{garbage}: expected a miss, got {other:?}"),
+        }
+        // Counted (the leader reads once more after taking the fill lock, so twice).
+        assert!(a.stats().redis_errors > errors, "{garbage}: not counted");
+        assert_eq!(hit_body(&b, &k).await, "fresh", "{garbage}: replaced");
+    }
+    assert!(
+        !a.redis_degraded(),
+        "corrupt values must not open the breaker"
+    );
+}
+
+/// `unix:///path`: commands, and pub/sub invalidations, over a Unix socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_url_works() {
+    let server = RedisServer::start_with_unix_socket();
+    let config = redis_config_at(server.unix_url());
+    let a = QueryCache::new(config.clone()).await.expect("cache");
+    let b = QueryCache::new(config).await.expect("cache");
+    wait_for_subscribers(&server, 2).await;
+    let k = key("SELECT over unix");
+    assert_eq!(fill(&a, &k, "rows").await, StoreOutcome::Stored);
+    assert_eq!(hit_body(&b, &k).await, "rows");
+    assert_eq!(b.stats().hits_redis, 1);
+    a.invalidate_tables("app", &["users"]).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async { !is_hit(&b, &k).await }).await,
+        "invalidation did not reach B over the unix socket"
+    );
+    // Every connection of both tiers (pool of 2, subscriber) is on the socket.
+    let clients = server.command("CLIENT LIST").unwrap();
+    assert_eq!(
+        clients.lines().filter(|l| l.contains("redis.sock")).count(),
+        2 * (2 + 1),
+        "{clients}"
+    );
+    assert_eq!(a.stats().redis_errors + b.stats().redis_errors, 0);
 }

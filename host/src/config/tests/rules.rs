@@ -405,6 +405,66 @@ fn cache_payload_fits_in_the_cache() {
     );
 }
 
+/// Every `[cache.redis]` key either reaches the cache or is refused here, naming the key.
+#[test]
+fn redis_urls_the_cache_cannot_use_are_refused() {
+    fails_at(
+        &with("[cache.redis]\nurl = \"rediss://redis:6380\"\n"),
+        "cache.redis.url",
+        |r| r.to_string() == "TLS to Redis (rediss://) is not supported yet",
+    );
+    for url in ["unix://", "unix://localhost", "unix:///"] {
+        fails_at(
+            &with(&format!("[cache.redis]\nurl = \"{url}\"\n")),
+            "cache.redis.url",
+            |r| r.to_string().contains("absolute path"),
+        );
+    }
+    fails_at(
+        &with("[cache.redis]\nurl = \"redis://redis:6379/zero\"\n"),
+        "cache.redis.url",
+        |r| r.to_string().starts_with("is not a usable Redis URL"),
+    );
+    for url in [
+        "redis://redis:6379/0",
+        "redis://:pw@redis",
+        "unix:///run/redis/redis.sock",
+        "unix://:pw@localhost/run/redis/redis.sock",
+    ] {
+        parse(&with(&format!("[cache.redis]\nurl = \"{url}\"\n")))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+#[test]
+fn redis_pool_size_and_key_prefix_are_checked() {
+    let redis = |extra: &str| with(&format!("[cache.redis]\nurl = \"redis://r\"\n{extra}\n"));
+    fails_at(&redis("pool_size = 0"), "cache.redis.pool_size", |r| {
+        matches!(r, Reason::OutOfRange { .. })
+    });
+    fails_at(
+        &redis("key_prefix = \":\""),
+        "cache.redis.key_prefix",
+        |r| matches!(r, Reason::Empty),
+    );
+    fails_at(
+        &redis("key_prefix = \"my app:\""),
+        "cache.redis.key_prefix",
+        |r| matches!(r, Reason::Format { .. }),
+    );
+    fails_at(
+        &redis("compression = \"gzip\""),
+        "cache.redis.compression",
+        |r| matches!(r, Reason::Parse(m) if m.contains("unknown variant")),
+    );
+    for compression in ["none", "lz4", "zstd"] {
+        parse(&redis(&format!(
+            "compression = \"{compression}\"\npool_size = 1"
+        )))
+        .unwrap_or_else(|e| panic!("{compression}: {e}"));
+    }
+}
+
 #[test]
 fn admin_beyond_loopback_needs_a_token() {
     fails_at(
