@@ -17,6 +17,7 @@ command -v pgbouncer >/dev/null || need+=(pgbouncer)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v pgbench >/dev/null || need+=(postgresql-contrib)
 command -v curl >/dev/null || need+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     log "missing packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})"
@@ -26,6 +27,13 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
   apt-get -o DPkg::Lock::Timeout=600 install -y -q "${need[@]}" >/dev/null
+fi
+
+# --- psycopg for the PostgreSQL frontend's client tests (tests/integration/postgres.rs) ---
+if ! target/pyenv/bin/python -c 'import psycopg' 2>/dev/null; then
+  log "creating target/pyenv with psycopg"
+  python3 -m venv target/pyenv
+  target/pyenv/bin/pip install -q 'psycopg[binary]'
 fi
 
 # --- Rust toolchain pieces ---

@@ -147,6 +147,7 @@ impl Server {
                         PgBackend::start(router, health_login(config, cluster))
                     })
                     .clone();
+                warn_unapplied_pg_keys(config, cluster, &listener.name);
                 let tls = listener
                     .tls
                     .as_ref()
@@ -355,6 +356,38 @@ async fn accept_loop(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// Keys the PostgreSQL frontend does not apply yet: said loudly at start rather than ignored.
+fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, listener: &str) {
+    for user in &config.users {
+        let set: Vec<&str> = [
+            ("max_concurrent_queries", user.max_concurrent_queries.is_some()),
+            ("max_queue_size", user.max_queue_size.is_some()),
+            ("max_queue_time", user.max_queue_time.is_some()),
+            ("max_execution_time", user.max_execution_time.is_some()),
+            ("requests_per_minute", user.requests_per_minute.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+        if !set.is_empty() {
+            tracing::warn!(listener, user = user.name, keys = set.join(", "), "these user keys are not applied to PostgreSQL clients yet");
+        }
+    }
+    for (name, pool) in &cluster.pools {
+        let set: Vec<&str> = [
+            ("max_concurrent_queries", pool.max_concurrent_queries.is_some()),
+            ("max_execution_time", pool.max_execution_time.is_some()),
+            ("mirror", pool.mirror.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect();
+        if !set.is_empty() {
+            tracing::warn!(listener, pool = name, keys = set.join(", "), "these pool keys are not applied to PostgreSQL pools yet");
+        }
+    }
 }
 
 /// Who health checks log in as when a pool has no `auth`: the first user with a password.

@@ -6,3 +6,4 @@ mod clickhouse_http_cache;
 mod clickhouse_http_limits;
 mod policy_engine;
 mod policy_swap;
+mod postgres;

@@ -6,4 +6,5 @@ pub mod http;
 pub mod policies;
 pub mod proxy;
 pub mod redis;
+pub mod pg;
 pub mod postgres;

@@ -34,14 +34,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         ClientIo {
             stream,
             rbuf,
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            // Small until used: idle clients must stay cheap (RSS per idle client is a target).
+            wbuf: BytesMut::with_capacity(1024),
         }
     }
 
     /// Reads more bytes; `Closed` at end of stream.
     pub async fn read_more(&mut self) -> Result<(), ClientError> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8 * 1024);
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * WRITE_HIGH_WATER {
+            self.rbuf = BytesMut::with_capacity(1024);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 512 {
+            self.rbuf.reserve(4 * 1024);
         }
         match self.stream.read_buf(&mut self.rbuf).await? {
             0 => Err(ClientError::Closed),
@@ -68,6 +72,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
+            // A large result grew the buffer; do not keep that memory for an idle session.
+            if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                self.wbuf = BytesMut::with_capacity(1024);
+            }
         }
         Ok(())
     }

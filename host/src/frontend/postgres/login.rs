@@ -175,6 +175,14 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin + Send>(
             return;
         }
     }
+    let Some(_slot) = user.open_session() else {
+        io.fatal(ErrorFields::fatal(
+            "53300",
+            format!("too many connections for user \"{user_name}\" (max_connections)"),
+        ))
+        .await;
+        return;
+    };
     fe.stats.logins.fetch_add(1, Ordering::Relaxed);
     let settings = Settings::from_startup(&params);
     let attributes: Vec<(String, String)> = params

@@ -1,0 +1,2 @@
+#[path = "postgres_policy.rs"]
+mod postgres_policy;
