@@ -215,6 +215,28 @@ impl QueryCache {
         .await
     }
 
+    /// [`invalidate_tables`](Self::invalidate_tables) with the local part done before this
+    /// returns (a client told its write is done must not get a stale entry from this
+    /// replica); the returned future tells the other replicas through Redis — spawn it.
+    pub fn invalidate_tables_now<T: AsRef<str>>(
+        &self,
+        database: &str,
+        tables: &[T],
+    ) -> impl Future<Output = Result<(), CacheError>> + Send + 'static {
+        let invalidation = Invalidation::Tables {
+            database: database.to_owned(),
+            tables: tables.iter().map(|t| t.as_ref().to_owned()).collect(),
+        };
+        self.inner.core.apply(&invalidation);
+        let this = self.clone();
+        async move {
+            match &this.inner.redis {
+                Some(redis) => Box::pin(redis.invalidate(&invalidation)).await,
+                None => Ok(()),
+            }
+        }
+    }
+
     /// Drops the entries of one policy namespace (admin API).
     pub async fn purge_namespace(&self, namespace: &str) -> Result<(), CacheError> {
         self.invalidate(Invalidation::Namespace(namespace.to_owned()))

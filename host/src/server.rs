@@ -362,7 +362,10 @@ async fn accept_loop(
 fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, listener: &str) {
     for user in &config.users {
         let set: Vec<&str> = [
-            ("max_concurrent_queries", user.max_concurrent_queries.is_some()),
+            (
+                "max_concurrent_queries",
+                user.max_concurrent_queries.is_some(),
+            ),
             ("max_queue_size", user.max_queue_size.is_some()),
             ("max_queue_time", user.max_queue_time.is_some()),
             ("max_execution_time", user.max_execution_time.is_some()),
@@ -372,12 +375,20 @@ fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, list
         .filter_map(|(k, on)| on.then_some(k))
         .collect();
         if !set.is_empty() {
-            tracing::warn!(listener, user = user.name, keys = set.join(", "), "these user keys are not applied to PostgreSQL clients yet");
+            tracing::warn!(
+                listener,
+                user = user.name,
+                keys = set.join(", "),
+                "these user keys are not applied to PostgreSQL clients yet"
+            );
         }
     }
     for (name, pool) in &cluster.pools {
         let set: Vec<&str> = [
-            ("max_concurrent_queries", pool.max_concurrent_queries.is_some()),
+            (
+                "max_concurrent_queries",
+                pool.max_concurrent_queries.is_some(),
+            ),
             ("max_execution_time", pool.max_execution_time.is_some()),
             ("mirror", pool.mirror.is_some()),
         ]
@@ -385,7 +396,12 @@ fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, list
         .filter_map(|(k, on)| on.then_some(k))
         .collect();
         if !set.is_empty() {
-            tracing::warn!(listener, pool = name, keys = set.join(", "), "these pool keys are not applied to PostgreSQL pools yet");
+            tracing::warn!(
+                listener,
+                pool = name,
+                keys = set.join(", "),
+                "these pool keys are not applied to PostgreSQL pools yet"
+            );
         }
     }
 }

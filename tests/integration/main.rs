@@ -7,3 +7,4 @@ mod clickhouse_http_limits;
 mod policy_engine;
 mod policy_swap;
 mod postgres;
+mod postgres_policy;

@@ -54,14 +54,6 @@ async fn connect_with(
     Ok(client)
 }
 
-/// The rows of a simple query as text (NULL as `""`); panics on an error.
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    simple(client, sql)
-        .await
-        .unwrap_or_else(|e| panic!("`{sql}` failed: {}", pg::describe(&e)))
-        .1
-}
-
 /// Column names and rows of a simple query (of its last result set).
 async fn simple(
     client: &tokio_postgres::Client,
@@ -92,7 +84,10 @@ async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
 }
 
 /// `SQLSTATE: message` of an error that must be a database error.
-fn db_error<T: std::fmt::Debug>(r: Result<T, tokio_postgres::Error>, what: &str) -> (String, String) {
+fn db_error<T: std::fmt::Debug>(
+    r: Result<T, tokio_postgres::Error>,
+    what: &str,
+) -> (String, String) {
     match r {
         Ok(v) => panic!("{what}: expected an error, got {v:?}"),
         Err(e) => match e.as_db_error() {
@@ -116,7 +111,10 @@ struct Msg {
 impl Msg {
     fn cstr(b: &[u8]) -> (String, &[u8]) {
         let end = b.iter().position(|&c| c == 0).expect("a C string");
-        (String::from_utf8_lossy(&b[..end]).into_owned(), &b[end + 1..])
+        (
+            String::from_utf8_lossy(&b[..end]).into_owned(),
+            &b[end + 1..],
+        )
     }
 
     /// RowDescription: the column names.
@@ -162,24 +160,6 @@ impl Msg {
         assert!(rest.is_empty());
         tag
     }
-
-    /// ErrorResponse: (SQLSTATE, message).
-    fn error(&self) -> (String, String) {
-        assert_eq!(self.tag, b'E', "not an ErrorResponse: {self:?}");
-        let (mut code, mut message) = (String::new(), String::new());
-        let mut rest = &self.body[..];
-        while rest[0] != 0 {
-            let field = rest[0];
-            let (v, r) = Msg::cstr(&rest[1..]);
-            match field {
-                b'C' => code = v,
-                b'M' => message = v,
-                _ => {}
-            }
-            rest = r;
-        }
-        (code, message)
-    }
 }
 
 fn tags(msgs: &[Msg]) -> String {
@@ -194,7 +174,9 @@ struct Raw {
 
 impl Raw {
     async fn connect(addr: SocketAddr, user: &str, params: &[(&str, &str)]) -> Raw {
-        let stream = TcpStream::connect(addr).await.expect("connect to the proxy");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
         let mut raw = Raw {
             stream,
             buf: Vec::new(),
@@ -259,7 +241,10 @@ impl Raw {
         let mut out = vec![tag];
         out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         out.extend_from_slice(body);
-        self.stream.write_all(&out).await.expect("send to the proxy");
+        self.stream
+            .write_all(&out)
+            .await
+            .expect("send to the proxy");
     }
 
     /// A simple Query; the answer up to ReadyForQuery.
@@ -338,19 +323,27 @@ async fn guard_blocks_with_42501_and_rewrites_in_both_protocols() {
             "-c",
             "DROP TABLE g",
             "-c",
+            "\\echo :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE",
+            "-c",
             "SELECT count(*) FROM g WHERE id > 0",
         ],
     )
-    .await;
-    let out = out.unwrap_or_else(|e| e);
-    assert!(out.contains("guard: DROP is not allowed"), "{out}");
-    assert!(out.lines().any(|l| l.trim() == "10"), "the next query ran: {out}");
+    .await
+    .expect("psql goes on");
+    assert_eq!(
+        out, "42501 blocked by policy: guard: DROP is not allowed\n10",
+        "the error, then the next query's answer"
+    );
     assert_eq!(pg.psql(pg.primary_port(), "SELECT count(*) FROM g"), "10");
 
     // Rewrite, simple protocol: 3 rows instead of 10; a SELECT with its own LIMIT is untouched.
-    let out = pg::psql(addr, "SELECT id FROM g ORDER BY id").await.expect("select");
+    let out = pg::psql(addr, "SELECT id FROM g ORDER BY id")
+        .await
+        .expect("select");
     assert_eq!(out, "1\n2\n3", "rewritten with LIMIT 3");
-    let out = pg::psql(addr, "SELECT id FROM g ORDER BY id LIMIT 5").await.expect("select");
+    let out = pg::psql(addr, "SELECT id FROM g ORDER BY id LIMIT 5")
+        .await
+        .expect("select");
     assert_eq!(out.lines().count(), 5, "{out}");
 
     // Extended protocol with parameters.
@@ -360,7 +353,10 @@ async fn guard_blocks_with_42501_and_rewrites_in_both_protocols() {
         "UPDATE without WHERE (extended)",
     );
     assert_eq!(code, "42501", "{message}");
-    assert!(message.contains("guard: UPDATE without WHERE is not allowed"), "{message}");
+    assert!(
+        message.contains("guard: UPDATE without WHERE is not allowed"),
+        "{message}"
+    );
     let rows = client
         .query("SELECT id FROM g WHERE id > $1 ORDER BY id", &[&0i32])
         .await
@@ -403,7 +399,10 @@ async fn guard_blocks_with_42501_and_rewrites_in_both_protocols() {
         "the transaction committed"
     );
     assert_eq!(
-        pg.psql(pg.primary_port(), "SELECT count(*) FROM g WHERE v IN ('x', 'y')"),
+        pg.psql(
+            pg.primary_port(),
+            "SELECT count(*) FROM g WHERE v IN ('x', 'y')"
+        ),
         "0",
         "no blocked statement ran"
     );
@@ -416,7 +415,12 @@ async fn guard_blocks_with_42501_and_rewrites_in_both_protocols() {
 async fn trapping_policy_fails_closed_or_open() {
     let pg = PgCluster::start(1);
 
-    let closed = Proxy::start(&PgConfig::new(&pg).extra(&policy("trap", "fail-closed", "")).build()).await;
+    let closed = Proxy::start(
+        &PgConfig::new(&pg)
+            .extra(&policy("trap", "fail-closed", ""))
+            .build(),
+    )
+    .await;
     let err = pg::psql_args(
         closed.addr(),
         pg::USER,
@@ -431,11 +435,21 @@ async fn trapping_policy_fails_closed_or_open() {
         client.query("SELECT $1::int", &[&1i32]).await,
         "fail-closed, extended",
     );
-    assert!(message.contains("policy failure"), "{code}: {message}");
+    assert_eq!(code, "XX000", "{message}");
+    assert!(message.contains("policy failure"), "{message}");
+    assert!(err.contains("XX000"), "{err}");
     closed.stop().await;
 
-    let open = Proxy::start(&PgConfig::new(&pg).extra(&policy("trap", "fail-open", "")).build()).await;
-    assert_eq!(pg::psql(open.addr(), "SELECT 41 + 1").await, Ok("42".into()));
+    let open = Proxy::start(
+        &PgConfig::new(&pg)
+            .extra(&policy("trap", "fail-open", ""))
+            .build(),
+    )
+    .await;
+    assert_eq!(
+        pg::psql(open.addr(), "SELECT 41 + 1").await,
+        Ok("42".into())
+    );
     let client = pg::connect(open.addr()).await;
     let v: i32 = client
         .query_one("SELECT $1::int + 1", &[&1i32])
@@ -464,11 +478,22 @@ async fn policy_routes_reads_writes_and_tenants() {
     let primary = pg.primary_port();
     let replicas = pg.replica_ports();
 
-    let proxy = Proxy::start(&PgConfig::new(&pg).extra(&policy("rw-split", "fail-closed", "")).build()).await;
+    let proxy = Proxy::start(
+        &PgConfig::new(&pg)
+            .extra(&policy("rw-split", "fail-closed", ""))
+            .build(),
+    )
+    .await;
     let client = pg::connect(proxy.addr()).await;
     for _ in 0..4 {
-        let port: u16 = value(&client, "SELECT inet_server_port()").await.parse().unwrap();
-        assert!(replicas.contains(&port), "simple read on {port}, replicas {replicas:?}");
+        let port: u16 = value(&client, "SELECT inet_server_port()")
+            .await
+            .parse()
+            .unwrap();
+        assert!(
+            replicas.contains(&port),
+            "simple read on {port}, replicas {replicas:?}"
+        );
         let port: i32 = client
             .query_one("SELECT inet_server_port() WHERE $1", &[&true])
             .await
@@ -476,10 +501,17 @@ async fn policy_routes_reads_writes_and_tenants() {
             .get(0);
         assert!(replicas.contains(&(port as u16)), "extended read on {port}");
     }
-    let port = value(&client, "INSERT INTO r SELECT inet_server_port() RETURNING port").await;
+    let port = value(
+        &client,
+        "INSERT INTO r SELECT inet_server_port() RETURNING port",
+    )
+    .await;
     assert_eq!(port, primary.to_string(), "simple write");
     let port: i32 = client
-        .query_one("INSERT INTO r SELECT inet_server_port() WHERE $1 RETURNING port", &[&true])
+        .query_one(
+            "INSERT INTO r SELECT inet_server_port() WHERE $1 RETURNING port",
+            &[&true],
+        )
         .await
         .expect("extended write")
         .get(0);
@@ -502,24 +534,76 @@ async fn policy_routes_reads_writes_and_tenants() {
         ))
         .build();
     let proxy = Proxy::start(&config).await;
-    let acme = connect_with(proxy.addr(), pg::USER, pg::PASSWORD, "application_name=acme")
-        .await
-        .expect("connect as tenant acme");
-    let other = connect_with(proxy.addr(), pg::USER, pg::PASSWORD, "application_name=other")
-        .await
-        .expect("connect as tenant other");
+    let acme = connect_with(
+        proxy.addr(),
+        pg::USER,
+        pg::PASSWORD,
+        "application_name=acme",
+    )
+    .await
+    .expect("connect as tenant acme");
+    let other = connect_with(
+        proxy.addr(),
+        pg::USER,
+        pg::PASSWORD,
+        "application_name=other",
+    )
+    .await
+    .expect("connect as tenant other");
     for _ in 0..3 {
         let port = value(&acme, "SELECT inet_server_port()").await;
-        assert_eq!(port, primary.to_string(), "tenant acme reads from its pool (simple)");
+        assert_eq!(
+            port,
+            primary.to_string(),
+            "tenant acme reads from its pool (simple)"
+        );
         let port: i32 = acme
             .query_one("SELECT inet_server_port() WHERE $1", &[&true])
             .await
             .expect("extended")
             .get(0);
-        assert_eq!(port as u16, primary, "tenant acme reads from its pool (extended)");
-        let port: u16 = value(&other, "SELECT inet_server_port()").await.parse().unwrap();
-        assert!(replicas.contains(&port), "tenant without a pool: default route, got {port}");
+        assert_eq!(
+            port as u16, primary,
+            "tenant acme reads from its pool (extended)"
+        );
+        let port: u16 = value(&other, "SELECT inet_server_port()")
+            .await
+            .parse()
+            .unwrap();
+        assert!(
+            replicas.contains(&port),
+            "tenant without a pool: default route, got {port}"
+        );
     }
+    proxy.stop().await;
+
+    // The attribute `extended` = `true` marks the extended protocol.
+    let config = PgConfig::new(&pg)
+        .extra(&format!(
+            "[cluster.pg.pool.acme]\nrole = \"other\"\nnodes = [\"127.0.0.1:{primary}\"]\n\n{}",
+            policy(
+                "tenant-router",
+                "fail-closed",
+                "tenant_attribute = \"extended\"\n\"pool.true\" = \"acme\""
+            )
+        ))
+        .build();
+    let proxy = Proxy::start(&config).await;
+    let client = pg::connect(proxy.addr()).await;
+    let port: u16 = value(&client, "SELECT inet_server_port()")
+        .await
+        .parse()
+        .unwrap();
+    assert!(
+        replicas.contains(&port),
+        "simple protocol: no attribute, got {port}"
+    );
+    let port: i32 = client
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .expect("extended")
+        .get(0);
+    assert_eq!(port as u16, primary, "extended protocol: extended = true");
     proxy.stop().await;
 }
 
@@ -568,7 +652,10 @@ async fn cache_answers_repeated_reads_without_a_server() {
     };
 
     // Simple protocol, psql.
-    assert_eq!(pg::psql(addr, "SELECT count(*) FROM ct").await, Ok("3".into()));
+    assert_eq!(
+        pg::psql(addr, "SELECT count(*) FROM ct").await,
+        Ok("3".into())
+    );
     let short_filled = Instant::now();
     assert_eq!(pg::psql(addr, "SELECT n FROM cshort").await, Ok("1".into()));
     change("INSERT INTO ct VALUES (4, 40); UPDATE cshort SET n = 2");
@@ -584,7 +671,12 @@ async fn cache_answers_repeated_reads_without_a_server() {
     );
     assert_eq!(pg::psql(addr, "SELECT n FROM cshort").await, Ok("1".into()));
     // psql with headers and footer: column names and row count come from the entry.
-    let with_header = ["-P", "tuples_only=off", "-c", "SELECT id, v FROM ct WHERE id <= 2 ORDER BY id"];
+    let with_header = [
+        "-P",
+        "tuples_only=off",
+        "-c",
+        "SELECT id, v FROM ct WHERE id <= 2 ORDER BY id",
+    ];
     let first = pg::psql_args(addr, pg::USER, pg::PASSWORD, &with_header).await;
     assert_eq!(first.as_deref(), Ok("id|v\n1|10\n2|20\n(2 rows)"));
     change("UPDATE ct SET v = v + 1 WHERE id = 1");
@@ -604,7 +696,10 @@ async fn cache_answers_repeated_reads_without_a_server() {
         Ok("4".into()),
         "another user does not get app's entry"
     );
-    assert_eq!(pg::psql(addr, "SELECT count(*) FROM ct").await, Ok("3".into()));
+    assert_eq!(
+        pg::psql(addr, "SELECT count(*) FROM ct").await,
+        Ok("3".into())
+    );
 
     // Byte for byte, simple protocol.
     let mut raw = Raw::connect(addr, RAW_USER, &[]).await;
@@ -613,10 +708,19 @@ async fn cache_answers_repeated_reads_without_a_server() {
     assert_eq!(tags(&miss), "TDDDDCZ", "{miss:?}");
     change("UPDATE ct SET v = v + 1");
     let hit = raw.simple(sql).await;
-    assert_eq!(hit, miss, "the cached answer is the server's, byte for byte");
+    assert_eq!(
+        hit, miss,
+        "the cached answer is the server's, byte for byte"
+    );
     assert_eq!(hit[0].columns(), ["id", "value"]);
-    assert_eq!(hit[1].values(), [Some("1".to_string()), Some("11".to_string())]);
-    assert_eq!(hit[4].values(), [Some("4".to_string()), Some("40".to_string())]);
+    assert_eq!(
+        hit[1].values(),
+        [Some("1".to_string()), Some("11".to_string())]
+    );
+    assert_eq!(
+        hit[4].values(),
+        [Some("4".to_string()), Some("40".to_string())]
+    );
     assert_eq!(hit[5].command_tag(), "SELECT 4");
     assert_eq!(hit[6].body, b"I");
     // The session goes on normally after a hit.
@@ -639,21 +743,43 @@ async fn cache_answers_repeated_reads_without_a_server() {
         Some(pg.psql(primary, "SELECT v FROM ct WHERE id = 3").as_str()),
         "another parameter value is another entry"
     );
-    assert_ne!(hit[3].values()[0], Some(format!("{}", v2.parse::<i32>().unwrap() + 100)));
+    assert_ne!(
+        hit[3].values()[0],
+        Some(format!("{}", v2.parse::<i32>().unwrap() + 100))
+    );
 
     // tokio-postgres, prepared statements with a parameter.
     let client = pg::connect(addr).await;
-    let stmt = client.prepare("SELECT v FROM ct WHERE id = $1").await.expect("prepare");
-    let before: i32 = client.query_one(&stmt, &[&3i32]).await.expect("id 3").get(0);
-    let fresh4: i32 = client.query_one(&stmt, &[&4i32]).await.expect("id 4").get(0);
+    let stmt = client
+        .prepare("SELECT v FROM ct WHERE id = $1")
+        .await
+        .expect("prepare");
+    let before: i32 = client
+        .query_one(&stmt, &[&3i32])
+        .await
+        .expect("id 3")
+        .get(0);
+    let fresh4: i32 = client
+        .query_one(&stmt, &[&4i32])
+        .await
+        .expect("id 4")
+        .get(0);
     change("UPDATE ct SET v = v + 1000 WHERE id IN (3, 4, 1)");
     let rows = client.query(&stmt, &[&3i32]).await.expect("id 3 again");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].columns()[0].name(), "v");
     assert_eq!(rows[0].get::<_, i32>(0), before, "extended: cached");
-    let again4: i32 = client.query_one(&stmt, &[&4i32]).await.expect("id 4").get(0);
+    let again4: i32 = client
+        .query_one(&stmt, &[&4i32])
+        .await
+        .expect("id 4")
+        .get(0);
     assert_eq!(again4, fresh4, "extended: cached per parameter value");
-    let now1: i32 = client.query_one(&stmt, &[&1i32]).await.expect("id 1").get(0);
+    let now1: i32 = client
+        .query_one(&stmt, &[&1i32])
+        .await
+        .expect("id 1")
+        .get(0);
     assert_eq!(
         now1.to_string(),
         pg.psql(primary, "SELECT v FROM ct WHERE id = 1"),
@@ -676,7 +802,10 @@ async fn writes_through_the_proxy_invalidate_only_their_tables() {
     pg.wait_replicated();
     let proxy = Proxy::start(&cache_config(&pg, "read_your_writes = \"30s\"")).await;
     let client = pg::connect(proxy.addr()).await;
-    let stmt = client.prepare("SELECT v FROM ct WHERE id = $1").await.expect("prepare");
+    let stmt = client
+        .prepare("SELECT v FROM ct WHERE id = $1")
+        .await
+        .expect("prepare");
 
     assert_eq!(value(&client, "SELECT v FROM ct WHERE id = 1").await, "10");
     assert_eq!(value(&client, "SELECT v FROM cu WHERE id = 1").await, "100");
@@ -688,7 +817,7 @@ async fn writes_through_the_proxy_invalidate_only_their_tables() {
         "cu is cached"
     );
 
-    for i in 1..=20 {
+    for i in 1..=50 {
         let v = 10 + i;
         client
             .batch_execute(&format!("UPDATE ct SET v = {v} WHERE id = 1"))
@@ -699,10 +828,20 @@ async fn writes_through_the_proxy_invalidate_only_their_tables() {
             v.to_string(),
             "round {i}: the simple read after the write is not a stale cache hit"
         );
-        let got: i32 = client.query_one(&stmt, &[&1i32]).await.expect("read").get(0);
-        assert_eq!(got, v, "round {i}: the extended read after the write is not stale");
+        let got: i32 = client
+            .query_one(&stmt, &[&1i32])
+            .await
+            .expect("read")
+            .get(0);
+        assert_eq!(
+            got, v,
+            "round {i}: the extended read after the write is not stale"
+        );
         // Cached again now: a second read is a hit with the same value.
-        assert_eq!(value(&client, "SELECT v FROM ct WHERE id = 1").await, v.to_string());
+        assert_eq!(
+            value(&client, "SELECT v FROM ct WHERE id = 1").await,
+            v.to_string()
+        );
     }
     assert_eq!(
         value(&client, "SELECT v FROM cu WHERE id = 1").await,
@@ -736,7 +875,9 @@ async fn admin_console_shows_reloads_pauses_and_refuses() {
     let addr = proxy.addr();
     let app = pg::connect(addr).await;
     assert_eq!(value(&app, "SELECT 1").await, "1");
-    app.batch_execute("CREATE TABLE a (x int)").await.expect("a write");
+    app.batch_execute("CREATE TABLE a (x int)")
+        .await
+        .expect("a write");
     let admin = connect_with(addr, pg::USER, pg::PASSWORD, "dbname=switchyard")
         .await
         .expect("admin login");
@@ -759,9 +900,24 @@ async fn admin_console_shows_reloads_pauses_and_refuses() {
     assert_eq!(
         cols,
         [
-            "cluster", "pool", "role", "node", "healthy", "lag_ms", "lag_bytes", "user",
-            "database", "size", "active", "idle", "waiting", "checkouts", "timeouts",
-            "avg_wait_us", "connects", "connect_failures"
+            "cluster",
+            "pool",
+            "role",
+            "node",
+            "healthy",
+            "lag_ms",
+            "lag_bytes",
+            "user",
+            "database",
+            "size",
+            "active",
+            "idle",
+            "waiting",
+            "checkouts",
+            "timeouts",
+            "avg_wait_us",
+            "connects",
+            "connect_failures"
         ]
     );
     let pool = column(&cols, "pool");
@@ -776,17 +932,36 @@ async fn admin_console_shows_reloads_pauses_and_refuses() {
     let (cols, rows) = show("SHOW CLIENTS").await;
     assert_eq!(
         cols,
-        ["pid", "user", "database", "addr", "state", "server", "server_pid", "connected_secs"]
+        [
+            "pid",
+            "user",
+            "database",
+            "addr",
+            "state",
+            "server",
+            "server_pid",
+            "connected_secs"
+        ]
     );
     let db = column(&cols, "database");
-    assert!(rows.iter().any(|r| r[db] == DATABASE), "the app client: {rows:?}");
-    assert!(rows.iter().any(|r| r[db] == "switchyard"), "the admin itself: {rows:?}");
+    assert!(
+        rows.iter().any(|r| r[db] == DATABASE),
+        "the app client: {rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r[db] == "switchyard"),
+        "the admin itself: {rows:?}"
+    );
 
     let (cols, rows) = show("SHOW SERVERS").await;
-    assert_eq!(cols, ["pool", "node", "user", "database", "active", "idle", "size"]);
+    assert_eq!(
+        cols,
+        ["pool", "node", "user", "database", "active", "idle", "size"]
+    );
     let idle = column(&cols, "idle");
     assert!(
-        rows.iter().any(|r| r[idle].parse::<u64>().unwrap_or(0) >= 1),
+        rows.iter()
+            .any(|r| r[idle].parse::<u64>().unwrap_or(0) >= 1),
         "an idle server connection: {rows:?}"
     );
 
@@ -806,7 +981,15 @@ async fn admin_console_shows_reloads_pauses_and_refuses() {
     let (cols, rows) = show("SHOW POLICY").await;
     assert_eq!(
         cols,
-        ["name", "path", "sha256", "calls", "failures", "reloads", "reload_failures"]
+        [
+            "name",
+            "path",
+            "sha256",
+            "calls",
+            "failures",
+            "reloads",
+            "reload_failures"
+        ]
     );
     assert!(rows[0][1].ends_with("rw-split.wasm"), "{rows:?}");
     let reloads: u64 = rows[0][5].parse().expect("reloads");
@@ -817,8 +1000,16 @@ async fn admin_console_shows_reloads_pauses_and_refuses() {
 
     admin.simple_query("RELOAD").await.expect("RELOAD");
     let (_, rows) = show("SHOW POLICY").await;
-    assert_eq!(rows[0][5].parse::<u64>().expect("reloads"), reloads + 1, "{rows:?}");
-    assert_eq!(value(&app, "SELECT 2").await, "2", "queries run after RELOAD");
+    assert_eq!(
+        rows[0][5].parse::<u64>().expect("reloads"),
+        reloads + 1,
+        "{rows:?}"
+    );
+    assert_eq!(
+        value(&app, "SELECT 2").await,
+        "2",
+        "queries run after RELOAD"
+    );
 
     let (code, message) = db_error(admin.simple_query("SHOW NONSENSE").await, "unknown command");
     assert_eq!(code, "42601", "{message}");
@@ -885,8 +1076,12 @@ async fn set_follows_the_client_across_a_shared_connection() {
         "both clients' reads run on the one replica connection"
     );
 
-    a.batch_execute("SET search_path TO s1").await.expect("SET a");
-    b.batch_execute("SET search_path TO s2").await.expect("SET b");
+    a.batch_execute("SET search_path TO s1")
+        .await
+        .expect("SET a");
+    b.batch_execute("SET search_path TO s2")
+        .await
+        .expect("SET b");
     for round in 0..3 {
         assert_eq!(value(&a, "SELECT v FROM t").await, "s1", "round {round}: a");
         assert_eq!(value(&b, "SELECT v FROM t").await, "s2", "round {round}: b");
@@ -906,18 +1101,38 @@ async fn set_follows_the_client_across_a_shared_connection() {
     assert_eq!(value(&a, "SHOW search_path").await, "s1");
 
     a.batch_execute("RESET ALL").await.expect("RESET ALL");
-    assert_eq!(value(&a, "SELECT v FROM t").await, "public", "RESET ALL: the default");
+    assert_eq!(
+        value(&a, "SELECT v FROM t").await,
+        "public",
+        "RESET ALL: the default"
+    );
     assert_eq!(value(&a, "SHOW search_path").await, "\"$user\", public");
     assert_eq!(value(&b, "SELECT v FROM t").await, "s2", "b keeps its own");
 
     // SET LOCAL lasts for its transaction only, for this client and for the other one.
-    a.batch_execute("BEGIN; SET LOCAL search_path TO s1").await.expect("SET LOCAL");
-    assert_eq!(value(&a, "SELECT v FROM t").await, "s1", "in the transaction");
+    a.batch_execute("BEGIN; SET LOCAL search_path TO s1")
+        .await
+        .expect("SET LOCAL");
+    assert_eq!(
+        value(&a, "SELECT v FROM t").await,
+        "s1",
+        "in the transaction"
+    );
     a.batch_execute("COMMIT").await.expect("COMMIT");
-    assert_eq!(value(&a, "SELECT v FROM t").await, "public", "after the transaction");
-    b.batch_execute("BEGIN; SET LOCAL search_path TO s1").await.expect("SET LOCAL b");
+    assert_eq!(
+        value(&a, "SELECT v FROM t").await,
+        "public",
+        "after the transaction"
+    );
+    b.batch_execute("BEGIN; SET LOCAL search_path TO s1")
+        .await
+        .expect("SET LOCAL b");
     b.batch_execute("COMMIT").await.expect("COMMIT b");
-    assert_eq!(value(&b, "SELECT v FROM t").await, "s2", "b's own setting is back");
+    assert_eq!(
+        value(&b, "SELECT v FROM t").await,
+        "s2",
+        "b's own setting is back"
+    );
     assert_eq!(value(&a, "SELECT v FROM t").await, "public");
 
     // application_name from the startup packet, compared with the server itself.
@@ -960,6 +1175,51 @@ async fn set_follows_the_client_across_a_shared_connection() {
         value(&direct, "SHOW application_name").await,
         "after RESET ALL the startup value is back, as on the server"
     );
+    assert_eq!(value(&c, "SHOW application_name").await, "myapp");
+    c.batch_execute("SET application_name = 'again'")
+        .await
+        .expect("SET");
+    c.batch_execute("RESET application_name")
+        .await
+        .expect("RESET one");
+    assert_eq!(
+        value(&c, "SHOW application_name").await,
+        "myapp",
+        "RESET name"
+    );
+    assert_eq!(value(&a, "SHOW application_name").await, "switchyard");
+    assert_eq!(value(&c, "SHOW application_name").await, "myapp");
+    proxy.stop().await;
+
+    // Session pooling: the connection stays with the client, RESET ALL restores the same way.
+    let proxy = Proxy::start(&PgConfig::new(&pg).defaults("mode = \"session\"").build()).await;
+    let c = connect_with(
+        proxy.addr(),
+        pg::USER,
+        pg::PASSWORD,
+        "application_name=myapp",
+    )
+    .await
+    .expect("connect with application_name");
+    assert_eq!(value(&c, "SHOW application_name").await, "myapp");
+    c.batch_execute("SET application_name = 'changed'")
+        .await
+        .expect("SET");
+    assert_eq!(value(&c, "SHOW application_name").await, "changed");
+    c.batch_execute("RESET ALL").await.expect("RESET ALL");
+    assert_eq!(
+        value(&c, "SHOW application_name").await,
+        "myapp",
+        "session mode: RESET ALL"
+    );
+    assert_eq!(
+        value(
+            &c,
+            "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+        .await,
+        "myapp"
+    );
     proxy.stop().await;
 }
 
@@ -988,16 +1248,27 @@ async fn read_your_writes_reads_from_the_primary_for_the_window() {
     let writer = pg::connect(proxy.addr()).await;
     let reader = pg::connect(proxy.addr()).await;
     let read = "SELECT count(*)::text || '@' || inet_server_port() FROM ryw";
-    assert_eq!(value(&writer, read).await, format!("0@{replica}"), "before writing");
+    assert_eq!(
+        value(&writer, read).await,
+        format!("0@{replica}"),
+        "before writing"
+    );
 
     writer
         .execute("INSERT INTO ryw VALUES ($1)", &[&1i32])
         .await
         .expect("insert");
     let wrote = Instant::now();
-    assert_eq!(value(&writer, read).await, format!("1@{primary}"), "simple read after the write");
+    assert_eq!(
+        value(&writer, read).await,
+        format!("1@{primary}"),
+        "simple read after the write"
+    );
     let row = writer
-        .query_one("SELECT count(*)::int, inet_server_port() FROM ryw WHERE $1", &[&true])
+        .query_one(
+            "SELECT count(*)::int, inet_server_port() FROM ryw WHERE $1",
+            &[&true],
+        )
         .await
         .expect("extended read");
     assert_eq!(
@@ -1010,7 +1281,10 @@ async fn read_your_writes_reads_from_the_primary_for_the_window() {
         format!("0@{replica}"),
         "another client still reads the (paused) replica"
     );
-    assert!(wrote.elapsed() < Duration::from_millis(1500), "the checks ran inside the window");
+    assert!(
+        wrote.elapsed() < Duration::from_millis(1500),
+        "the checks ran inside the window"
+    );
 
     tokio::time::sleep(Duration::from_millis(2200).saturating_sub(wrote.elapsed())).await;
     assert_eq!(

@@ -3,8 +3,8 @@
 
 pub mod clickhouse;
 pub mod http;
+pub mod pg;
 pub mod policies;
+pub mod postgres;
 pub mod proxy;
 pub mod redis;
-pub mod pg;
-pub mod postgres;

@@ -29,7 +29,7 @@ pub const PASSWORD: &str = APP_PASSWORD;
 /// [`PgCluster`]:
 ///
 /// * `[cluster.pg]`, database `appdb`, defaults: backend login `app` / `app_pass`, fast health
-///   checks (interval 200 ms, timeout 150 ms, 1 failure bans for 300 ms), `connect_timeout` 2 s;
+///   checks (interval 300 ms, timeout 300 ms, 3 failures in a row ban for 500 ms), `connect_timeout` 2 s;
 /// * pool `primary` (role primary, the primary node);
 /// * pool `replicas` (role replica, every replica, `fallback_pool = "primary"`);
 /// * `[[user]]` `app` / `app_pass` (SCRAM);
@@ -130,9 +130,9 @@ impl PgConfig {
             .map(|p| format!("\"127.0.0.1:{p}\""))
             .collect();
         let app_user = match &self.app_user {
-            Some(keys) => format!(
-                "[[user]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n{keys}\n"
-            ),
+            Some(keys) => {
+                format!("[[user]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n{keys}\n")
+            }
             None => String::new(),
         };
         format!(
@@ -155,7 +155,7 @@ database = "{DATABASE}"
 [cluster.{CLUSTER}.defaults]
 auth = {{ user = "{APP_USER}", password = "{APP_PASSWORD}" }}
 connect_timeout = "2s"
-health = {{ interval = "200ms", timeout = "150ms", failures_before_ban = 1, ban_time = "300ms" }}
+health = {{ interval = "300ms", timeout = "300ms", failures_before_ban = 3, ban_time = "500ms" }}
 {defaults}
 
 [cluster.{CLUSTER}.pool.primary]
@@ -288,7 +288,11 @@ impl PgbenchRun {
     /// tps > 0; returns the tps.
     pub fn assert_clean(&self, what: &str) -> f64 {
         assert!(self.success, "{what}: pgbench failed\n{self}");
-        assert_eq!(self.failed(), Some(0), "{what}: failed transactions\n{self}");
+        assert_eq!(
+            self.failed(),
+            Some(0),
+            "{what}: failed transactions\n{self}"
+        );
         let tps = self
             .tps()
             .unwrap_or_else(|| panic!("{what}: no tps in pgbench's output\n{self}"));
@@ -335,9 +339,9 @@ async fn run(mut command: tokio::process::Command, what: &str) -> std::process::
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e} (apt-get install -y postgresql-client postgresql-contrib)"));
+    let child = command.spawn().unwrap_or_else(|e| {
+        panic!("cannot run {what}: {e} (apt-get install -y postgresql-client postgresql-contrib)")
+    });
     tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {CLIENT_TIMEOUT:?}"))
@@ -361,8 +365,7 @@ pub async fn connect_as(
     password: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) =
-        tokio_postgres::connect(&conn_string(proxy, user, password), tokio_postgres::NoTls)
-            .await?;
+        tokio_postgres::connect(&conn_string(proxy, user, password), tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -371,9 +374,12 @@ pub async fn connect_as(
 
 /// Connects to the proxy with tokio-postgres as `app`; panics when the login fails.
 pub async fn connect(proxy: SocketAddr) -> tokio_postgres::Client {
-    connect_as(proxy, USER, PASSWORD)
-        .await
-        .unwrap_or_else(|e| panic!("connect to the proxy at {proxy} as {USER}: {}", describe(&e)))
+    connect_as(proxy, USER, PASSWORD).await.unwrap_or_else(|e| {
+        panic!(
+            "connect to the proxy at {proxy} as {USER}: {}",
+            describe(&e)
+        )
+    })
 }
 
 /// The SQLSTATE of a tokio-postgres error (`""` when it has none, e.g. a closed connection).

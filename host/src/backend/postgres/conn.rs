@@ -242,6 +242,17 @@ impl ServerConn {
         Ok(())
     }
 
+    /// Whether an idle connection may be handed out: the server sends nothing to an idle
+    /// session unprompted, so buffered bytes, readable data or end of stream mean it is
+    /// shutting down (PostgreSQL's notice before an immediate shutdown, a FATAL) or gone.
+    pub fn still_open(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// The next complete message already buffered, without reading the socket.
     pub fn next_buffered(&mut self) -> Result<Option<RawMessage>, PgBackendError> {
         split_message(&mut self.read_buf, MAX_SERVER_MESSAGE).map_err(|e| self.protocol(e))

@@ -125,8 +125,8 @@ impl Bucket {
 
     fn pop_fresh(&self) -> Option<ServerConn> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(conn) = idle.pop() {
-            if !self.expired(&conn, Instant::now()) {
+        while let Some(mut conn) = idle.pop() {
+            if !self.expired(&conn, Instant::now()) && conn.still_open() {
                 return Some(conn);
             }
         }

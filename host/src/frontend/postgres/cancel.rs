@@ -38,10 +38,16 @@ pub struct ClientInfo {
     pub since: std::time::SystemTime,
 }
 
+/// A session's cancel key, slot and identity, by its pid.
+type SessionEntry = (i32, Arc<CancelSlot>, Arc<ClientInfo>);
+
+/// A session for SHOW CLIENTS: pid, who, the server connection running its query if any.
+pub type ClientRow = (i32, Arc<ClientInfo>, Option<(String, i32)>);
+
 /// Sessions by their proxy-issued (pid, key). Touched at login, logout and cancel only.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    sessions: Mutex<HashMap<i32, (i32, Arc<CancelSlot>, Arc<ClientInfo>)>>,
+    sessions: Mutex<HashMap<i32, SessionEntry>>,
 }
 
 impl CancelRegistry {
@@ -81,7 +87,7 @@ impl CancelRegistry {
     }
 
     /// Every session: (pid, who, the server connection running its query if any).
-    pub fn clients(&self) -> Vec<(i32, Arc<ClientInfo>, Option<(String, i32)>)> {
+    pub fn clients(&self) -> Vec<ClientRow> {
         let mut out: Vec<_> = self
             .sessions
             .lock()

@@ -185,10 +185,11 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin + Send>(
     };
     fe.stats.logins.fetch_add(1, Ordering::Relaxed);
     let settings = Settings::from_startup(&params);
+    // As the policy contract says: startup parameters prefixed `startup.`.
     let attributes: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| k != "user" && k != "database")
-        .cloned()
+        .map(|(k, v)| (format!("startup.{k}"), v.clone()))
         .collect();
     let cancel = fe.cancels.register(super::cancel::ClientInfo {
         user: user_name.clone(),

@@ -28,7 +28,7 @@ use super::users::User;
 use crate::backend::postgres::{Login, PgBackendError, PooledConn};
 use crate::cache::{CacheKey, FillGuard, Lookup, TableRef};
 use crate::config::PoolMode;
-use crate::model::{Action, Protocol, QueryContext, Route, StatementKind};
+use crate::model::{Action, PoolRole, Protocol, QueryContext, Route, StatementKind};
 use crate::pipeline::{self, Verdict};
 use crate::postgres::protocol::backend::{ready_for_query, ready_status};
 use crate::postgres::protocol::frontend::Target;
@@ -263,23 +263,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
-    fn context(&self, sql: &str, in_transaction: bool) -> QueryContext {
+    fn context(&self, sql: &str, in_transaction: bool, extended: bool) -> QueryContext {
+        let mut attributes = self.attributes.clone();
+        if extended {
+            attributes.push(("extended".to_owned(), "true".to_owned()));
+        }
         QueryContext {
             protocol: Protocol::Postgres,
             sql: sql.to_owned(),
             classification: self.fe.shared.classifier.classify(Protocol::Postgres, sql),
             user: self.user.config.name.clone(),
             database: self.database.clone(),
-            client_addr: self.peer.ip().to_string(),
+            client_addr: self.peer.to_string(),
             in_transaction,
-            attributes: self.attributes.clone(),
+            attributes,
         }
     }
 
     /// Classifies and asks the policy; `Err` is the error the client gets instead.
-    fn decide(&self, sql: &str) -> Result<Verdict, ErrorFields> {
+    fn decide(&self, sql: &str, extended: bool) -> Result<Verdict, ErrorFields> {
         let in_transaction = self.status != TransactionStatus::Idle;
-        let context = self.context(sql, in_transaction);
+        let context = self.context(sql, in_transaction, extended);
         let source: Arc<dyn crate::policy::BackendStateSource> = self.fe.backend.router().clone();
         let verdict = pipeline::decide(
             &self.fe.shared.classifier,
@@ -304,7 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         else {
             return Ok(());
         };
-        let verdict = match self.decide(&sql) {
+        let verdict = match self.decide(&sql, false) {
             Ok(v) => v,
             Err(e) => return self.answer_error(e, true).await,
         };
@@ -530,7 +534,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         format!("prepared statement \"{name}\" already exists"),
                     ));
                 }
-                let verdict = Arc::new(self.decide(&sql)?);
+                let verdict = Arc::new(self.decide(&sql, true)?);
                 let final_sql = verdict.sql(&sql).to_owned();
                 let rewritten = final_sql != sql;
                 let stmt = Arc::new(Statement::new(final_sql, param_types, verdict.clone()));
@@ -605,7 +609,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         verdict: &Verdict,
         in_transaction: bool,
     ) -> Result<Result<(), ErrorFields>, SessionEnd> {
-        if self.held.is_some() {
+        // A session-mode client pinned to a replica by its first read may move once it needs
+        // another pool (a write, a transaction), while nothing is outstanding: the replica
+        // connection holds nothing the session could need (settings are replayed, statements
+        // re-prepared; temp tables, LISTEN and writes are impossible on a standby).
+        let may_leave_replica = self.held.as_ref().is_some_and(|h| {
+            h.session_mode
+                && h.quiet()
+                && !self.copy_in
+                && self.status == TransactionStatus::Idle
+                && h.pool.role() == PoolRole::Replica
+        });
+        if self.held.is_some() && !may_leave_replica {
             return Ok(Ok(()));
         }
         let mut route = verdict.decision.route.clone();
@@ -625,12 +640,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(pool) => pool,
                 Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
             };
+        if let Some(held) = &self.held {
+            if held.pool.name() == pool.name() {
+                return Ok(Ok(()));
+            }
+            // Closed, not pooled: it may carry the client's settings.
+            self.cancel.slot.clear();
+            self.held = None;
+        }
         let paused = self.fe.paused.clone();
         self.fe.wait_resumed(paused).await;
-        match self
-            .checkout(&pool, verdict.decision.affinity_key.as_deref(), &[])
-            .await
+        let affinity = verdict.decision.affinity_key.as_deref();
+        let mut result = self.checkout(&pool, affinity, &[]).await;
+        // Every node of the pool failed before the health checks noticed: its fallback pool
+        // takes the statement (nothing was sent yet).
+        if let Err(e) = &result
+            && (e.is_node_failure() || matches!(e, PgBackendError::NoNode { .. }))
+            && let Some(fallback) = pool
+                .config()
+                .fallback_pool
+                .as_deref()
+                .and_then(|name| self.fe.backend.router().pool(name))
+                .cloned()
         {
+            result = self.checkout(&fallback, affinity, &[]).await;
+        }
+        match result {
             Ok(()) => Ok(Ok(())),
             Err(e) => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
         }
@@ -734,6 +769,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if self.completed(pending, status) {
                     self.io.wbuf.extend_from_slice(msg.bytes());
                 }
+                self.resync_settings().await?;
                 continue;
             }
             let front = match held.queue.front_mut() {
@@ -764,24 +800,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 continue;
             }
-            front.relayed = true;
+            // Asynchronous messages (a NoticeResponse such as PostgreSQL's "terminating
+            // connection due to immediate shutdown", ParameterStatus, NotificationResponse) are
+            // no answer to the batch: resending the batch elsewhere stays safe after them.
+            if !matches!(tag, b'N' | b'S' | b'A') {
+                front.relayed = true;
+            }
             match tag {
                 b'G' => self.copy_in = true,
                 b'H' => {}
                 _ => {}
             }
             if let Some(c) = front.capture.as_mut() {
-                let keep = !matches!(tag, b'N' | b'S' | b'A') && !(tag == b'1' && c.skip_parse);
+                let keep = !matches!(tag, b'N' | b'S' | b'A') && (tag != b'1' || !c.skip_parse);
                 if matches!(tag, b'G' | b'H' | b'W' | b's') {
                     if let Some(c) = front.capture.take() {
                         c.fill.skip();
                     }
                 } else if keep {
                     c.buf.extend_from_slice(msg.bytes());
-                    if c.buf.len() > self.fe.max_cached_payload {
-                        if let Some(c) = front.capture.take() {
-                            c.fill.skip();
-                        }
+                    if c.buf.len() > self.fe.max_cached_payload
+                        && let Some(c) = front.capture.take()
+                    {
+                        c.fill.skip();
                     }
                 }
             }
@@ -805,9 +846,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return !pending.hide_ready;
         }
         if let Some(change) = pending.setting.take() {
-            self.settings.apply(&change);
+            let server = self.settings.apply(&change);
             if let Some(held) = self.held.as_mut() {
-                held.conn.conn().settings = self.settings.hash();
+                held.conn.conn().settings = server;
             }
         }
         if pending.wrote {
@@ -817,17 +858,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 && let Some(cache) = self.fe.shared.cache.clone()
             {
                 let tables = std::mem::take(&mut pending.invalidate);
-                tokio::spawn(async move {
-                    let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
-                    for t in tables {
-                        by_db.entry(t.database).or_default().push(t.table);
-                    }
-                    for (db, tables) in by_db {
-                        if let Err(e) = cache.invalidate_tables(&db, &tables).await {
+                let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
+                for t in tables {
+                    by_db.entry(t.database).or_default().push(t.table);
+                }
+                // Locally before the client sees its ReadyForQuery (its next read must not
+                // be a stale hit); other replicas are told in the background.
+                for (db, tables) in by_db {
+                    let remote = cache.invalidate_tables_now(&db, &tables);
+                    tokio::spawn(async move {
+                        if let Err(e) = remote.await {
                             tracing::warn!(error = %e, "cache invalidation did not reach every replica");
                         }
-                    }
-                });
+                    });
+                }
             }
         }
         if let Some(capture) = pending.capture.take() {
@@ -838,6 +882,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             });
         }
         !pending.hide_ready
+    }
+
+    /// In session mode, re-applies the client's settings on its connection when a `RESET` left
+    /// the connection without the client's startup values (transaction mode does this at the
+    /// next checkout).
+    async fn resync_settings(&mut self) -> Result<(), SessionEnd> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        if !held.session_mode || self.status != TransactionStatus::Idle {
+            return Ok(());
+        }
+        let server = held.conn.conn();
+        let Some(sql) = self.settings.replay_sql(server.settings) else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        crate::backend::postgres::put_query(&mut out, &sql);
+        server.settings = self.settings.hash();
+        held.queue.push_back(Pending {
+            silent: true,
+            hide_ready: true,
+            ..Pending::default()
+        });
+        server.write_all(&out).await.map_err(SessionEnd::Server)
     }
 
     /// In transaction mode, gives the connection back once nothing is outstanding and the
@@ -1107,6 +1176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // short-lived, never stored
 enum CacheStep {
     Answered,
     Fill(Capture),

@@ -38,6 +38,9 @@ pub enum Change {
 pub struct Settings {
     list: Vec<(String, String)>,
     hash: u64,
+    /// The startup packet's settings: what `RESET` restores, as on a server (they are the
+    /// session's defaults there).
+    startup: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -51,29 +54,36 @@ impl Settings {
                 s.apply(&Change::Set { name: lower, sql });
             }
         }
+        s.startup = s.list.clone();
         s
     }
 
-    pub fn apply(&mut self, change: &Change) {
-        match change {
+    /// Records a change the client made on a server connection that carried these settings.
+    /// Returns the hash of what that connection carries now: a `RESET` there restores the
+    /// connection's own startup values, while the client's come back to its startup packet's,
+    /// which the connection then lacks until they are re-applied.
+    pub fn apply(&mut self, change: &Change) -> u64 {
+        let server = match change {
             Change::Set { name, sql } => {
                 self.list.retain(|(n, _)| n != name);
                 self.list.push((name.clone(), sql.clone()));
+                None
             }
-            Change::Reset(name) => self.list.retain(|(n, _)| n != name),
-            Change::ResetAll => self.list.clear(),
-        }
-        self.hash = if self.list.is_empty() {
-            0
-        } else {
-            let mut all = String::new();
-            for (_, sql) in &self.list {
-                all.push_str(sql);
-                all.push(';');
+            Change::Reset(name) => {
+                self.list.retain(|(n, _)| n != name);
+                let server = hash_of(&self.list);
+                if let Some(startup) = self.startup.iter().find(|(n, _)| n == name) {
+                    self.list.push(startup.clone());
+                }
+                Some(server)
             }
-            // Never 0: 0 means "as after login".
-            xxh3_64(all.as_bytes()) | 1
+            Change::ResetAll => {
+                self.list = self.startup.clone();
+                Some(0)
+            }
         };
+        self.hash = hash_of(&self.list);
+        server.unwrap_or(self.hash)
     }
 
     /// 0 when nothing is set.
@@ -100,6 +110,19 @@ impl Settings {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.list.iter().map(|(n, s)| (n.as_str(), s.as_str()))
     }
+}
+
+fn hash_of(list: &[(String, String)]) -> u64 {
+    if list.is_empty() {
+        return 0;
+    }
+    let mut all = String::new();
+    for (_, sql) in list {
+        all.push_str(sql);
+        all.push(';');
+    }
+    // Never 0: 0 means "as after login".
+    xxh3_64(all.as_bytes()) | 1
 }
 
 /// Reads `SET [SESSION] name {TO|=} value`, `RESET name`, `RESET ALL` and `DISCARD ALL` from
@@ -201,9 +224,40 @@ mod tests {
         assert_ne!(a.hash(), b.hash());
         let sql = a.replay_sql(b.hash()).expect("differs");
         assert!(sql.starts_with("RESET ALL;"), "{sql}");
-        a.apply(&Change::ResetAll);
-        assert_eq!(a.hash(), 0);
-        assert_eq!(a.replay_sql(0), None);
-        assert_eq!(a.replay_sql(b.hash()).as_deref(), Some("RESET ALL;"));
+        // RESET ALL brings back the startup packet's settings; the server connection it ran
+        // on is as after login (0) and needs them again.
+        assert_eq!(a.apply(&Change::ResetAll), 0);
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(
+            a.replay_sql(0).as_deref(),
+            Some("SET \"application_name\" = 'pgbench';")
+        );
+        let mut none = Settings::from_startup(&[]);
+        none.apply(&parse_change("SET work_mem = '8MB'").expect("a SET"));
+        assert_eq!(none.apply(&Change::ResetAll), 0);
+        assert_eq!(none.hash(), 0);
+        assert_eq!(none.replay_sql(0), None);
+        assert_eq!(none.replay_sql(b.hash()).as_deref(), Some("RESET ALL;"));
+    }
+
+    #[test]
+    fn reset_of_a_startup_setting_restores_it() {
+        let mut a = Settings::from_startup(&[("application_name".into(), "app".into())]);
+        let startup = a.hash();
+        a.apply(&parse_change("SET application_name = 'x'").expect("a SET"));
+        a.apply(&parse_change("SET work_mem = '8MB'").expect("a SET"));
+        let server = a.apply(&parse_change("RESET application_name").expect("a RESET"));
+        assert_ne!(
+            server,
+            a.hash(),
+            "the connection lacks the startup value now"
+        );
+        let sql = a.replay_sql(server).expect("differs");
+        assert!(sql.ends_with("SET \"application_name\" = 'app';"), "{sql}");
+        assert_eq!(
+            a.apply(&parse_change("RESET work_mem").expect("a RESET")),
+            startup
+        );
+        assert_eq!(a.hash(), startup);
     }
 }

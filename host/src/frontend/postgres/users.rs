@@ -35,7 +35,9 @@ impl User {
     pub fn open_session(self: &Arc<Self>) -> Option<SessionSlot> {
         let max = self.config.max_connections.unwrap_or(u32::MAX);
         self.sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| SessionSlot(self.clone()))
     }

@@ -1,2 +1,0 @@
-#[path = "postgres_policy.rs"]
-mod postgres_policy;
