@@ -61,7 +61,12 @@ use crate::model::{Classification, Protocol};
 
 /// Classifies one SQL text (possibly several statements) in the dialect of `protocol`.
 pub fn classify(protocol: Protocol, sql: &str) -> Classification {
-    let fingerprint = fingerprint::fingerprint(protocol, sql);
+    classify_with_fingerprint(protocol, sql, fingerprint::fingerprint(protocol, sql))
+}
+
+/// [`classify`] with the fingerprint already computed (the classifier's cache computes it on the
+/// way).
+fn classify_with_fingerprint(protocol: Protocol, sql: &str, fingerprint: u64) -> Classification {
     // ClickHouse `INSERT ... FORMAT CSV <data>`: the data is not SQL and must not be parsed.
     let text = match protocol {
         Protocol::ClickhouseHttp => clickhouse::insert_format_header(sql).unwrap_or(sql),

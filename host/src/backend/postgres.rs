@@ -52,13 +52,18 @@ pub enum PgBackendError {
 impl PgBackendError {
     /// Whether the node itself is at fault (counts toward a ban), as opposed to the login.
     pub fn is_node_failure(&self) -> bool {
-        matches!(
-            self,
+        match self {
             PgBackendError::Io { .. }
-                | PgBackendError::Closed { .. }
-                | PgBackendError::Timeout { .. }
-                | PgBackendError::Protocol { .. }
-        )
+            | PgBackendError::Closed { .. }
+            | PgBackendError::Timeout { .. }
+            | PgBackendError::Protocol { .. } => true,
+            // A node shutting down, starting up or out of connections (57P01-57P05, 53300)
+            // refuses logins: another node may well take them.
+            PgBackendError::Refused { error, .. } => error
+                .code()
+                .is_some_and(|c| c.starts_with("57P") || c == "53300"),
+            _ => false,
+        }
     }
 
     /// The SQLSTATE a client gets for it.

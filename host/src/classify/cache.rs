@@ -27,6 +27,10 @@ pub const MAX_CACHED_SQL: usize = 16 * 1024;
 /// that costs a re-classification, and a capacity a few times the working set makes it rare.
 pub struct Classifier {
     slots: Box<[ArcSwapOption<Entry>]>,
+    /// Second level, keyed by statement shape (the token stream with literals replaced): texts
+    /// that differ only in literals — every `pgbench -S` query, ORMs that inline values — are
+    /// parsed once per shape instead of once per text. A lexer pass costs a fraction of a parse.
+    shapes: Box<[ArcSwapOption<ShapeEntry>]>,
     mask: usize,
     seed: u64,
 }
@@ -34,6 +38,13 @@ pub struct Classifier {
 struct Entry {
     protocol: Protocol,
     sql: Box<str>,
+    classification: Classification,
+}
+
+struct ShapeEntry {
+    protocol: Protocol,
+    /// 128-bit keyed hash of the shape (see `fingerprint::shape_key`).
+    key: u128,
     classification: Classification,
 }
 
@@ -47,6 +58,7 @@ impl Classifier {
         };
         Classifier {
             slots: (0..len).map(|_| ArcSwapOption::empty()).collect(),
+            shapes: (0..len).map(|_| ArcSwapOption::empty()).collect(),
             mask: len.saturating_sub(1),
             seed: std::collections::hash_map::RandomState::new().hash_one(0u64),
         }
@@ -72,10 +84,34 @@ impl Classifier {
         {
             return entry.classification.clone();
         }
-        let classification = super::classify(protocol, sql);
+        let classification = self.classify_shape(protocol, sql);
         slot.store(Some(Arc::new(Entry {
             protocol,
             sql: sql.into(),
+            classification: classification.clone(),
+        })));
+        classification
+    }
+}
+
+impl Classifier {
+    /// The classification of a text not seen before: from the shape cache when another text of
+    /// the same shape was classified, else by parsing.
+    fn classify_shape(&self, protocol: Protocol, sql: &str) -> Classification {
+        let (fingerprint, key) = super::fingerprint::shape_key(protocol, sql, self.seed);
+        let Some(slot) = self.shapes.get(key as usize & self.mask) else {
+            return super::classify_with_fingerprint(protocol, sql, fingerprint);
+        };
+        if let Some(entry) = slot.load().as_deref()
+            && entry.protocol == protocol
+            && entry.key == key
+        {
+            return entry.classification.clone();
+        }
+        let classification = super::classify_with_fingerprint(protocol, sql, fingerprint);
+        slot.store(Some(Arc::new(ShapeEntry {
+            protocol,
+            key,
             classification: classification.clone(),
         })));
         classification

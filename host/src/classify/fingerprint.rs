@@ -20,11 +20,24 @@ use crate::model::Protocol;
 
 /// Fingerprint of `sql` as the given protocol's dialect tokenises it.
 pub fn fingerprint(protocol: Protocol, sql: &str) -> u64 {
+    shape(protocol, sql, None).0
+}
+
+/// The fingerprint and, in the same pass, a 128-bit hash of the same token stream under a secret
+/// `seed`: the key of the classifier's shape cache. The public fingerprint is a 64-bit hash with
+/// a known seed, so collisions could be searched for; an entry keyed by it could be made to
+/// answer for another statement (a write classified as a read). The keyed hash cannot be aimed.
+pub fn shape_key(protocol: Protocol, sql: &str, seed: u64) -> (u64, u128) {
+    let (fingerprint, keyed) = shape(protocol, sql, Some(seed));
+    (fingerprint, keyed.unwrap_or(0))
+}
+
+fn shape(protocol: Protocol, sql: &str, seed: Option<u64>) -> (u64, Option<u128>) {
     let text = match protocol {
         Protocol::ClickhouseHttp => clickhouse::insert_format_header(sql).unwrap_or(sql),
         _ => sql,
     };
-    let mut sink = Sink::new();
+    let mut sink = Sink::new(seed);
     let mut lexer = Lexer::new(protocol, text);
     // A `;` only counts when another statement follows it, so `SELECT 1;` == `SELECT 1`.
     let mut pending_semicolon = false;
@@ -113,17 +126,19 @@ const TAG_PUNCT: u8 = b'p';
 const TAG_LITERAL: u8 = b'?';
 const END: u8 = 0xFF;
 
-/// Buffers the encoded token stream on the stack and feeds the hasher in blocks.
+/// Buffers the encoded token stream on the stack and feeds the hasher(s) in blocks.
 struct Sink {
     hasher: Xxh3,
+    keyed: Option<Xxh3>,
     buf: [u8; 256],
     len: usize,
 }
 
 impl Sink {
-    fn new() -> Self {
+    fn new(seed: Option<u64>) -> Self {
         Sink {
             hasher: Xxh3::new(),
+            keyed: seed.map(Xxh3::with_seed),
             buf: [0; 256],
             len: 0,
         }
@@ -139,6 +154,9 @@ impl Sink {
 
     fn flush(&mut self) {
         self.hasher.update(&self.buf[..self.len]);
+        if let Some(keyed) = self.keyed.as_mut() {
+            keyed.update(&self.buf[..self.len]);
+        }
         self.len = 0;
     }
 
@@ -169,8 +187,8 @@ impl Sink {
         self.byte(END);
     }
 
-    fn finish(mut self) -> u64 {
+    fn finish(mut self) -> (u64, Option<u128>) {
         self.flush();
-        self.hasher.digest()
+        (self.hasher.digest(), self.keyed.map(|k| k.digest128()))
     }
 }

@@ -62,6 +62,7 @@ pub struct PgFrontend {
     paused: watch::Receiver<bool>,
     pause: watch::Sender<bool>,
     pub stats: FrontendStats,
+    known_statements: statements::KnownStatements,
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The real server's startup parameters, learnt once.
     server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
@@ -93,6 +94,7 @@ impl PgFrontend {
             paused,
             pause,
             stats: FrontendStats::default(),
+            known_statements: statements::KnownStatements::default(),
             tls,
             server_params: tokio::sync::OnceCell::new(),
         }

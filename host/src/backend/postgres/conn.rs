@@ -88,7 +88,6 @@ impl ServerConn {
         Startup::v3(vec![
             ("user".to_owned(), login.user.clone()),
             ("database".to_owned(), login.database.clone()),
-            ("application_name".to_owned(), "switchyard".to_owned()),
         ])
         .encode(&mut out);
         conn.write_all(&out).await?;

@@ -56,6 +56,12 @@ enum PolicyCommand {
     Check(check::PolicyCheckArgs),
 }
 
+/// mimalloc: the proxy allocates many small, short-lived buffers per query on several threads;
+/// glibc's malloc showed up at ~8 % of the proxy's CPU under pgbench, and mimalloc also made the
+/// classifier ~24 % faster in its benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

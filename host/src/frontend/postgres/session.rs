@@ -126,6 +126,8 @@ pub struct Session<S> {
     pub(super) attributes: Vec<(String, String)>,
     pub(super) settings: Settings,
     pub(super) cancel: super::cancel::CancelHandle,
+    /// `ip:port`, formatted once (the policy gets it with every statement).
+    client_addr: String,
     logins: HashMap<String, Login>,
     statements: HashMap<String, Arc<Statement>>,
     unnamed: Option<Arc<Statement>>,
@@ -163,6 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             attributes,
             settings,
             cancel,
+            client_addr: peer.to_string(),
             logins: HashMap::new(),
             statements: HashMap::new(),
             unnamed: None,
@@ -274,7 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             classification: self.fe.shared.classifier.classify(Protocol::Postgres, sql),
             user: self.user.config.name.clone(),
             database: self.database.clone(),
-            client_addr: self.peer.to_string(),
+            client_addr: self.client_addr.clone(),
             in_transaction,
             attributes,
         }
@@ -342,7 +345,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let kind = verdict.effective.kind;
         let pending = Pending {
             capture,
-            setting: if kind == StatementKind::Session && !in_transaction {
+            // A multi-statement SET string is not tracked (documented): recording it under its
+            // first name would replay it wrongly.
+            setting: if kind == StatementKind::Session
+                && !in_transaction
+                && !verdict.effective.flags.multi_statement
+            {
                 settings::parse_change(&final_sql)
             } else {
                 None
@@ -372,6 +380,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => Item::Raw(raw),
             };
             items.push(item);
+        }
+        // A lone Parse + Sync (libpq's PQprepare) of a statement that has already been prepared
+        // successfully on a server needs no server: the statement is prepared lazily on the
+        // connection of its first Bind. Besides saving a round trip, this is what keeps pgbench
+        // -M prepared from deadlocking in transaction mode (a thread blocked in PQprepare
+        // waiting for a connection that its own clients hold inside their transactions).
+        if self.held.is_none()
+            && let [
+                Item::Parse {
+                    named: true, stmt, ..
+                },
+                Item::Sync,
+            ] = items.as_slice()
+            && self.fe.known_statements.contains(stmt.hash)
+        {
+            self.io.wbuf.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+            ready_for_query(&mut self.io.wbuf, self.status);
+            return Ok(());
         }
         let needs_server = items
             .iter()
@@ -845,6 +871,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if pending.failed {
             return !pending.hide_ready;
         }
+        for hash in pending.new_prepared.drain(..) {
+            self.fe.known_statements.insert(hash);
+        }
         if let Some(change) = pending.setting.take() {
             let server = self.settings.apply(&change);
             if let Some(held) = self.held.as_mut() {
@@ -974,16 +1003,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.cancel.slot.clear();
         let node = held.conn.bucket().node().clone();
         node.record_failure(&held.pool.config().health, &error.to_string());
+        // The proxy's own settings replay may still be queued ahead of the read: it is redone
+        // on the next connection anyway.
         let retryable = held.open.is_none()
-            && held.queue.len() == 1
             && held
                 .queue
-                .front()
-                .is_some_and(|p| p.retry.is_some() && !p.relayed && !p.silent);
+                .back()
+                .is_some_and(|p| p.retry.is_some() && !p.relayed && !p.silent)
+            && held.queue.iter().rev().skip(1).all(|p| p.silent);
         if !retryable {
             return Err(SessionEnd::Server(error));
         }
-        let Some(mut pending) = held.queue.pop_front() else {
+        let Some(mut pending) = held.queue.pop_back() else {
             return Err(SessionEnd::Server(error));
         };
         let pool = held.pool.clone();

@@ -40,3 +40,28 @@ impl Statement {
         }
     }
 }
+
+/// Statements some server has prepared without an error, by hash: a later client's Parse of the
+/// same text can be answered without a server (see `Session::run_batch`). Touched on Parse only,
+/// never per execution. Bounded: past the cap it is cleared, which only costs round trips.
+#[derive(Debug, Default)]
+pub struct KnownStatements {
+    set: std::sync::Mutex<std::collections::HashSet<u64>>,
+}
+
+const KNOWN_STATEMENTS_CAP: usize = 100_000;
+
+impl KnownStatements {
+    pub fn contains(&self, hash: u64) -> bool {
+        self.set.lock().is_ok_and(|s| s.contains(&hash))
+    }
+
+    pub fn insert(&self, hash: u64) {
+        if let Ok(mut s) = self.set.lock() {
+            if s.len() >= KNOWN_STATEMENTS_CAP {
+                s.clear();
+            }
+            s.insert(hash);
+        }
+    }
+}
