@@ -836,6 +836,11 @@ async fn session_mode_write_after_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_failover_fallback_and_lag() {
+    if std::env::var_os("SWITCHYARD_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
     let mut pg = PgCluster::start(2);
     let init = pg::pgbench(pg.primary_port(), &["-i", "-s", "1", "-q"]).await;
     assert!(init.success, "pgbench -i failed\n{init}");

@@ -29,7 +29,7 @@ pub const PASSWORD: &str = APP_PASSWORD;
 /// [`PgCluster`]:
 ///
 /// * `[cluster.pg]`, database `appdb`, defaults: backend login `app` / `app_pass`, fast health
-///   checks (interval 300 ms, timeout 300 ms, 3 failures in a row ban for 500 ms), `connect_timeout` 2 s;
+///   checks (interval 700 ms, timeout 700 ms, 3 failures in a row ban for 500 ms), `connect_timeout` 2 s;
 /// * pool `primary` (role primary, the primary node);
 /// * pool `replicas` (role replica, every replica, `fallback_pool = "primary"`);
 /// * `[[user]]` `app` / `app_pass` (SCRAM);
@@ -155,7 +155,7 @@ database = "{DATABASE}"
 [cluster.{CLUSTER}.defaults]
 auth = {{ user = "{APP_USER}", password = "{APP_PASSWORD}" }}
 connect_timeout = "2s"
-health = {{ interval = "300ms", timeout = "300ms", failures_before_ban = 3, ban_time = "500ms" }}
+health = {{ interval = "700ms", timeout = "700ms", failures_before_ban = 3, ban_time = "500ms" }}
 {defaults}
 
 [cluster.{CLUSTER}.pool.primary]

@@ -68,6 +68,10 @@ struct Pending {
     /// The bytes sent, when resending them elsewhere is safe (a read outside a transaction).
     retry: Option<Bytes>,
     relayed: bool,
+    /// Answers relayed that a retry elsewhere reproduces identically (see `relay`).
+    prefix: u32,
+    /// Answers of a retried batch not to relay again.
+    skip: u32,
 }
 
 /// A response being recorded for the cache.
@@ -798,6 +802,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.resync_settings().await?;
                 continue;
             }
+            if held.queue.is_empty() && held.open.is_none() && matches!(tag, b'N' | b'S' | b'A') {
+                // Between answers (a server's "terminating connection" warning, a
+                // notification): nothing is outstanding, so it belongs to no batch.
+                self.io.wbuf.extend_from_slice(msg.bytes());
+                continue;
+            }
             let front = match held.queue.front_mut() {
                 Some(p) => p,
                 None => held.open.get_or_insert_with(Pending::default),
@@ -830,7 +840,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // connection due to immediate shutdown", ParameterStatus, NotificationResponse) are
             // no answer to the batch: resending the batch elsewhere stays safe after them.
             if !matches!(tag, b'N' | b'S' | b'A') {
-                front.relayed = true;
+                if front.skip > 0 {
+                    // A retried batch: the client already has this answer from the failed node.
+                    front.skip -= 1;
+                    continue;
+                }
+                // ParseComplete, BindComplete, CloseComplete and descriptions are the same from
+                // any node: after them a retry can still skip what the client already has.
+                if matches!(tag, b'1' | b'2' | b'3' | b't' | b'T' | b'n') && !front.relayed {
+                    front.prefix += 1;
+                } else {
+                    front.relayed = true;
+                }
             }
             match tag {
                 b'G' => self.copy_in = true,
@@ -1003,6 +1024,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.cancel.slot.clear();
         let node = held.conn.bucket().node().clone();
         node.record_failure(&held.pool.config().health, &error.to_string());
+        if held.quiet() && !held.session_mode && self.status == TransactionStatus::Idle {
+            // Nothing outstanding and no transaction: the client loses nothing.
+            return Ok(());
+        }
         // The proxy's own settings replay may still be queued ahead of the read: it is redone
         // on the next connection anyway.
         let retryable = held.open.is_none()
@@ -1012,6 +1037,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .is_some_and(|p| p.retry.is_some() && !p.relayed && !p.silent)
             && held.queue.iter().rev().skip(1).all(|p| p.silent);
         if !retryable {
+            tracing::debug!(
+                client = %self.peer,
+                queued = held.queue.len(),
+                open = held.open.is_some(),
+                last_retry = held.queue.back().is_some_and(|p| p.retry.is_some()),
+                last_relayed = held.queue.back().is_some_and(|p| p.relayed),
+                "server failure not retryable"
+            );
             return Err(SessionEnd::Server(error));
         }
         let Some(mut pending) = held.queue.pop_back() else {
@@ -1023,6 +1056,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let bytes = pending.retry.clone().unwrap_or_default();
         pending.swallow_parse = 0;
         pending.new_prepared.clear();
+        pending.skip = pending.prefix;
+        pending.prefix = 0;
         let fallback =
             self.fe
                 .backend
