@@ -13,7 +13,8 @@
 # Each section starts what it needs (examples/postgres/cluster.sh, `pgbench -i` once, PgBouncer,
 # Switchyard), and stops the proxies it started when it ends; the cluster keeps running.
 #
-# Env (defaults): DURATION=15 (s per run)  CLIENTS="32 200"  MODES="simple extended prepared"
+# Env (defaults): DURATION=15 (s per run)  HOT_KEYS (unset: pgbench -S; N: the same query over
+#   accounts 1..N only, the workload for measuring cache hits: TARGETS="direct sy-cache")  CLIENTS="32 200"  MODES="simple extended prepared"
 #   THREADS=2 (pgbench -j)  SCALE=10 (pgbench -i -s)  RSS_CLIENTS=1000
 #   TARGETS="direct pgbouncer sy-nocache sy-cache sy-split" (any subset, in this order)
 #   BENCH_STATE=/tmp/switchyard-pg-bench
@@ -332,7 +333,14 @@ run_pgbench() { # target clients mode -> appends a line to $RESULTS
   port=$(target_port "$target")
   wait_idle
   fs=$(mktemp); foreign_sampler "$fs" & sp=$!
-  out=$(pgbench -n -S -M "$mode" -c "$c" -j "$THREADS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" 2>&1) || rc=$?
+  local workload=(-S)
+  if [ -n "${HOT_KEYS:-}" ]; then
+    # The cache benchmark: the same -S query over only HOT_KEYS accounts, so repeated reads can
+    # be cache hits (plain -S draws from scale x 100,000 accounts and rarely repeats).
+    printf '\\set aid random(1, %s)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n' "$HOT_KEYS" >"$STATE/hot.sql"
+    workload=(-f "$STATE/hot.sql")
+  fi
+  out=$(pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" 2>&1) || rc=$?
   kill "$sp" 2>/dev/null; wait "$sp" 2>/dev/null || true
   foreign=$(cat "$fs" 2>/dev/null || echo '?'); rm -f "$fs" "$fs.tmp"
   printf '### %s c=%s M=%s rc=%s\n%s\n\n' "$target" "$c" "$mode" "$rc" "$out" >>"$STATE/pgbench.log"

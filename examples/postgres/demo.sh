@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a local PostgreSQL + Switchyard demo: a primary and two streaming replicas
-# (examples/postgres/cluster.sh) behind Switchyard, reads split to the replicas by the rw-split
-# policy, transaction pooling.
+# (examples/postgres/cluster.sh) behind Switchyard, reads split to the replicas by the built-in
+# default policy, transaction pooling.
 #
 #   examples/postgres/demo.sh up       # install what is missing, build, start everything, show
 #                                      # where a read and a write land
@@ -10,7 +10,7 @@
 #
 # Env: DEMO_STATE (/tmp/switchyard-pg-demo: config, logs, pid file, the cluster's data),
 #      SWITCHYARD_PORT (6432), PG_PRIMARY_PORT (55432), PG_REPLICA1_PORT (55433),
-#      PG_REPLICA2_PORT (55434), DEMO_POLICY (policies/dist/rw-split.wasm),
+#      PG_REPLICA2_PORT (55434), DEMO_POLICY (empty: the built-in default policy; or a .wasm),
 #      SWITCHYARD_BIN (target/release/switchyard), DEMO_SKIP_BUILD=1 (use the binary and the
 #      policy as they are: no policies/build.sh, no cargo build).
 # Needs Debian/Ubuntu (apt, as root or with sudo) for PostgreSQL, and Rust (rustup) for the build.
@@ -23,7 +23,9 @@ export PG_PRIMARY_PORT=${PG_PRIMARY_PORT:-55432}
 export PG_REPLICA1_PORT=${PG_REPLICA1_PORT:-55433}
 export PG_REPLICA2_PORT=${PG_REPLICA2_PORT:-55434}
 export PG_BASE=$STATE/pg
-POLICY=${DEMO_POLICY:-$ROOT/policies/dist/rw-split.wasm}
+# Empty (the default): the built-in default policy (reads outside a transaction to the replicas,
+# everything else to the primary). A path: that Wasm policy, e.g. policies/dist/rw-split.wasm.
+POLICY=${DEMO_POLICY:-}
 BIN=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 CLUSTER=$ROOT/examples/postgres/cluster.sh
 CONFIG=$STATE/switchyard.toml
@@ -59,12 +61,14 @@ install_missing() {
 build() {
   if [ "${DEMO_SKIP_BUILD:-0}" = 1 ]; then
     [ -x "$BIN" ] || die "$BIN is missing (DEMO_SKIP_BUILD=1)"
-    [ -f "$POLICY" ] || die "$POLICY is missing (DEMO_SKIP_BUILD=1)"
+    [ -z "$POLICY" ] || [ -f "$POLICY" ] || die "$POLICY is missing (DEMO_SKIP_BUILD=1)"
     return 0
   fi
-  log "building the example policies (policies/build.sh)"
-  policies/build.sh >/dev/null
-  [ -f "$POLICY" ] || die "policy $POLICY not found after policies/build.sh"
+  if [ -n "$POLICY" ]; then
+    log "building the example policies (policies/build.sh)"
+    policies/build.sh >/dev/null
+    [ -f "$POLICY" ] || die "policy $POLICY not found after policies/build.sh"
+  fi
   log "building switchyard (cargo build --release -p switchyard)"
   cargo build --release -p switchyard --quiet
   [ -x "$BIN" ] || die "$BIN was not built"
@@ -103,9 +107,7 @@ fallback_pool = "primary"
 name = "$APP_USER"
 password = "$APP_PW"
 
-[policy]
-path = "$POLICY"
-artifact_dir = "$STATE/artifacts"
+$(if [ -n "$POLICY" ]; then printf '[policy]\npath = "%s"\nartifact_dir = "%s/artifacts"\n' "$POLICY" "$STATE"; else echo '# No [policy]: the built-in default decides (DEMO_POLICY=policies/dist/rw-split.wasm for Wasm).'; fi)
 
 [log]
 level = "info"
