@@ -1346,3 +1346,85 @@ async fn malformed_input_only_affects_its_own_client() {
     }
     proxy.stop().await;
 }
+
+/// psql against the proxy with a conninfo `sslmode`; stdout or stderr.
+async fn psql_sslmode(proxy: SocketAddr, sslmode: &str, command: &str) -> Result<String, String> {
+    let out = tokio::process::Command::new("psql")
+        .arg(format!(
+            "host={} port={} user=app dbname=appdb sslmode={sslmode} connect_timeout=10",
+            proxy.ip(),
+            proxy.port()
+        ))
+        .args(["-X", "-At", "-c", command])
+        .env("PGPASSWORD", "app_pass")
+        .output()
+        .await
+        .expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// TLS on the listener: SSLRequest is answered with a real TLS handshake (rustls), queries run
+/// over it, and with `required = true` a client that does not ask for TLS is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_and_can_require_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (apt-get install -y openssl)");
+    assert!(
+        made.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pg = PgCluster::start(1);
+    for required in [false, true] {
+        let config = PgConfig::new(&pg)
+            .listener(&format!(
+                "tls = {{ cert = \"{}\", key = \"{}\", required = {required} }}",
+                cert.display(),
+                key.display()
+            ))
+            .build();
+        let proxy = Proxy::start(&config).await;
+        let info = psql_sslmode(proxy.addr(), "require", "\\conninfo")
+            .await
+            .expect("a TLS client is served");
+        assert!(info.contains("SSL connection"), "{info}");
+        let answer = psql_sslmode(proxy.addr(), "require", "SELECT 40 + 2")
+            .await
+            .expect("a query over TLS");
+        assert_eq!(answer, "42");
+        let plain = psql_sslmode(proxy.addr(), "disable", "SELECT 1").await;
+        if required {
+            let error = plain.expect_err("plain text is refused when TLS is required");
+            assert!(error.contains("SSL required"), "{error}");
+        } else {
+            assert_eq!(
+                plain.as_deref(),
+                Ok("1"),
+                "plain text still works when TLS is optional"
+            );
+        }
+        proxy.stop().await;
+    }
+}
