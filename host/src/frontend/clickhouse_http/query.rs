@@ -235,13 +235,16 @@ impl ChFrontend {
         if answer.status.is_success()
             && let Some((cache, tables)) = invalidate
         {
-            tokio::spawn(async move {
-                for (database, tables) in tables {
-                    if let Err(e) = cache.invalidate_tables(&database, &tables).await {
+            // The local tier is invalidated before the client gets the answer (its next read
+            // must not be a stale hit); other replicas are told through Redis in the background.
+            for (database, tables) in tables {
+                let remote = cache.invalidate_tables_now(&database, &tables);
+                tokio::spawn(async move {
+                    if let Err(e) = remote.await {
                         tracing::warn!(error = %e, "cache invalidation did not reach every replica");
                     }
-                }
-            });
+                });
+            }
         }
         Ok(respond::streamed(answer, deadline, compress, cache))
     }
