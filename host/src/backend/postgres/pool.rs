@@ -14,6 +14,9 @@ use super::conn::{Login, ServerConn};
 use crate::config::PoolConfig;
 use crate::route::NodeState;
 
+/// Idle connections older than this are probed for a closed socket before reuse.
+const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
+
 /// Counters of one bucket, read by the admin console and metrics.
 #[derive(Debug, Default)]
 pub struct BucketStats {
@@ -124,13 +127,20 @@ impl Bucket {
     }
 
     fn pop_fresh(&self) -> Option<ServerConn> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(mut conn) = idle.pop() {
-            if !self.expired(&conn, Instant::now()) && conn.still_open() {
+        loop {
+            // The lock covers the pop only: the liveness probe is a syscall.
+            let mut conn = self.idle.lock().ok()?.pop()?;
+            let now = Instant::now();
+            if self.expired(&conn, now) {
+                continue;
+            }
+            // A connection back from its last use moments ago is not probed: that would add a
+            // syscall to every transaction, and a read that meets a dead server is retried
+            // elsewhere anyway. One idle for longer may have outlived its server.
+            if now.duration_since(conn.last_used) < PROBE_AFTER_IDLE || conn.still_open() {
                 return Some(conn);
             }
         }
-        None
     }
 
     fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
