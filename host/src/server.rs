@@ -134,12 +134,7 @@ impl Server {
         let mut addrs = Vec::new();
         for listener in &config.listeners {
             if listener.protocol == Protocol::Postgres {
-                let Some(cluster) = config.cluster(&listener.cluster) else {
-                    return Err(ServerError::NoCluster {
-                        name: listener.name.clone(),
-                        cluster: listener.cluster.clone(),
-                    });
-                };
+                let cluster = cluster_of(config, listener)?;
                 let backend = pg_backends
                     .entry(listener.cluster.clone())
                     .or_insert_with(|| {
@@ -153,17 +148,7 @@ impl Server {
                     .as_ref()
                     .map(|t| tls_acceptor(&listener.name, t))
                     .transpose()?;
-                let socket =
-                    TcpListener::bind(listener.bind)
-                        .await
-                        .map_err(|source| ServerError::Bind {
-                            name: listener.name.clone(),
-                            addr: listener.bind,
-                            source,
-                        })?;
-                let local = socket.local_addr().unwrap_or(listener.bind);
-                tracing::info!(listener = listener.name, addr = %local, protocol = "postgres", cluster = listener.cluster, tls = tls.is_some(), "listening");
-                addrs.push((listener.name.clone(), local));
+                let socket = bind(listener, tls.is_some(), &mut addrs).await?;
                 let frontend = Arc::new(PgFrontend::new(
                     listener.clone(),
                     config,
@@ -192,12 +177,7 @@ impl Server {
                     protocol: "HTTPS (listener.tls)",
                 });
             }
-            let Some(cluster) = config.cluster(&listener.cluster) else {
-                return Err(ServerError::NoCluster {
-                    name: listener.name.clone(),
-                    cluster: listener.cluster.clone(),
-                });
-            };
+            let cluster = cluster_of(config, listener)?;
             let backend = backends
                 .entry(listener.cluster.clone())
                 .or_insert_with(|| {
@@ -205,17 +185,7 @@ impl Server {
                     Arc::new(ChBackend::start(router))
                 })
                 .clone();
-            let socket =
-                TcpListener::bind(listener.bind)
-                    .await
-                    .map_err(|source| ServerError::Bind {
-                        name: listener.name.clone(),
-                        addr: listener.bind,
-                        source,
-                    })?;
-            let local = socket.local_addr().unwrap_or(listener.bind);
-            tracing::info!(listener = listener.name, addr = %local, protocol = listener.protocol.as_str(), cluster = listener.cluster, "listening");
-            addrs.push((listener.name.clone(), local));
+            let socket = bind(listener, false, &mut addrs).await?;
             let frontend = Arc::new(ChFrontend::new(
                 listener.clone(),
                 config,
@@ -356,6 +326,38 @@ async fn accept_loop(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// The cluster a listener serves.
+fn cluster_of<'a>(
+    config: &'a Config,
+    listener: &config::ListenerConfig,
+) -> Result<&'a config::ClusterConfig, ServerError> {
+    config
+        .cluster(&listener.cluster)
+        .ok_or_else(|| ServerError::NoCluster {
+            name: listener.name.clone(),
+            cluster: listener.cluster.clone(),
+        })
+}
+
+/// Binds a listener's socket and records its address (port 0 resolves here).
+async fn bind(
+    listener: &config::ListenerConfig,
+    tls: bool,
+    addrs: &mut Vec<(String, SocketAddr)>,
+) -> Result<TcpListener, ServerError> {
+    let socket = TcpListener::bind(listener.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            name: listener.name.clone(),
+            addr: listener.bind,
+            source,
+        })?;
+    let local = socket.local_addr().unwrap_or(listener.bind);
+    tracing::info!(listener = listener.name, addr = %local, protocol = listener.protocol.as_str(), cluster = listener.cluster, tls, "listening");
+    addrs.push((listener.name.clone(), local));
+    Ok(socket)
 }
 
 /// Keys the PostgreSQL frontend does not apply yet: said loudly at start rather than ignored.
