@@ -1297,3 +1297,50 @@ async fn read_your_writes_reads_from_the_primary_for_the_window() {
     pg.resume_replay(0);
     proxy.stop().await;
 }
+
+/// `BEGIN READ ONLY` may go to a replica when the policy says so (rw-split with
+/// `read_only_transactions = "replica"`): every statement of that transaction then runs on the
+/// replica's connection, while a plain `BEGIN` stays on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_can_go_to_a_replica() {
+    let pg = PgCluster::start(1);
+    let proxy = Proxy::start(
+        &PgConfig::new(&pg)
+            .extra(&policy(
+                "rw-split",
+                "fail-closed",
+                "read_only_transactions = \"replica\"",
+            ))
+            .build(),
+    )
+    .await;
+    let client = pg::connect(proxy.addr()).await;
+    let replica = pg.replica_ports()[0].to_string();
+    for begin in [
+        "BEGIN READ ONLY",
+        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+    ] {
+        client.batch_execute(begin).await.expect(begin);
+        for _ in 0..3 {
+            assert_eq!(
+                value(&client, "SELECT inet_server_port()").await,
+                replica,
+                "{begin}"
+            );
+            assert_eq!(
+                value(&client, "SELECT pg_is_in_recovery()").await,
+                "t",
+                "{begin}"
+            );
+        }
+        client.batch_execute("COMMIT").await.expect("COMMIT");
+    }
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    assert_eq!(
+        value(&client, "SELECT pg_is_in_recovery()").await,
+        "f",
+        "plain BEGIN"
+    );
+    client.batch_execute("COMMIT").await.expect("COMMIT");
+    proxy.stop().await;
+}
