@@ -146,7 +146,7 @@ impl Server {
                 let tls = listener
                     .tls
                     .as_ref()
-                    .map(|t| tls_acceptor(&listener.name, t))
+                    .map(|t| tls_acceptor(&listener.name, t, &[]))
                     .transpose()?;
                 let socket = bind(listener, tls.is_some(), &mut addrs).await?;
                 let frontend = Arc::new(PgFrontend::new(
@@ -171,12 +171,11 @@ impl Server {
                     protocol: "the mysql frontend",
                 });
             }
-            if listener.tls.is_some() {
-                return Err(ServerError::Unsupported {
-                    name: listener.name.clone(),
-                    protocol: "HTTPS (listener.tls)",
-                });
-            }
+            let tls = listener
+                .tls
+                .as_ref()
+                .map(|t| tls_acceptor(&listener.name, t, &[b"h2", b"http/1.1"]))
+                .transpose()?;
             let cluster = cluster_of(config, listener)?;
             let backend = backends
                 .entry(listener.cluster.clone())
@@ -185,7 +184,7 @@ impl Server {
                     Arc::new(ChBackend::start(router))
                 })
                 .clone();
-            let socket = bind(listener, false, &mut addrs).await?;
+            let socket = bind(listener, tls.is_some(), &mut addrs).await?;
             let frontend = Arc::new(ChFrontend::new(
                 listener.clone(),
                 config,
@@ -195,6 +194,7 @@ impl Server {
             listeners.spawn(accept_loop(
                 socket,
                 frontend,
+                tls,
                 stop.subscribe(),
                 config.server.drain_timeout,
             ));
@@ -261,6 +261,7 @@ pub async fn run(
 async fn accept_loop(
     socket: TcpListener,
     frontend: Arc<ChFrontend>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
@@ -303,12 +304,37 @@ async fn accept_loop(
             let frontend = frontend.clone();
             async move { Ok::<_, Infallible>(frontend.handle(request, peer).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(connection);
+        let Some(acceptor) = tls.clone() else {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let watched = graceful.watch(connection);
+            connections.spawn(async move {
+                if let Err(e) = watched.await {
+                    tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        // HTTPS: the handshake runs in the connection's own task, so a slow client cannot
+        // hold up the accept loop; it is bounded like any request.
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         connections.spawn(async move {
-            if let Err(e) = watched.await {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -426,10 +452,15 @@ fn health_login(config: &Config, cluster: &config::ClusterConfig) -> Option<Logi
     })
 }
 
-/// A TLS acceptor from the listener's PEM files.
+/// Longest a TLS handshake may take on an HTTPS listener.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS acceptor from the listener's PEM files, offering `alpn` protocols (HTTPS: h2 and
+/// http/1.1; PostgreSQL: none).
 fn tls_acceptor(
     name: &str,
     tls: &config::TlsConfig,
+    alpn: &[&[u8]],
 ) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -448,12 +479,13 @@ fn tls_acceptor(
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| err(format!("{}: {e}", tls.key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| err(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| err(e.to_string()))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -344,3 +344,71 @@ async fn a_session_keeps_its_node_and_its_temporary_tables() {
     assert_eq!(nodes.len(), 1);
     proxy.stop().await;
 }
+
+/// `tls` on a ClickHouse HTTP listener serves HTTPS (rustls), HTTP/1.1 and HTTP/2 (ALPN), and
+/// plain HTTP on that port gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_serves_http1_and_http2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let ch = ClickHouse::start(1);
+    let text = config(&ch, "", "", USERS).replacen(
+        "cluster = \"ch\"\n",
+        &format!(
+            "cluster = \"ch\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+            cert.display(),
+            key.display()
+        ),
+        1,
+    );
+    let proxy = Proxy::start(&text).await;
+    let url = format!(
+        "https://{}/?user=alice&password=alice_pw&query=SELECT%2040%2B2",
+        proxy.addr()
+    );
+    for version in ["--http1.1", "--http2"] {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "-k", version, "-w", "\n%{http_version}", &url])
+            .output()
+            .await
+            .expect("run curl");
+        let body = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "curl {version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected = if version == "--http2" {
+            "42\n\n2"
+        } else {
+            "42\n\n1.1"
+        };
+        assert_eq!(body, expected, "curl {version}");
+    }
+    let plain = tokio::process::Command::new("curl")
+        .args(["-sS", "-m", "5", &url.replacen("https://", "http://", 1)])
+        .output()
+        .await
+        .expect("run curl");
+    assert!(
+        !plain.status.success(),
+        "plain HTTP must not be served on an HTTPS listener"
+    );
+    proxy.stop().await;
+}
