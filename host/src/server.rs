@@ -286,17 +286,8 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+        let Some((stream, peer)) = accept_next(&socket, &mut stop).await else {
+            break;
         };
         let _ = stream.set_nodelay(true);
         let frontend = frontend.clone();
@@ -352,6 +343,26 @@ async fn accept_loop(
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// The next client connection, or `None` once `stop` fires. Accept errors (out of file
+/// descriptors and the like) are logged and retried after a pause instead of spinning.
+async fn accept_next(
+    socket: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(pair) => return Some(pair),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return None,
+        }
+    }
 }
 
 /// The cluster a listener serves.
@@ -500,16 +511,8 @@ async fn pg_accept_loop(
     let mut sessions = JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}
-        let (stream, peer) = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
+        let Some((stream, peer)) = accept_next(&socket, &mut stop).await else {
+            break;
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             // Over max_connections: a clear error instead of a hang (PgBouncer does the same).

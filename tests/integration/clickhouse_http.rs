@@ -349,24 +349,8 @@ async fn a_session_keeps_its_node_and_its_temporary_tables() {
 /// plain HTTP on that port gets no answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_listener_serves_http1_and_http2() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let tls = switchyard_tests::tls::SelfSigned::new();
+    let (cert, key) = (&tls.cert, &tls.key);
     let ch = ClickHouse::start(1);
     let text = config(&ch, "", "", USERS).replacen(
         "cluster = \"ch\"\n",

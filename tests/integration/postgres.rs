@@ -1371,31 +1371,8 @@ async fn psql_sslmode(proxy: SocketAddr, sslmode: &str, command: &str) -> Result
 /// over it, and with `required = true` a client that does not ask for TLS is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_serves_and_can_require_tls() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl (apt-get install -y openssl)");
-    assert!(
-        made.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let tls = switchyard_tests::tls::SelfSigned::new();
+    let (cert, key) = (&tls.cert, &tls.key);
     let pg = PgCluster::start(1);
     for required in [false, true] {
         let config = PgConfig::new(&pg)

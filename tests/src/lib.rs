@@ -8,3 +8,4 @@ pub mod policies;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
+pub mod tls;
