@@ -54,7 +54,7 @@ mod tokens;
 mod tests;
 
 pub use cache::{Classifier, MAX_CACHED_SQL};
-pub use fingerprint::fingerprint;
+pub use fingerprint::{digest_text, fingerprint};
 pub use parse::MAX_PARSE_LEN;
 
 use crate::model::{Classification, Protocol};

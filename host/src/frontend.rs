@@ -4,3 +4,14 @@
 
 pub mod clickhouse_http;
 pub mod postgres;
+
+/// Where a shutdown is: frontends watch it to finish their clients politely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Drain {
+    #[default]
+    Running,
+    /// No new clients; sessions end at their next idle moment (outside a transaction).
+    Draining,
+    /// The drain timeout passed: every session ends now, with a protocol-correct error.
+    Closing,
+}

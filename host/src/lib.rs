@@ -6,12 +6,14 @@
 //! with it ([`pipeline`] ties those two together), [`cache`] answers repeated reads, and the
 //! routing and pools send the rest to a backend.
 
+pub mod admin;
 pub mod backend;
 pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod frontend;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

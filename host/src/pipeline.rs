@@ -14,6 +14,9 @@ pub struct Verdict {
     pub decision: Decision,
     /// The classification of the statement that will run: the rewritten one after a rewrite.
     pub effective: Classification,
+    /// How long the policy call took (metrics).
+    #[serde(skip)]
+    pub policy_time: std::time::Duration,
 }
 
 impl Verdict {
@@ -34,7 +37,9 @@ pub fn decide(
     query: &QueryContext,
     backend: Option<&Arc<dyn BackendStateSource>>,
 ) -> Result<Verdict, PolicyError> {
+    let started = std::time::Instant::now();
     let decision = policy.decide(query, backend)?;
+    let policy_time = started.elapsed();
     let effective = match &decision.action {
         Action::Rewrite(sql) => classifier.classify(query.protocol, sql),
         _ => query.classification.clone(),
@@ -42,5 +47,6 @@ pub fn decide(
     Ok(Verdict {
         decision,
         effective,
+        policy_time,
     })
 }

@@ -19,6 +19,7 @@ mod deadline;
 mod handle;
 mod loaded;
 mod runtime;
+mod shadow;
 mod state;
 mod watch;
 
@@ -27,6 +28,7 @@ pub use builtin::builtin_decision;
 pub use handle::{PolicyHandle, PolicySettings, PolicyStats, PolicyStatsSnapshot};
 pub use loaded::{InstanceLimits, LoadedPolicy};
 pub use runtime::PolicyRuntime;
+pub use shadow::ShadowStatsSnapshot;
 pub use state::BackendStateSource;
 pub use watch::PolicyWatcher;
 

@@ -21,16 +21,27 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::backend::clickhouse_http::ChBackend;
-use crate::backend::postgres::{Login, PgBackend};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::admin::{AdminContext, AdminServer, ReloadResult, Reloader};
+use crate::backend::postgres::Login;
 use crate::cache::{CacheError, QueryCache};
 use crate::classify::Classifier;
 use crate::config::{self, Config};
+use crate::frontend::Drain;
 use crate::frontend::clickhouse_http::{ChFrontend, Shared};
 use crate::frontend::postgres::PgFrontend;
+use crate::metrics::Metrics;
 use crate::model::Protocol;
-use crate::policy::PolicyHandle;
-use crate::route::Router;
+use crate::policy::{PolicyHandle, PolicySettings};
+
+mod generation;
+mod reload;
+
+use generation::Generation;
+use reload::Live;
 
 /// Statements whose classification is remembered (exact text).
 const CLASSIFIER_CAPACITY: usize = 4096;
@@ -55,6 +66,10 @@ pub enum ServerError {
     Cache(#[from] CacheError),
     #[error("listener `{name}`: TLS: {reason}")]
     Tls { name: String, reason: String },
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    #[error("{key}: {reason}")]
+    Config { key: &'static str, reason: String },
 }
 
 /// What every listener shares.
@@ -63,6 +78,9 @@ pub struct Deps {
     pub policy: Arc<PolicyHandle>,
     pub classifier: Arc<Classifier>,
     pub cache: Option<QueryCache>,
+    pub metrics: Arc<Metrics>,
+    /// The config file, so SIGHUP and `POST /config/reload` can read it again.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Deps {
@@ -73,10 +91,17 @@ impl Deps {
         } else {
             None
         };
+        let metrics = Arc::new(Metrics::new(
+            policy.clone(),
+            config.log.slow_query_threshold,
+        ));
+        metrics.sources.cache.store(cache.clone().map(Arc::new));
         Ok(Deps {
             policy,
             classifier: Arc::new(Classifier::new(CLASSIFIER_CAPACITY)),
             cache,
+            metrics,
+            config_path: None,
         })
     }
 }
@@ -107,112 +132,142 @@ pub fn cache_settings(c: &config::CacheConfig) -> crate::cache::CacheConfig {
     }
 }
 
+/// Maps `[policy]` to the engine's settings.
+pub fn policy_settings(config: &Config) -> Result<PolicySettings, ServerError> {
+    let p = &config.policy;
+    Ok(PolicySettings {
+        path: p.path.clone(),
+        fail_mode: p.fail_mode,
+        deadline: p.deadline,
+        memory_limit: usize::try_from(p.memory_limit).map_err(|_| ServerError::Config {
+            key: "policy.memory_limit",
+            reason: "too large for this machine".to_owned(),
+        })?,
+        instances: p.instance_count() as usize,
+        config: p.config.to_pairs(),
+    })
+}
+
 /// A running proxy.
 pub struct Server {
     addrs: Vec<(String, SocketAddr)>,
     stop: watch::Sender<bool>,
+    drain: watch::Sender<Drain>,
     listeners: JoinSet<()>,
-    backends: Vec<Arc<ChBackend>>,
-    pg_backends: Vec<Arc<PgBackend>>,
-    pg_frontends: Vec<Arc<PgFrontend>>,
+    live: Arc<Live>,
+    admin: Option<(AdminServer, Arc<AdminContext>)>,
     drain_timeout: Duration,
 }
 
 impl Server {
-    /// Binds every listener and starts serving. Must be called inside a tokio runtime.
+    /// Binds every listener (and the admin API) and starts serving. Must be called inside a
+    /// tokio runtime.
     pub async fn start(config: &Config, deps: Deps) -> Result<Server, ServerError> {
         let (stop, _) = watch::channel(false);
+        let (drain, drain_rx) = watch::channel(Drain::Running);
         let shared = Shared {
             policy: deps.policy.clone(),
             classifier: deps.classifier.clone(),
             cache: deps.cache.clone(),
+            metrics: deps.metrics.clone(),
+            drain: drain_rx,
         };
-        let mut backends: BTreeMap<String, Arc<ChBackend>> = BTreeMap::new();
-        let mut pg_backends: BTreeMap<String, Arc<PgBackend>> = BTreeMap::new();
-        let mut pg_frontends = Vec::new();
-        let mut listeners = JoinSet::new();
-        let mut addrs = Vec::new();
+        let mut pg_tls = BTreeMap::new();
         for listener in &config.listeners {
             if listener.protocol == Protocol::Postgres {
-                let cluster = cluster_of(config, listener)?;
-                let backend = pg_backends
-                    .entry(listener.cluster.clone())
-                    .or_insert_with(|| {
-                        let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
-                        PgBackend::start(router, health_login(config, cluster))
-                    })
-                    .clone();
-                warn_unapplied_pg_keys(config, cluster, &listener.name);
                 let tls = listener
                     .tls
                     .as_ref()
                     .map(|t| tls_acceptor(&listener.name, t, &[]))
                     .transpose()?;
-                let socket = bind(listener, tls.is_some(), &mut addrs).await?;
-                let frontend = Arc::new(PgFrontend::new(
-                    listener.clone(),
-                    config,
-                    backend,
-                    shared.clone(),
-                    tls,
-                ));
-                pg_frontends.push(frontend.clone());
+                pg_tls.insert(listener.name.clone(), tls);
+            }
+        }
+        let generation = Generation::build(config, &shared, &pg_tls, None)?;
+        deps.metrics
+            .sources
+            .postgres
+            .store(Arc::new(generation.pg_backends.clone()));
+        deps.metrics
+            .sources
+            .clickhouse
+            .store(Arc::new(generation.ch_backends.clone()));
+        let mut listeners = JoinSet::new();
+        let mut addrs = Vec::new();
+        let mut pg_slots = BTreeMap::new();
+        let mut ch_slots = BTreeMap::new();
+        for listener in &config.listeners {
+            if let Some(frontend) = generation.pg.get(&listener.name) {
+                let tls = pg_tls.get(&listener.name).is_some_and(Option::is_some);
+                let socket = bind(listener, tls, &mut addrs).await?;
+                let slot = Arc::new(ArcSwap::new(frontend.clone()));
+                pg_slots.insert(listener.name.clone(), slot.clone());
                 listeners.spawn(pg_accept_loop(
                     socket,
-                    frontend,
+                    listener.max_connections,
+                    slot,
                     stop.subscribe(),
-                    config.server.drain_timeout,
                 ));
-                continue;
+            } else if let Some(frontend) = generation.ch.get(&listener.name) {
+                let tls = listener
+                    .tls
+                    .as_ref()
+                    .map(|t| tls_acceptor(&listener.name, t, &[b"h2", b"http/1.1"]))
+                    .transpose()?;
+                let socket = bind(listener, tls.is_some(), &mut addrs).await?;
+                let slot = Arc::new(ArcSwap::new(frontend.clone()));
+                ch_slots.insert(listener.name.clone(), slot.clone());
+                listeners.spawn(accept_loop(
+                    socket,
+                    listener.clone(),
+                    slot,
+                    tls,
+                    stop.subscribe(),
+                    drain.subscribe(),
+                ));
             }
-            if listener.protocol != Protocol::ClickhouseHttp {
-                return Err(ServerError::Unsupported {
-                    name: listener.name.clone(),
-                    protocol: "the mysql frontend",
-                });
-            }
-            let tls = listener
-                .tls
-                .as_ref()
-                .map(|t| tls_acceptor(&listener.name, t, &[b"h2", b"http/1.1"]))
-                .transpose()?;
-            let cluster = cluster_of(config, listener)?;
-            let backend = backends
-                .entry(listener.cluster.clone())
-                .or_insert_with(|| {
-                    let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
-                    Arc::new(ChBackend::start(router))
-                })
-                .clone();
-            let socket = bind(listener, tls.is_some(), &mut addrs).await?;
-            let frontend = Arc::new(ChFrontend::new(
-                listener.clone(),
-                config,
-                backend,
-                shared.clone(),
-            ));
-            listeners.spawn(accept_loop(
-                socket,
-                frontend,
-                tls,
-                stop.subscribe(),
-                config.server.drain_timeout,
-            ));
         }
+        let live = Arc::new(Live {
+            config: Arc::new(ArcSwap::from_pointee(config.clone())),
+            path: deps.config_path.clone(),
+            tls: pg_tls,
+            generation: ArcSwap::from_pointee(generation),
+            pg_slots,
+            ch_slots,
+            shared: tokio::sync::Mutex::new(shared),
+        });
+        let admin = match &config.admin {
+            Some(admin_config) => {
+                let context = Arc::new(AdminContext {
+                    metrics: deps.metrics.clone(),
+                    policy: deps.policy.clone(),
+                    config: live.config.clone(),
+                    reloader: live.clone(),
+                    draining: AtomicBool::new(false),
+                });
+                let server = AdminServer::start(admin_config, context.clone()).await?;
+                Some((server, context))
+            }
+            None => None,
+        };
         Ok(Server {
             addrs,
             stop,
+            drain,
             listeners,
-            backends: backends.into_values().collect(),
-            pg_backends: pg_backends.into_values().collect(),
-            pg_frontends,
+            live,
+            admin,
             drain_timeout: config.server.drain_timeout,
         })
     }
 
-    /// The PostgreSQL frontends (admin console, tests).
-    pub fn pg_frontends(&self) -> &[Arc<PgFrontend>] {
-        &self.pg_frontends
+    /// The PostgreSQL frontends of the current generation (admin console, tests).
+    pub fn pg_frontends(&self) -> Vec<Arc<PgFrontend>> {
+        self.live
+            .pg_slots
+            .values()
+            .map(|slot| slot.load_full())
+            .collect()
     }
 
     /// Every listener's name and bound address.
@@ -225,33 +280,90 @@ impl Server {
         self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
-    /// Stops accepting, drains (bounded by `server.drain_timeout`), then cancels the rest.
+    /// The admin API's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(server, _)| server.local_addr())
+    }
+
+    /// Re-reads the config file and applies it (what SIGHUP and `POST /config/reload` do).
+    pub async fn reload(&self) -> ReloadResult {
+        self.live.reload().await
+    }
+
+    /// A handle that reloads the config while the server runs (for a signal handler).
+    pub fn reloader(&self) -> Arc<dyn Reloader> {
+        self.live.clone()
+    }
+
+    /// Stops accepting and drains: idle clients are told the server is shutting down at once,
+    /// sessions inside a transaction and HTTP requests in flight get up to
+    /// `server.drain_timeout` to finish, then everything left is closed (PostgreSQL clients
+    /// with SQLSTATE 57P01).
     pub async fn shutdown(mut self) {
+        if let Some((_, context)) = &self.admin {
+            context.draining.store(true, Ordering::Relaxed);
+        }
+        let _ = self.drain.send(Drain::Draining);
         let _ = self.stop.send(true);
-        let drain = self.drain_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(drain, async {
+        let drained = tokio::time::timeout(self.drain_timeout, async {
             while self.listeners.join_next().await.is_some() {}
         })
-        .await
-        .is_err()
-        {
-            self.listeners.abort_all();
+        .await;
+        if drained.is_err() {
+            tracing::warn!("drain timeout: closing the remaining connections");
+            let _ = self.drain.send(Drain::Closing);
+            if tokio::time::timeout(CLOSE_GRACE, async {
+                while self.listeners.join_next().await.is_some() {}
+            })
+            .await
+            .is_err()
+            {
+                self.listeners.abort_all();
+                while self.listeners.join_next().await.is_some() {}
+            }
+        }
+        if let Some((admin, _)) = self.admin.take() {
+            admin.stop().await;
         }
         // Health checkers stop with the last reference to their backend.
-        self.backends.clear();
-        self.pg_frontends.clear();
-        self.pg_backends.clear();
+        let shared = self.live.shared.lock().await;
+        shared.metrics.sources.postgres.store(Arc::new(Vec::new()));
+        shared
+            .metrics
+            .sources
+            .clickhouse
+            .store(Arc::new(Vec::new()));
     }
 }
 
-/// Starts the server, waits for `shutdown`, then drains it.
+/// How long sessions get to send their shutdown error once the drain timeout has passed.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts the server, serves until `shutdown`, reloading the config at each message on
+/// `reloads` (SIGHUP), then drains it.
 pub async fn run(
     config: &Config,
     deps: Deps,
     shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), ServerError> {
+    let policy = deps.policy.clone();
     let server = Server::start(config, deps).await?;
+    let reloader = server.reloader();
+    let reloading = tokio::spawn(async move {
+        while reloads.recv().await.is_some() {
+            match reloader.reload().await {
+                Ok(report) => tracing::info!(%report, "SIGHUP: config reloaded"),
+                Err(reason) => tracing::error!(%reason, "SIGHUP: config reload refused"),
+            }
+            // SIGHUP also re-reads the policy file (it may have changed in place).
+            let policy = policy.clone();
+            // Errors are logged by reload(); the running policy stays.
+            let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
+        }
+    });
     shutdown.await;
+    reloading.abort();
     tracing::info!(drain_timeout = ?server.drain_timeout, "shutting down: draining connections");
     server.shutdown().await;
     tracing::info!("stopped");
@@ -260,14 +372,15 @@ pub async fn run(
 
 async fn accept_loop(
     socket: TcpListener,
-    frontend: Arc<ChFrontend>,
+    listener: config::ListenerConfig,
+    slot: Arc<ArcSwap<ChFrontend>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
-    drain_timeout: Duration,
+    mut drain: watch::Receiver<Drain>,
 ) {
-    let limit = Arc::new(Semaphore::new(frontend.listener().max_connections as usize));
+    let limit = Arc::new(Semaphore::new(listener.max_connections as usize));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    if let Some(idle) = frontend.listener().idle_timeout {
+    if let Some(idle) = listener.idle_timeout {
         // HTTP/1: a keep-alive connection that sends no next request within this is closed.
         builder
             .http1()
@@ -290,9 +403,11 @@ async fn accept_loop(
             break;
         };
         let _ = stream.set_nodelay(true);
-        let frontend = frontend.clone();
+        let slot = slot.clone();
         let service = service_fn(move |request| {
-            let frontend = frontend.clone();
+            // Each request takes the newest frontend: a config reload applies to the next
+            // request on a kept-alive connection.
+            let frontend = slot.load_full();
             async move { Ok::<_, Infallible>(frontend.handle(request, peer).await) }
         });
         let Some(acceptor) = tls.clone() else {
@@ -332,14 +447,13 @@ async fn accept_loop(
         });
     }
     drop(socket);
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = connections.len(),
-            "drain timeout: closing the remaining connections"
-        );
+    // Idle keep-alive connections close now; requests in flight finish unless the drain
+    // timeout passes first.
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = drain.wait_for(|d| *d == Drain::Closing) => {
+            tracing::warn!(open = connections.len(), "drain timeout: closing the remaining HTTP connections");
+        }
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
@@ -500,14 +614,15 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts PostgreSQL clients until stopped, then gives sessions `drain_timeout` to finish.
+/// Accepts PostgreSQL clients until stopped, then waits for their sessions, which end by
+/// themselves as the drain proceeds (see `Server::shutdown`).
 async fn pg_accept_loop(
     socket: TcpListener,
-    frontend: Arc<PgFrontend>,
+    max_connections: u32,
+    slot: Arc<ArcSwap<PgFrontend>>,
     mut stop: watch::Receiver<bool>,
-    drain_timeout: Duration,
 ) {
-    let limit = Arc::new(Semaphore::new(frontend.listener().max_connections as usize));
+    let limit = Arc::new(Semaphore::new(max_connections as usize));
     let mut sessions = JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}
@@ -529,25 +644,13 @@ async fn pg_accept_loop(
             });
             continue;
         };
-        let frontend = frontend.clone();
+        let frontend = slot.load_full();
         sessions.spawn(async move {
             frontend.serve(stream, peer).await;
             drop(permit);
         });
     }
     drop(socket);
-    if tokio::time::timeout(drain_timeout, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        tracing::warn!(
-            open = sessions.len(),
-            "drain timeout: closing the remaining client sessions"
-        );
-    }
-    sessions.abort_all();
     while sessions.join_next().await.is_some() {}
 }
 

@@ -24,6 +24,18 @@ impl Proxy {
     pub async fn start(config: &str) -> Proxy {
         let config = Config::parse_with_env(config, &|_| None)
             .unwrap_or_else(|e| panic!("bad test config: {e}\n{config}"));
+        Proxy::start_parsed(config, None).await
+    }
+
+    /// Starts the proxy from a config file, which [`Proxy::reload`] and `POST /config/reload`
+    /// read again.
+    pub async fn start_file(path: &std::path::Path) -> Proxy {
+        let config = Config::load(path)
+            .unwrap_or_else(|e| panic!("bad test config {}: {e}", path.display()));
+        Proxy::start_parsed(config, Some(path.to_path_buf())).await
+    }
+
+    async fn start_parsed(config: Config, path: Option<std::path::PathBuf>) -> Proxy {
         let p = &config.policy;
         let settings = PolicySettings {
             path: p.path.clone(),
@@ -39,9 +51,10 @@ impl Proxy {
         })
         .await
         .expect("policy loading task");
-        let deps = Deps::new(&config, Arc::new(policy))
+        let mut deps = Deps::new(&config, Arc::new(policy))
             .await
             .expect("proxy dependencies");
+        deps.config_path = path;
         let server = Server::start(&config, deps.clone())
             .await
             .expect("proxy starts");
@@ -56,6 +69,21 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://<admin address>` when the config has `[admin]`.
+    pub fn admin_url(&self) -> String {
+        let addr = self
+            .server
+            .as_ref()
+            .and_then(|s| s.admin_addr())
+            .expect("the test config has an [admin] section");
+        format!("http://{addr}")
+    }
+
+    /// Reloads the config file (what SIGHUP does).
+    pub async fn reload(&self) -> Result<serde_json::Value, String> {
+        self.server.as_ref().expect("running").reload().await
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -33,11 +33,39 @@ pub fn shape_key(protocol: Protocol, sql: &str, seed: u64) -> (u64, u128) {
 }
 
 fn shape(protocol: Protocol, sql: &str, seed: Option<u64>) -> (u64, Option<u128>) {
+    let mut sink = Sink::new(seed);
+    walk(protocol, sql, &mut sink);
+    sink.finish()
+}
+
+/// The statement as its fingerprint sees it, for people: literals are `?`, `IN (...)` and
+/// `VALUES` lists are one `(?)`, whitespace and comments are gone. At most `max_len` bytes (cut
+/// at a character boundary). What the admin API's digest table shows instead of one client's
+/// literals.
+pub fn digest_text(protocol: Protocol, sql: &str, max_len: usize) -> String {
+    let mut text = TextSink {
+        out: String::with_capacity(sql.len().min(max_len)),
+        max_len,
+        glue: true,
+        after_name: false,
+    };
+    walk(protocol, sql, &mut text);
+    text.out
+}
+
+/// What the token walk emits: hashed bytes for the fingerprint, text for the digest table.
+trait Shape {
+    fn word(&mut self, text: &str);
+    fn quoted(&mut self, text: &str);
+    fn punct(&mut self, b: u8);
+    fn placeholder(&mut self);
+}
+
+fn walk(protocol: Protocol, sql: &str, sink: &mut impl Shape) {
     let text = match protocol {
         Protocol::ClickhouseHttp => clickhouse::insert_format_header(sql).unwrap_or(sql),
         _ => sql,
     };
-    let mut sink = Sink::new(seed);
     let mut lexer = Lexer::new(protocol, text);
     // A `;` only counts when another statement follows it, so `SELECT 1;` == `SELECT 1`.
     let mut pending_semicolon = false;
@@ -58,21 +86,20 @@ fn shape(protocol: Protocol, sql: &str, seed: Option<u64>) -> (u64, Option<u128>
             TokenKind::Word => {
                 sink.word(token.text);
                 if token.is_word("in") {
-                    collapse_groups(&mut lexer, &mut sink, false);
+                    collapse_groups(&mut lexer, sink, false);
                 } else if token.is_word("values") {
-                    collapse_groups(&mut lexer, &mut sink, true);
+                    collapse_groups(&mut lexer, sink, true);
                 }
             }
             TokenKind::QuotedIdent => sink.quoted(super::lexer::unquote(token.text)),
             _ => sink.punct(token.text.as_bytes().first().copied().unwrap_or(0)),
         }
     }
-    sink.finish()
 }
 
 /// After `IN` or `VALUES`: replaces `(lit, lit, ...)` (and for `VALUES` any following
 /// `, (lit, ...)` rows) with a single `(?)`, so list length does not change the fingerprint.
-fn collapse_groups(lexer: &mut Lexer<'_>, sink: &mut Sink, rows: bool) {
+fn collapse_groups(lexer: &mut Lexer<'_>, sink: &mut impl Shape, rows: bool) {
     if !skip_literal_group(lexer) {
         return;
     }
@@ -160,6 +187,13 @@ impl Sink {
         self.len = 0;
     }
 
+    fn finish(mut self) -> (u64, Option<u128>) {
+        self.flush();
+        (self.hasher.digest(), self.keyed.map(|k| k.digest128()))
+    }
+}
+
+impl Shape for Sink {
     fn word(&mut self, text: &str) {
         self.byte(TAG_WORD);
         for b in text.bytes() {
@@ -186,9 +220,102 @@ impl Sink {
         self.byte(TAG_LITERAL);
         self.byte(END);
     }
+}
 
-    fn finish(mut self) -> (u64, Option<u128>) {
-        self.flush();
-        (self.hasher.digest(), self.keyed.map(|k| k.digest128()))
+/// Builds [`digest_text`]: tokens separated by one space, none after `(` or `.` and none before
+/// `)`, `,`, `.` or `;`.
+struct TextSink {
+    out: String,
+    max_len: usize,
+    /// The next token attaches to the previous one.
+    glue: bool,
+    /// The previous token was a word that can name a function: a `(` after it attaches
+    /// (`count(?)`, but `IN (?)`).
+    after_name: bool,
+}
+
+/// Words after which `(` opens a list or a subquery, not a call's arguments.
+const SPACED_BEFORE_PAREN: &[&str] = &[
+    "in",
+    "values",
+    "as",
+    "on",
+    "using",
+    "exists",
+    "from",
+    "join",
+    "where",
+    "and",
+    "or",
+    "not",
+    "select",
+    "set",
+    "into",
+    "table",
+    "by",
+    "with",
+    "any",
+    "all",
+    "some",
+    "over",
+    "filter",
+    "then",
+    "else",
+    "when",
+    "returning",
+    "lateral",
+];
+
+impl TextSink {
+    fn push(&mut self, text: &str, attach: bool) {
+        let space = !(self.glue || attach) as usize;
+        if self.out.len() + space + text.len() > self.max_len {
+            let mut end = self.max_len.saturating_sub(self.out.len() + space);
+            while end > 0 && !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            if end > 0 {
+                if space == 1 {
+                    self.out.push(' ');
+                }
+                self.out.push_str(&text[..end]);
+            }
+            self.max_len = self.out.len();
+            return;
+        }
+        if space == 1 {
+            self.out.push(' ');
+        }
+        self.out.push_str(text);
+        self.glue = false;
+    }
+}
+
+impl Shape for TextSink {
+    fn word(&mut self, text: &str) {
+        self.push(text, false);
+        self.after_name = !SPACED_BEFORE_PAREN
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(text));
+    }
+
+    fn quoted(&mut self, text: &str) {
+        let quoted = format!("\"{text}\"");
+        self.push(&quoted, false);
+        self.after_name = true;
+    }
+
+    fn punct(&mut self, b: u8) {
+        let c = char::from(b);
+        let mut buf = [0u8; 4];
+        let attach = matches!(b, b')' | b',' | b'.' | b';') || (b == b'(' && self.after_name);
+        self.push(c.encode_utf8(&mut buf), attach);
+        self.glue = matches!(b, b'(' | b'.');
+        self.after_name = false;
+    }
+
+    fn placeholder(&mut self) {
+        self.push("?", false);
+        self.after_name = false;
     }
 }

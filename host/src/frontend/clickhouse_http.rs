@@ -37,6 +37,7 @@ mod params;
 mod query;
 mod relay;
 mod respond;
+mod trace;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,6 +62,9 @@ pub struct Shared {
     pub policy: Arc<PolicyHandle>,
     pub classifier: Arc<Classifier>,
     pub cache: Option<QueryCache>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Shutdown progress (PostgreSQL sessions end on it; hyper drains HTTP itself).
+    pub drain: tokio::sync::watch::Receiver<super::Drain>,
 }
 
 /// One ClickHouse HTTP listener's request handler.
@@ -125,7 +129,10 @@ impl ChFrontend {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
-        match self.serve(request, peer).await {
+        use tracing::Instrument;
+        let trace = Arc::new(trace::Trace::new(self.shared.metrics.next_query_id()));
+        let span = tracing::debug_span!("query", query_id = trace.query_id, client = %peer);
+        let response = match self.serve(request, peer, &trace).instrument(span).await {
             Ok(response) => response,
             Err(err) => {
                 tracing::debug!(client = %peer, status = %err.status, error = %err, "request refused");
@@ -136,7 +143,9 @@ impl ChFrontend {
                 );
                 response
             }
-        }
+        };
+        trace.finish(&self.shared.metrics, &response);
+        response
     }
 }
 

@@ -16,6 +16,7 @@ mod admin;
 mod cancel;
 mod client;
 mod login;
+mod observe;
 mod session;
 mod settings;
 mod statements;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -66,6 +68,9 @@ pub struct PgFrontend {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The real server's startup parameters, learnt once.
     server_params: tokio::sync::OnceCell<Vec<(String, String)>>,
+    /// The frontend a config reload replaced this one with: sessions move to it between
+    /// transactions.
+    successor: ArcSwapOption<PgFrontend>,
 }
 
 impl PgFrontend {
@@ -97,7 +102,40 @@ impl PgFrontend {
             known_statements: statements::KnownStatements::default(),
             tls,
             server_params: tokio::sync::OnceCell::new(),
+            successor: ArcSwapOption::empty(),
         }
+    }
+
+    /// This listener's frontend for a reloaded config: new users, backend and settings; the
+    /// cancel keys, the PAUSE state and TLS carry over, so clients of either generation can
+    /// cancel and admin PAUSE keeps holding. Sessions move to it once
+    /// [`PgFrontend::hand_over`] is called (when the reload commits).
+    pub fn successor(
+        &self,
+        listener: ListenerConfig,
+        config: &Config,
+        backend: Arc<PgBackend>,
+        shared: Shared,
+    ) -> PgFrontend {
+        let mut next = PgFrontend::new(listener, config, backend, shared, self.tls.clone());
+        next.cancels = self.cancels.clone();
+        next.pause = self.pause.clone();
+        next.paused = self.paused.clone();
+        next
+    }
+
+    /// Points this frontend's sessions at `next`.
+    pub fn hand_over(&self, next: &Arc<PgFrontend>) {
+        self.successor.store(Some(next.clone()));
+    }
+
+    /// The newest generation of this frontend (`None`: this one is current).
+    fn newest(&self) -> Option<Arc<PgFrontend>> {
+        let mut newest = self.successor.load_full()?;
+        while let Some(next) = newest.successor.load_full() {
+            newest = next;
+        }
+        Some(newest)
     }
 
     pub fn listener(&self) -> &ListenerConfig {

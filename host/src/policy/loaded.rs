@@ -45,6 +45,7 @@ pub struct LoadedPolicy {
     limits: InstanceLimits,
     idle: ArrayQueue<Instance>,
     instantiations: AtomicU64,
+    loaded_at: std::time::SystemTime,
 }
 
 impl LoadedPolicy {
@@ -62,7 +63,19 @@ impl LoadedPolicy {
             path: path.to_path_buf(),
             source,
         })?;
-        let component = runtime.component(path, &bytes)?;
+        Self::from_bytes(runtime, path, &bytes, config, limits)
+    }
+
+    /// [`LoadedPolicy::load`] for module bytes already in memory (an admin upload); `path` names
+    /// the policy in logs and errors and gives it its name (the file stem).
+    pub fn from_bytes(
+        runtime: &PolicyRuntime,
+        path: &Path,
+        bytes: &[u8],
+        config: Vec<(String, String)>,
+        limits: InstanceLimits,
+    ) -> Result<Self, PolicyError> {
+        let component = runtime.component(path, bytes)?;
         let link_error = |e: wasmtime::Error| PolicyError::Link {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
@@ -78,7 +91,7 @@ impl LoadedPolicy {
             .unwrap_or_else(|| "policy".to_owned())
             .into();
         use sha2::Digest;
-        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        let sha256 = hex::encode(sha2::Sha256::digest(bytes));
         let policy = LoadedPolicy {
             name,
             path: path.to_path_buf(),
@@ -88,6 +101,7 @@ impl LoadedPolicy {
             idle: ArrayQueue::new(limits.instances.max(1)),
             limits,
             instantiations: AtomicU64::new(0),
+            loaded_at: std::time::SystemTime::now(),
         };
         let first = policy.instantiate().map_err(|e| match e {
             CallFailure::Instantiate(reason) => PolicyError::Init {
@@ -115,6 +129,11 @@ impl LoadedPolicy {
     /// Hex SHA-256 of the module bytes: identifies exactly which policy is running.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// When this module was loaded (the admin API shows it).
+    pub fn loaded_at(&self) -> std::time::SystemTime {
+        self.loaded_at
     }
 
     pub fn instantiations(&self) -> u64 {

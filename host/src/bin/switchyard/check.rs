@@ -91,7 +91,7 @@ pub fn policy_check(args: PolicyCheckArgs) -> anyhow::Result<()> {
 
 pub fn config_check(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
-    let settings = crate::run::policy_settings(&config, file)?;
+    let settings = switchyard::server::policy_settings(&config)?;
     let runtime = PolicyRuntime::new(None)?;
     let handle = PolicyHandle::new(runtime, settings).context("the configured policy")?;
     let policy = handle

@@ -5,27 +5,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use switchyard::config::{Config, LogConfig, LogFormat};
-use switchyard::policy::{PolicyHandle, PolicyRuntime, PolicySettings, PolicyWatcher};
+use switchyard::policy::{PolicyHandle, PolicyRuntime, PolicyWatcher};
 use switchyard::server::{self, Deps};
 use tokio::signal::unix::{SignalKind, signal};
-
-/// Maps `[policy]` to the engine's settings.
-pub fn policy_settings(config: &Config, _file: &Path) -> anyhow::Result<PolicySettings> {
-    let p = &config.policy;
-    Ok(PolicySettings {
-        path: p.path.clone(),
-        fail_mode: p.fail_mode,
-        deadline: p.deadline,
-        memory_limit: usize::try_from(p.memory_limit).context("policy.memory_limit")?,
-        instances: p.instance_count() as usize,
-        config: p.config.to_pairs(),
-    })
-}
 
 pub fn run(file: &Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     init_tracing(&config.log)?;
-    let settings = policy_settings(&config, file)?;
+    let settings = server::policy_settings(&config)?;
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("switchyard");
@@ -49,16 +36,16 @@ pub fn run(file: &Path) -> anyhow::Result<()> {
             None
         };
         let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-        let reload = handle.clone();
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             while hangup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the policy");
-                let handle = reload.clone();
-                // Errors are logged by reload(); the running policy stays.
-                let _ = tokio::task::spawn_blocking(move || handle.reload()).await;
+                tracing::info!("SIGHUP: reloading the config and the policy");
+                // A reload already queued covers this signal too.
+                let _ = reload.try_send(());
             }
         });
-        let deps = Deps::new(&config, handle).await?;
+        let mut deps = Deps::new(&config, handle).await?;
+        deps.config_path = Some(file.to_path_buf());
         let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let shutdown = async move {
             tokio::select! {
@@ -66,7 +53,7 @@ pub fn run(file: &Path) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
             }
         };
-        server::run(&config, deps, shutdown).await?;
+        server::run(&config, deps, shutdown, reloads).await?;
         anyhow::Ok(())
     })
 }

@@ -202,3 +202,28 @@ fn stable_across_runs() {
         17_113_741_614_049_731_586
     );
 }
+
+#[test]
+fn digest_text_replaces_literals_and_normalises_spacing() {
+    use crate::classify::digest_text;
+    let pg = Protocol::Postgres;
+    for (sql, expect) in [
+        (
+            "SELECT * FROM t WHERE id = 42",
+            "SELECT * FROM t WHERE id = ?",
+        ),
+        (
+            "select  count(*) from t where a in (1, 2, 3) -- c\n and b = 'x'",
+            "select count(*) from t where a in (?) and b = ?",
+        ),
+        ("SELECT pg_sleep(0.01)", "SELECT pg_sleep(?)"),
+        (
+            "INSERT INTO s.t (a, b) VALUES (1, 'a'), (2, 'b')",
+            "INSERT INTO s.t(a, b) VALUES (?)",
+        ),
+        ("SELECT \"Col\" FROM \"T\"", "SELECT \"Col\" FROM \"T\""),
+    ] {
+        assert_eq!(digest_text(pg, sql, 512), expect, "{sql}");
+    }
+    assert_eq!(digest_text(pg, "SELECT 1, 2, 3", 8), "SELECT ?");
+}

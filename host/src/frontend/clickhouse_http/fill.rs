@@ -28,6 +28,7 @@ impl ChFrontend {
         let ttl_ms = p.verdict.decision.cache.as_ref().map_or(0, |d| d.ttl_ms);
         let ttl = std::time::Duration::from_millis(u64::from(ttl_ms));
         let compress = p.compress;
+        let trace = p.trace.clone();
         let (planned, permits) = match self.plan(p, true).await {
             Ok(planned) => planned,
             Err(e) => {
@@ -36,7 +37,10 @@ impl ChFrontend {
             }
         };
         let deadline = planned.deadline;
-        let mut answer = match forward::send(&self.backend, planned.plan, permits).await {
+        let sent = std::time::Instant::now();
+        let answer = forward::send(&self.backend, planned.plan, permits).await;
+        trace.backend_took(sent.elapsed());
+        let mut answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
                 guard.fail(e.body_text().trim_end());

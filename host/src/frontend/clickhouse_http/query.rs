@@ -43,6 +43,7 @@ pub(super) struct Prepared {
     pub verdict: Verdict,
     pub pool: Arc<Pool>,
     pub compress: Option<Compress>,
+    pub trace: Arc<super::trace::Trace>,
 }
 
 impl ChFrontend {
@@ -50,6 +51,7 @@ impl ChFrontend {
         self: &Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
+        trace: &Arc<super::trace::Trace>,
     ) -> Result<Response<Body>, ChError> {
         let (parts, incoming) = request.into_parts();
         if !matches!(parts.method, Method::GET | Method::POST | Method::HEAD) {
@@ -103,7 +105,7 @@ impl ChFrontend {
             .shared
             .classifier
             .classify(Protocol::ClickhouseHttp, &text.sql);
-        let context = QueryContext {
+        let mut context = QueryContext {
             protocol: Protocol::ClickhouseHttp,
             sql: text.sql.clone(),
             classification,
@@ -118,23 +120,29 @@ impl ChFrontend {
 
         // The policy's word.
         let source: Arc<dyn BackendStateSource> = router.clone();
-        let verdict = pipeline::decide(
+        let verdict = match pipeline::decide(
             &self.shared.classifier,
             &self.shared.policy,
             &context,
             Some(&source),
-        )
-        .map_err(|e| ChError::internal(code::POLICY_FAILED, e.to_string()))?;
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                trace.decided(&mut context, None, "");
+                return Err(ChError::internal(code::POLICY_FAILED, e.to_string()));
+            }
+        };
+        let pool = router.resolve(
+            &verdict.decision.route,
+            verdict.effective.kind,
+            context.in_transaction,
+        );
+        let pool_name = pool.as_ref().map_or("", |p| p.name());
+        trace.decided(&mut context, Some(&verdict), pool_name);
         if let Action::Block(reason) = &verdict.decision.action {
             return Err(ChError::forbidden(code::ACCESS_DENIED, reason.clone()));
         }
-        let pool = router
-            .resolve(
-                &verdict.decision.route,
-                verdict.effective.kind,
-                context.in_transaction,
-            )
-            .map_err(|e| ChError::internal(code::BAD_ARGUMENTS, e.to_string()))?;
+        let pool = pool.map_err(|e| ChError::internal(code::BAD_ARGUMENTS, e.to_string()))?;
 
         let prepared = Prepared {
             user,
@@ -147,6 +155,7 @@ impl ChFrontend {
             verdict,
             pool,
             compress,
+            trace: trace.clone(),
         };
         match self.cache_key(&prepared) {
             Some(key) => self.cached(prepared, key).await,
@@ -228,10 +237,14 @@ impl ChFrontend {
         cache: CacheStatus,
     ) -> Result<Response<Body>, ChError> {
         let compress = p.compress;
+        let trace = p.trace.clone();
         let (plan, permits) = self.plan(p, false).await?;
         let deadline = plan.deadline;
         let invalidate = self.invalidation(&plan);
-        let answer = forward::send(&self.backend, plan.plan, permits).await?;
+        let sent = Instant::now();
+        let answer = forward::send(&self.backend, plan.plan, permits).await;
+        trace.backend_took(sent.elapsed());
+        let answer = answer?;
         if answer.status.is_success()
             && let Some((cache, tables)) = invalidate
         {

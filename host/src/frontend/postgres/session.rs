@@ -22,12 +22,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::PgFrontend;
 use super::client::{ClientError, ClientIo, WRITE_HIGH_WATER};
+use super::observe::{Observed, Text, cache_outcome};
 use super::settings::{self, Settings};
 use super::statements::Statement;
 use super::users::User;
 use crate::backend::postgres::{Login, PgBackendError, PooledConn};
 use crate::cache::{CacheKey, FillGuard, Lookup, TableRef};
 use crate::config::PoolMode;
+use crate::frontend::Drain;
+use crate::metrics::{CacheOutcome, Outcome, QueryEvent};
 use crate::model::{Action, PoolRole, Protocol, QueryContext, Route, StatementKind};
 use crate::pipeline::{self, Verdict};
 use crate::postgres::protocol::backend::{ready_for_query, ready_status};
@@ -47,6 +50,8 @@ pub enum SessionEnd {
     Client(#[from] ClientError),
     #[error("server connection lost: {0}")]
     Server(PgBackendError),
+    #[error("the proxy is shutting down")]
+    Shutdown,
 }
 
 /// The work a Sync or Query sent to the server stands for, until its ReadyForQuery.
@@ -68,6 +73,8 @@ struct Pending {
     /// The bytes sent, when resending them elsewhere is safe (a read outside a transaction).
     retry: Option<Bytes>,
     relayed: bool,
+    /// The client's statement behind it, for metrics (none for the proxy's own).
+    observed: Option<Observed>,
     /// Answers relayed that a retry elsewhere reproduces identically (see `relay`).
     prefix: u32,
     /// Answers of a retried batch not to relay again.
@@ -146,6 +153,7 @@ pub struct Session<S> {
 enum Wake {
     Client(Result<(), ClientError>),
     Server(Result<(), PgBackendError>),
+    Drain,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -197,6 +205,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     ))
                     .await;
             }
+            Err(SessionEnd::Shutdown) => {
+                let _ = self.io.flush().await;
+                self.io
+                    .fatal(ErrorFields::fatal(
+                        "57P01",
+                        "terminating connection due to administrator command: Switchyard is shutting down",
+                    ))
+                    .await;
+            }
             Err(e) => tracing::debug!(client = %self.peer, error = %e, "session ended"),
             Ok(()) => {}
         }
@@ -209,25 +226,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn serve(&mut self) -> Result<(), SessionEnd> {
+        let mut drain = self.fe.shared.drain.clone();
         loop {
             self.process_buffered().await?;
             self.io.flush().await.map_err(SessionEnd::Client)?;
+            match *drain.borrow_and_update() {
+                Drain::Running => {}
+                Drain::Draining if self.is_idle() => return Err(SessionEnd::Shutdown),
+                Drain::Draining => {}
+                Drain::Closing => return Err(SessionEnd::Shutdown),
+            }
             let wake = match self.held.as_mut() {
                 Some(held) => {
                     let io = &mut self.io;
                     tokio::select! {
                         r = io.read_more() => Wake::Client(r),
                         r = held.conn.conn().fill() => Wake::Server(r),
+                        Ok(()) = drain.changed() => Wake::Drain,
                     }
                 }
-                None => Wake::Client(self.io.read_more().await),
+                None => tokio::select! {
+                    r = self.io.read_more() => Wake::Client(r),
+                    Ok(()) = drain.changed() => Wake::Drain,
+                },
             };
             match wake {
                 Wake::Client(r) => r?,
                 Wake::Server(Ok(())) => self.relay().await?,
                 Wake::Server(Err(e)) => self.server_failed(e).await?,
+                Wake::Drain => {}
             }
         }
+    }
+
+    /// Between transactions with nothing outstanding: a shutdown may end the session here
+    /// without the client losing anything.
+    fn is_idle(&self) -> bool {
+        self.status == TransactionStatus::Idle
+            && self.batch.is_empty()
+            && !self.copy_in
+            && self.held.as_ref().is_none_or(|h| h.quiet())
     }
 
     /// Handles every complete message buffered from the client.
@@ -287,19 +325,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Classifies and asks the policy; `Err` is the error the client gets instead.
-    fn decide(&self, sql: &str, extended: bool) -> Result<Verdict, ErrorFields> {
+    /// Classifies and asks the policy; `Err` is the error the client gets instead (counted
+    /// here: the statement ends without reaching a server).
+    fn decide(
+        &self,
+        sql: &str,
+        extended: bool,
+        query_id: u64,
+        started: Instant,
+    ) -> Result<Verdict, ErrorFields> {
         let in_transaction = self.status != TransactionStatus::Idle;
         let context = self.context(sql, in_transaction, extended);
         let source: Arc<dyn crate::policy::BackendStateSource> = self.fe.backend.router().clone();
-        let verdict = pipeline::decide(
-            &self.fe.shared.classifier,
-            &self.fe.shared.policy,
-            &context,
-            Some(&source),
-        )
-        .map_err(|e| ErrorFields::error("XX000", format!("policy failure (fail-closed): {e}")))?;
+        // Policy `log` lines inside the call carry the query id (at debug level: free when off).
+        let span = tracing::debug_span!("query", query_id, user = %self.user.config.name);
+        let decided = span.in_scope(|| {
+            pipeline::decide(
+                &self.fe.shared.classifier,
+                &self.fe.shared.policy,
+                &context,
+                Some(&source),
+            )
+        });
+        let refused = |outcome: Outcome, tags: &[(String, String)], policy: Duration| {
+            self.fe.shared.metrics.record(&QueryEvent {
+                query_id,
+                protocol: Protocol::Postgres,
+                user: &self.user.config.name,
+                pool: "",
+                outcome,
+                cache: CacheOutcome::Off,
+                fingerprint: context.classification.fingerprint,
+                sql,
+                tags,
+                elapsed: started.elapsed(),
+                backend: None,
+                policy,
+                failed: true,
+            })
+        };
+        let verdict = match decided {
+            Ok(v) => v,
+            Err(e) => {
+                // The failed call's time, approximately (the deadline, typically).
+                refused(Outcome::PolicyError, &[], started.elapsed());
+                return Err(ErrorFields::error(
+                    "XX000",
+                    format!("policy failure (fail-closed): {e}"),
+                ));
+            }
+        };
         if let Action::Block(reason) = &verdict.decision.action {
+            refused(Outcome::Block, &verdict.decision.tags, verdict.policy_time);
             return Err(ErrorFields::error(
                 "42501",
                 format!("blocked by policy: {reason}"),
@@ -315,16 +392,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         else {
             return Ok(());
         };
-        let verdict = match self.decide(&sql, false) {
+        let query_id = self.fe.shared.metrics.next_query_id();
+        let started = Instant::now();
+        let verdict = match self.decide(&sql, false, query_id, started) {
             Ok(v) => v,
             Err(e) => return self.answer_error(e, true).await,
         };
         let final_sql = verdict.sql(&sql).to_owned();
         let rewritten = final_sql != sql;
         let mut capture = None;
-        if let Some(key) = self.cache_key(&verdict, &final_sql, None) {
+        let key = self.cache_key(&verdict, &final_sql, None);
+        let cache = cache_outcome(&verdict, key.is_some());
+        let observed = Observed::new(query_id, started, &verdict, Text::Sql(sql), cache);
+        if let Some(key) = key {
             match self.lookup(key, ttl_of(&verdict), false).await? {
-                CacheStep::Answered => return Ok(()),
+                CacheStep::Answered { failed } => {
+                    self.answered_by_cache(observed, failed);
+                    return Ok(());
+                }
                 CacheStep::Fill(c) => capture = Some(c),
                 CacheStep::Run => {}
             }
@@ -334,6 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(c) = capture {
                 c.fill.fail(&e);
             }
+            self.refused(observed);
             return self.answer_error(e, true).await;
         }
         let bytes = if rewritten {
@@ -362,6 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             wrote: matches!(kind, StatementKind::Write | StatementKind::Ddl),
             invalidate: self.tables(&verdict.effective.tables_written),
             retry: (kind == StatementKind::Read && !in_transaction).then(|| bytes.clone()),
+            observed: Some(observed),
             ..Pending::default()
         };
         self.send(bytes, pending, true).await
@@ -374,12 +461,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let synced = msgs.last().is_some_and(|m| m.tag() == b'S');
         let mut items = Vec::with_capacity(msgs.len());
         let mut route: Option<Arc<Verdict>> = None;
+        let query_id = self.fe.shared.metrics.next_query_id();
+        let started = Instant::now();
         for raw in msgs {
             let item = match raw.tag() {
-                b'P' | b'B' | b'D' | b'C' => match self.plan_item(raw, &mut route) {
-                    Ok(item) => item,
-                    Err(e) => return self.answer_error(e, synced).await,
-                },
+                b'P' | b'B' | b'D' | b'C' => {
+                    match self.plan_item(raw, &mut route, query_id, started) {
+                        Ok(item) => item,
+                        Err(e) => return self.answer_error(e, synced).await,
+                    }
+                }
                 b'S' => Item::Sync,
                 _ => Item::Raw(raw),
             };
@@ -423,13 +514,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             None => Arc::new(Verdict {
                 decision: crate::model::Decision::forward_default(),
                 effective: crate::model::Classification::unknown(0),
+                policy_time: Duration::ZERO,
             }),
         };
         let mut capture = None;
-        if synced && let Some(key) = self.extended_cache_key(&verdict, &items) {
+        let key = if synced {
+            self.extended_cache_key(&verdict, &items)
+        } else {
+            None
+        };
+        let cache = cache_outcome(&verdict, key.is_some());
+        // The statement this batch runs (its first Parse or Bind): what metrics count.
+        let observed = items.iter().find_map(|i| {
+            let (stmt, decided_now) = match i {
+                Item::Parse { stmt, .. } => (stmt, true),
+                Item::Bind { stmt, .. } => (stmt, false),
+                _ => return None,
+            };
+            let o = Observed::new(
+                query_id,
+                started,
+                &verdict,
+                Text::Prepared(stmt.clone()),
+                cache,
+            );
+            // A Bind of a statement prepared earlier made no policy call now.
+            Some(if decided_now {
+                o
+            } else {
+                o.without_policy_call()
+            })
+        });
+        if let Some(key) = key {
             let had_parse = items.iter().any(|i| matches!(i, Item::Parse { .. }));
             match self.lookup(key, ttl_of(&verdict), had_parse).await? {
-                CacheStep::Answered => return Ok(()),
+                CacheStep::Answered { failed } => {
+                    if let Some(o) = observed {
+                        self.answered_by_cache(o, failed);
+                    }
+                    return Ok(());
+                }
                 CacheStep::Fill(mut c) => {
                     c.skip_parse = true;
                     capture = Some(c);
@@ -442,12 +566,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(c) = capture {
                 c.fill.fail(&e);
             }
+            if let Some(o) = observed {
+                self.refused(o);
+            }
             return self.answer_error(e, synced).await;
         }
         let Some(held) = self.held.as_mut() else {
             return Ok(());
         };
         let mut pending = held.open.take().unwrap_or_default();
+        if pending.observed.is_none() {
+            pending.observed = observed;
+        }
         if capture.is_some() {
             pending.capture = capture;
         }
@@ -549,6 +679,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         raw: RawMessage,
         route: &mut Option<Arc<Verdict>>,
+        query_id: u64,
+        started: Instant,
     ) -> Result<Item, ErrorFields> {
         let msg = FrontendMessage::decode(&raw)
             .map_err(|e| ErrorFields::error("08P01", format!("invalid message: {e}")))?;
@@ -564,7 +696,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         format!("prepared statement \"{name}\" already exists"),
                     ));
                 }
-                let verdict = Arc::new(self.decide(&sql, true)?);
+                let verdict = Arc::new(self.decide(&sql, true, query_id, started)?);
                 let final_sql = verdict.sql(&sql).to_owned();
                 let rewritten = final_sql != sql;
                 let stmt = Arc::new(Statement::new(final_sql, param_types, verdict.clone()));
@@ -652,6 +784,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         });
         if self.held.is_some() && !may_leave_replica {
             return Ok(Ok(()));
+        }
+        if self.held.is_none() {
+            self.follow_reload();
         }
         let mut route = verdict.decision.route.clone();
         if let (Some(window), Some(at)) = (self.fe.read_your_writes, self.last_write)
@@ -759,12 +894,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn send(
         &mut self,
         bytes: Bytes,
-        pending: Pending,
+        mut pending: Pending,
         synced: bool,
     ) -> Result<(), SessionEnd> {
         let Some(held) = self.held.as_mut() else {
             return Ok(());
         };
+        if let Some(o) = pending.observed.as_mut() {
+            o.sent.get_or_insert_with(Instant::now);
+        }
         if synced {
             held.queue.push_back(pending);
         } else {
@@ -887,6 +1025,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn completed(&mut self, mut pending: Pending, status: TransactionStatus) -> bool {
         if pending.silent {
             return !pending.hide_ready;
+        }
+        if let Some(observed) = pending.observed.take() {
+            let pool = self.held.as_ref().map_or("", |h| h.pool.name());
+            observed.finish(
+                &self.fe.shared.metrics,
+                &self.user.config.name,
+                pool,
+                pending.failed,
+            );
         }
         self.status = status;
         if pending.failed {
@@ -1112,6 +1259,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         out.freeze()
     }
 
+    /// After a config reload, moves the session to the new generation of its frontend (new
+    /// pools, limits and user settings) while it holds no server connection. A user the new
+    /// config removed keeps its old settings until it disconnects.
+    fn follow_reload(&mut self) {
+        let Some(next) = self.fe.newest() else {
+            return;
+        };
+        if let Some(user) = next.users.get(&self.user.config.name) {
+            self.user = user.clone();
+        }
+        self.logins.clear();
+        self.fe = next;
+    }
+
+    /// Counts a statement the cache answered.
+    fn answered_by_cache(&self, mut observed: Observed, failed: bool) {
+        observed.cache = CacheOutcome::Hit;
+        observed.finish(&self.fe.shared.metrics, &self.user.config.name, "", failed);
+    }
+
+    /// Counts a statement refused before a server saw it.
+    fn refused(&self, observed: Observed) {
+        observed
+            .refused()
+            .finish(&self.fe.shared.metrics, &self.user.config.name, "", true);
+    }
+
     fn tables(&self, names: &[String]) -> Vec<TableRef> {
         tables(&self.database, names)
     }
@@ -1199,12 +1373,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 self.io.wbuf.extend_from_slice(&entry.body);
                 ready_for_query(&mut self.io.wbuf, self.status);
-                Ok(CacheStep::Answered)
+                Ok(CacheStep::Answered { failed: false })
             }
             Lookup::Failed(message) => {
                 self.answer_error(ErrorFields::error("XX000", message), true)
                     .await?;
-                Ok(CacheStep::Answered)
+                Ok(CacheStep::Answered { failed: true })
             }
             Lookup::Leader(fill) => Ok(CacheStep::Fill(Capture {
                 fill,
@@ -1244,7 +1418,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
 #[allow(clippy::large_enum_variant)] // short-lived, never stored
 enum CacheStep {
-    Answered,
+    /// The cache answered (with the leader's error when `failed`).
+    Answered {
+        failed: bool,
+    },
     Fill(Capture),
     Run,
 }

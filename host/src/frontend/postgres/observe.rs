@@ -1,0 +1,99 @@
+//! What a session remembers about a statement until its answer completes, for metrics, the digest
+//! table and the slow-query log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::statements::Statement;
+use crate::metrics::{CacheOutcome, Metrics, Outcome, QueryEvent};
+use crate::model::Protocol;
+use crate::pipeline::Verdict;
+
+/// The statement's text, kept without copying.
+pub(super) enum Text {
+    Sql(String),
+    Prepared(Arc<Statement>),
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Sql(s) => s,
+            Text::Prepared(stmt) => &stmt.sql,
+        }
+    }
+}
+
+pub(super) struct Observed {
+    pub query_id: u64,
+    pub started: Instant,
+    /// When it was handed to a server.
+    pub sent: Option<Instant>,
+    fingerprint: u64,
+    outcome: Outcome,
+    pub cache: CacheOutcome,
+    tags: Vec<(String, String)>,
+    policy: Duration,
+    text: Text,
+}
+
+impl Observed {
+    pub fn new(
+        query_id: u64,
+        started: Instant,
+        verdict: &Verdict,
+        text: Text,
+        cache: CacheOutcome,
+    ) -> Observed {
+        Observed {
+            query_id,
+            started,
+            sent: None,
+            fingerprint: verdict.effective.fingerprint,
+            outcome: Outcome::of(&verdict.decision.action),
+            cache,
+            tags: verdict.decision.tags.clone(),
+            policy: verdict.policy_time,
+            text,
+        }
+    }
+
+    pub fn without_policy_call(mut self) -> Observed {
+        self.policy = Duration::ZERO;
+        self
+    }
+
+    /// Refused before a server saw it (a routing or pool error).
+    pub fn refused(mut self) -> Observed {
+        self.outcome = Outcome::Refused;
+        self
+    }
+
+    pub fn finish(self, metrics: &Metrics, user: &str, pool: &str, failed: bool) {
+        let now = Instant::now();
+        metrics.record(&QueryEvent {
+            query_id: self.query_id,
+            protocol: Protocol::Postgres,
+            user,
+            pool,
+            outcome: self.outcome,
+            cache: self.cache,
+            fingerprint: self.fingerprint,
+            sql: self.text.as_str(),
+            tags: &self.tags,
+            elapsed: now.saturating_duration_since(self.started),
+            backend: self.sent.map(|s| now.saturating_duration_since(s)),
+            policy: self.policy,
+            failed,
+        });
+    }
+}
+
+/// The cache outcome for a statement the cache was not asked about.
+pub(super) fn cache_outcome(verdict: &Verdict, looked_up: bool) -> CacheOutcome {
+    match (&verdict.decision.cache, looked_up) {
+        (_, true) => CacheOutcome::Miss,
+        (Some(d), false) if d.ttl_ms > 0 => CacheOutcome::NotCacheable,
+        _ => CacheOutcome::Off,
+    }
+}

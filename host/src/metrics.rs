@@ -1,0 +1,268 @@
+//! What the proxy counts and times, per query and per component, for `GET /metrics` (Prometheus)
+//! and `GET /digests`.
+//!
+//! Frontends report each finished statement as a [`QueryEvent`]; [`Metrics::record`] turns it into
+//! counters, latency histograms, policy-tag counts, a digest row, and (past
+//! `log.slow_query_threshold`) a slow-query log line. Everything recorded per query is atomics
+//! behind lock-free lookups ([`labels::LabelMap`], [`histogram::AtomicHistogram`]); state that
+//! already lives elsewhere (pools, nodes, cache, policy counters) is read at scrape time from the
+//! [`Sources`] by the exporter instead of being copied on the hot path.
+
+mod digests;
+mod export;
+mod histogram;
+mod labels;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+pub use digests::{DigestOrder, DigestRow, Digests};
+pub use export::render;
+pub use histogram::AtomicHistogram;
+
+use crate::backend::clickhouse_http::ChBackend;
+use crate::backend::postgres::PgBackend;
+use crate::cache::QueryCache;
+use crate::model::{Action, Protocol};
+use crate::policy::PolicyHandle;
+use histogram::{POLICY_BUCKETS, QUERY_BUCKETS};
+use labels::LabelMap;
+
+/// Distinct label sets kept per family before new ones are counted as `_other`.
+const MAX_LABEL_SETS: usize = 10_000;
+/// Distinct fingerprints kept in the digest table.
+const MAX_DIGESTS: usize = 10_000;
+
+/// What the policy's decision amounted to, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forward,
+    Rewrite,
+    Block,
+    /// The policy failed and `fail-closed` refused the statement.
+    PolicyError,
+    /// Refused by the proxy before a backend saw it: a limit, an unknown pool, no node.
+    Refused,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forward => "forward",
+            Outcome::Rewrite => "rewrite",
+            Outcome::Block => "block",
+            Outcome::PolicyError => "policy_error",
+            Outcome::Refused => "refused",
+        }
+    }
+
+    pub fn of(action: &Action) -> Outcome {
+        match action {
+            Action::Forward => Outcome::Forward,
+            Action::Rewrite(_) => Outcome::Rewrite,
+            Action::Block(_) => Outcome::Block,
+        }
+    }
+}
+
+/// What the cache did for a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// The policy asked for no caching (or the cache is off).
+    Off,
+    Hit,
+    Miss,
+    /// The policy asked to cache, but the statement may not be (a write, volatile, a session,
+    /// `no_cache`, a user with caching off).
+    NotCacheable,
+}
+
+impl CacheOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Off => "off",
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::NotCacheable => "not_cacheable",
+        }
+    }
+}
+
+/// One finished statement, as a frontend reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryEvent<'a> {
+    pub query_id: u64,
+    pub protocol: Protocol,
+    pub user: &'a str,
+    /// The pool it ran on (`""`: none, e.g. blocked or a cache hit).
+    pub pool: &'a str,
+    pub outcome: Outcome,
+    pub cache: CacheOutcome,
+    pub fingerprint: u64,
+    pub sql: &'a str,
+    pub tags: &'a [(String, String)],
+    /// From the statement's arrival to its last answer byte handed to the client.
+    pub elapsed: Duration,
+    /// Time on the backend (sent to answered), when one ran it.
+    pub backend: Option<Duration>,
+    /// The policy call (zero when none was made, e.g. a Bind of a prepared statement).
+    pub policy: Duration,
+    /// The client got an error.
+    pub failed: bool,
+}
+
+#[derive(Debug, Default)]
+struct QueryCell {
+    total: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Latency(AtomicHistogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(AtomicHistogram::new(QUERY_BUCKETS))
+    }
+}
+
+/// Per-query metrics and the digest table, shared by every frontend.
+pub struct Metrics {
+    queries: LabelMap<QueryCell>,
+    latency: LabelMap<Latency>,
+    backend_latency: LabelMap<Latency>,
+    policy_latency: AtomicHistogram,
+    tags: LabelMap<AtomicU64>,
+    digests: Digests,
+    next_query_id: AtomicU64,
+    slow_query_threshold: ArcSwapOption<Duration>,
+    slow_queries: AtomicU64,
+    /// Where the exporter reads live state.
+    pub sources: Sources,
+}
+
+impl Metrics {
+    pub fn new(policy: Arc<PolicyHandle>, slow_query_threshold: Option<Duration>) -> Self {
+        Metrics {
+            queries: LabelMap::new(MAX_LABEL_SETS),
+            latency: LabelMap::new(16),
+            backend_latency: LabelMap::new(MAX_LABEL_SETS),
+            policy_latency: AtomicHistogram::new(POLICY_BUCKETS),
+            tags: LabelMap::new(MAX_LABEL_SETS),
+            digests: Digests::new(MAX_DIGESTS),
+            next_query_id: AtomicU64::new(1),
+            slow_query_threshold: ArcSwapOption::from(slow_query_threshold.map(Arc::new)),
+            slow_queries: AtomicU64::new(0),
+            sources: Sources::new(policy),
+        }
+    }
+
+    /// A process-unique id for a statement: in logs (`query_id`) and the slow-query log.
+    pub fn next_query_id(&self) -> u64 {
+        self.next_query_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Changes the slow-query threshold (config reload).
+    pub fn set_slow_query_threshold(&self, threshold: Option<Duration>) {
+        self.slow_query_threshold.store(threshold.map(Arc::new));
+    }
+
+    pub fn digests(&self) -> &Digests {
+        &self.digests
+    }
+
+    pub fn record(&self, e: &QueryEvent<'_>) {
+        let frontend = e.protocol.as_str();
+        self.queries.with(
+            &[
+                frontend,
+                e.user,
+                e.pool,
+                e.outcome.as_str(),
+                e.cache.as_str(),
+            ],
+            |c| {
+                c.total.fetch_add(1, Ordering::Relaxed);
+                if e.failed {
+                    c.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        );
+        self.latency.with(&[frontend], |h| h.0.observe(e.elapsed));
+        if let Some(backend) = e.backend {
+            self.backend_latency
+                .with(&[frontend, e.pool], |h| h.0.observe(backend));
+        }
+        if !e.policy.is_zero() {
+            self.policy_latency.observe(e.policy);
+        }
+        for (key, value) in e.tags {
+            self.tags.with(&[key, value], |c| {
+                c.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        self.digests
+            .record(e.protocol, e.fingerprint, e.sql, e.elapsed, e.failed);
+        tracing::debug!(
+            query_id = e.query_id,
+            protocol = frontend,
+            user = e.user,
+            pool = e.pool,
+            outcome = e.outcome.as_str(),
+            cache = e.cache.as_str(),
+            elapsed_us = e.elapsed.as_micros() as u64,
+            failed = e.failed,
+            tags = ?e.tags,
+            "query finished"
+        );
+        if let Some(threshold) = self.slow_query_threshold.load().as_deref()
+            && e.elapsed >= *threshold
+        {
+            self.slow_queries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                target: "switchyard::slow_query",
+                query_id = e.query_id,
+                protocol = frontend,
+                user = e.user,
+                pool = e.pool,
+                fingerprint = %format_args!("{:016x}", e.fingerprint),
+                elapsed_ms = e.elapsed.as_secs_f64() * 1e3,
+                backend_ms = e.backend.map(|b| b.as_secs_f64() * 1e3),
+                policy_us = e.policy.as_micros() as u64,
+                failed = e.failed,
+                tags = ?e.tags,
+                statement = %crate::classify::digest_text(e.protocol, e.sql, 512),
+                "slow query"
+            );
+        }
+    }
+}
+
+/// The live objects the exporter reads at scrape time; the server fills them at start and on
+/// config reload.
+pub struct Sources {
+    pub policy: Arc<PolicyHandle>,
+    pub cache: ArcSwapOption<QueryCache>,
+    pub postgres: ArcSwap<Vec<Arc<PgBackend>>>,
+    pub clickhouse: ArcSwap<Vec<Arc<ChBackend>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Sources {
+    fn new(policy: Arc<PolicyHandle>) -> Self {
+        Sources {
+            policy,
+            cache: ArcSwapOption::empty(),
+            postgres: ArcSwap::from_pointee(Vec::new()),
+            clickhouse: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+}

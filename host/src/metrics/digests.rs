@@ -1,0 +1,200 @@
+//! The digest table: per statement fingerprint, how often it ran, for how long and how often it
+//! failed (ProxySQL's `stats_mysql_query_digest`). Shown by `GET /digests`.
+//!
+//! Sharded by fingerprint so two queries rarely meet on a lock, and bounded: past `capacity`
+//! fingerprints, new ones are only counted in `dropped` (a flood of unique statements must not grow
+//! the process).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::model::Protocol;
+
+const SHARDS: usize = 32;
+/// Digest text longer than this is cut (the table is for people).
+const MAX_TEXT: usize = 512;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DigestRow {
+    pub protocol: &'static str,
+    /// The fingerprint in hex, as `policy check` prints it.
+    pub fingerprint: String,
+    /// The statement with literals as `?`.
+    pub digest_text: String,
+    pub count: u64,
+    pub errors: u64,
+    pub total_time_us: u64,
+    pub max_time_us: u64,
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+#[derive(Debug)]
+struct Stats {
+    text: String,
+    count: u64,
+    errors: u64,
+    total_us: u64,
+    max_us: u64,
+    first_seen: u64,
+    last_seen: u64,
+}
+
+type Shard = Mutex<HashMap<(Protocol, u64), Stats>>;
+
+#[derive(Debug)]
+pub struct Digests {
+    shards: Box<[Shard]>,
+    per_shard: usize,
+    dropped: AtomicU64,
+}
+
+/// Which column `top` sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestOrder {
+    Count,
+    TotalTime,
+    Errors,
+}
+
+impl Digests {
+    pub fn new(capacity: usize) -> Self {
+        Digests {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(
+        &self,
+        protocol: Protocol,
+        fingerprint: u64,
+        sql: &str,
+        elapsed: Duration,
+        failed: bool,
+    ) {
+        let shard = &self.shards[(fingerprint as usize) % SHARDS];
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let now = unix_now();
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let full = map.len() >= self.per_shard;
+        let stats = match map.get_mut(&(protocol, fingerprint)) {
+            Some(s) => s,
+            None if full => {
+                drop(map);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            None => map.entry((protocol, fingerprint)).or_insert(Stats {
+                // Computed once per fingerprint, under the shard lock: rare, and bounded.
+                text: crate::classify::digest_text(protocol, sql, MAX_TEXT),
+                count: 0,
+                errors: 0,
+                total_us: 0,
+                max_us: 0,
+                first_seen: now,
+                last_seen: now,
+            }),
+        };
+        stats.count += 1;
+        stats.errors += u64::from(failed);
+        stats.total_us = stats.total_us.saturating_add(us);
+        stats.max_us = stats.max_us.max(us);
+        stats.last_seen = now;
+    }
+
+    /// Statements not recorded because the table was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The `limit` largest rows by `order`.
+    pub fn top(&self, order: DigestOrder, limit: usize) -> Vec<DigestRow> {
+        let mut rows = Vec::new();
+        for shard in self.shards.iter() {
+            let map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            rows.extend(map.iter().map(|((protocol, fp), s)| DigestRow {
+                protocol: protocol.as_str(),
+                fingerprint: format!("{fp:016x}"),
+                digest_text: s.text.clone(),
+                count: s.count,
+                errors: s.errors,
+                total_time_us: s.total_us,
+                max_time_us: s.max_us,
+                first_seen: s.first_seen,
+                last_seen: s.last_seen,
+            }));
+        }
+        let key = |r: &DigestRow| match order {
+            DigestOrder::Count => r.count,
+            DigestOrder::TotalTime => r.total_time_us,
+            DigestOrder::Errors => r.errors,
+        };
+        rows.sort_by(|a, b| key(b).cmp(&key(a)).then(a.fingerprint.cmp(&b.fingerprint)));
+        rows.truncate(limit);
+        rows
+    }
+
+    /// Empties the table (`DELETE /digests`).
+    pub fn reset(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::fingerprint;
+
+    #[test]
+    fn statements_differing_in_literals_share_a_row_with_placeholders() {
+        let d = Digests::new(100);
+        for (sql, ms, failed) in [
+            ("SELECT * FROM t WHERE id = 1", 2, false),
+            ("select *  from t where id = 42", 4, true),
+            ("SELECT 1", 1, false),
+        ] {
+            let fp = fingerprint(Protocol::Postgres, sql);
+            d.record(
+                Protocol::Postgres,
+                fp,
+                sql,
+                Duration::from_millis(ms),
+                failed,
+            );
+        }
+        let top = d.top(DigestOrder::Count, 10);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].count, 2);
+        assert_eq!(top[0].errors, 1);
+        assert_eq!(top[0].total_time_us, 6000);
+        assert_eq!(top[0].max_time_us, 4000);
+        assert_eq!(top[0].digest_text, "SELECT * FROM t WHERE id = ?");
+        assert_eq!(d.top(DigestOrder::TotalTime, 1)[0].count, 2);
+    }
+
+    #[test]
+    fn a_full_table_counts_what_it_drops() {
+        let d = Digests::new(SHARDS);
+        for i in 0..(SHARDS * 4) as u64 {
+            d.record(Protocol::Postgres, i, "SELECT 1", Duration::ZERO, false);
+        }
+        let kept = d.top(DigestOrder::Count, usize::MAX).len() as u64;
+        assert_eq!(kept, SHARDS as u64);
+        assert_eq!(d.dropped(), (SHARDS * 3) as u64);
+    }
+}

@@ -1,0 +1,501 @@
+//! `GET /metrics`: everything in the Prometheus/OpenMetrics text format, encoded by
+//! prometheus-client from one collector that reads the per-query cells and the live [`Sources`]
+//! at scrape time.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet, text::encode,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::histogram::AtomicHistogram;
+use super::{Metrics, Sources};
+
+/// The OpenMetrics text of every metric.
+pub fn render(metrics: &Arc<Metrics>) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exporter(metrics.clone())));
+    let mut out = String::with_capacity(16 << 10);
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct Exporter(Arc<Metrics>);
+
+type Fmt = Result<(), std::fmt::Error>;
+
+impl Collector for Exporter {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Fmt {
+        let m = &self.0;
+        queries(m, &mut enc)?;
+        policy(&m.sources, &mut enc)?;
+        cache(&m.sources, &mut enc)?;
+        pools(&m.sources, &mut enc)?;
+        nodes(&m.sources, &mut enc)?;
+        Ok(())
+    }
+}
+
+fn counters<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> Fmt {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Fmt {
+    let family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(family)
+}
+
+fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: f64) -> Fmt {
+    let family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(family)
+}
+
+fn gauges<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, f64)>,
+) -> Fmt {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn histograms<'h, L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, &'h AtomicHistogram)>,
+) -> Fmt {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in rows {
+        let (sum, count, buckets) = h.snapshot();
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    }
+    Ok(())
+}
+
+fn queries(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Fmt {
+    let cells = m.queries.entries();
+    let labels = |l: &[Box<str>]| -> [(&'static str, String); 5] {
+        let get = |i: usize| l.get(i).map(|s| s.to_string()).unwrap_or_default();
+        [
+            ("frontend", get(0)),
+            ("user", get(1)),
+            ("pool", get(2)),
+            ("decision", get(3)),
+            ("cache", get(4)),
+        ]
+    };
+    counters(
+        enc,
+        "switchyard_queries",
+        "Statements finished, by frontend, user, pool, policy decision and cache outcome.",
+        cells
+            .iter()
+            .map(|c| (labels(&c.labels), c.value.total.load(Ordering::Relaxed))),
+    )?;
+    counters(
+        enc,
+        "switchyard_query_errors",
+        "Statements whose client got an error.",
+        cells
+            .iter()
+            .map(|c| (labels(&c.labels), c.value.errors.load(Ordering::Relaxed))),
+    )?;
+    let latency = m.latency.entries();
+    histograms(
+        enc,
+        "switchyard_query_duration_seconds",
+        "End-to-end statement latency in the proxy, by frontend.",
+        latency
+            .iter()
+            .map(|c| ([("frontend", c.labels[0].to_string())], &c.value.0)),
+    )?;
+    let backend = m.backend_latency.entries();
+    histograms(
+        enc,
+        "switchyard_backend_duration_seconds",
+        "Time from sending a statement to a backend to its last answer, by frontend and pool.",
+        backend.iter().map(|c| {
+            (
+                [
+                    ("frontend", c.labels[0].to_string()),
+                    ("pool", c.labels[1].to_string()),
+                ],
+                &c.value.0,
+            )
+        }),
+    )?;
+    let (sum, count, buckets) = m.policy_latency.snapshot();
+    enc.encode_descriptor(
+        "switchyard_policy_call_duration_seconds",
+        "Duration of one policy call (classification excluded).",
+        None,
+        MetricType::Histogram,
+    )?
+    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+    let tags = m.tags.entries();
+    counters(
+        enc,
+        "switchyard_query_tags",
+        "Tags the policy attached to statements, by key and value.",
+        tags.iter().map(|c| {
+            (
+                [
+                    ("key", c.labels[0].to_string()),
+                    ("value", c.labels[1].to_string()),
+                ],
+                c.value.load(Ordering::Relaxed),
+            )
+        }),
+    )?;
+    counter(
+        enc,
+        "switchyard_slow_queries",
+        "Statements slower than log.slow_query_threshold.",
+        m.slow_queries.load(Ordering::Relaxed),
+    )?;
+    counter(
+        enc,
+        "switchyard_digests_dropped",
+        "Statements not added to the digest table because it was full.",
+        m.digests.dropped(),
+    )
+}
+
+fn policy(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
+    let s = sources.policy.stats();
+    counter(enc, "switchyard_policy_calls", "Policy calls.", s.calls)?;
+    counters(
+        enc,
+        "switchyard_policy_failures",
+        "Policy calls that failed, by reason.",
+        [
+            ([("reason", "deadline")], s.failures_deadline),
+            ([("reason", "memory")], s.failures_memory),
+            ([("reason", "trap")], s.failures_trap),
+        ],
+    )?;
+    counters(
+        enc,
+        "switchyard_policy_fallbacks",
+        "Failed calls answered by the fail mode: open (built-in default) or closed (an error).",
+        [
+            ([("mode", "open")], s.failed_open),
+            ([("mode", "closed")], s.failed_closed),
+        ],
+    )?;
+    counter(
+        enc,
+        "switchyard_policy_reloads",
+        "Policies swapped in (file change, SIGHUP, upload, promote).",
+        s.reloads,
+    )?;
+    counter(
+        enc,
+        "switchyard_policy_reload_failures",
+        "Policies refused at load (the running one stayed).",
+        s.reload_failures,
+    )?;
+    let shadow = sources.policy.shadow_stats();
+    counter(
+        enc,
+        "switchyard_policy_shadow_calls",
+        "Calls of the shadow candidate policy (since it was loaded).",
+        shadow.calls,
+    )?;
+    counter(
+        enc,
+        "switchyard_policy_shadow_differing",
+        "Shadow calls whose decision differed from the active policy's.",
+        shadow.differing,
+    )?;
+    counters(
+        enc,
+        "switchyard_policy_shadow_differences",
+        "Shadow calls that differed, by decision field.",
+        shadow
+            .differences
+            .iter()
+            .map(|(field, n)| ([("field", *field)], *n)),
+    )?;
+    counter(
+        enc,
+        "switchyard_policy_shadow_failures",
+        "Shadow calls that failed (trap, deadline, memory).",
+        shadow.failures,
+    )?;
+    let (name, sha) = match sources.policy.current() {
+        Some(p) => (p.name().to_owned(), p.sha256().to_owned()),
+        None => ("builtin".to_owned(), String::new()),
+    };
+    gauges(
+        enc,
+        "switchyard_policy_info",
+        "The policy in force (value 1).",
+        [([("name", name), ("sha256", sha)], 1.0)],
+    )
+}
+
+fn cache(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
+    let Some(cache) = sources.cache.load_full() else {
+        return Ok(());
+    };
+    let s = cache.stats();
+    counters(
+        enc,
+        "switchyard_cache_hits",
+        "Cache lookups answered, by tier.",
+        [
+            ([("tier", "local")], s.hits_local),
+            ([("tier", "redis")], s.hits_redis),
+        ],
+    )?;
+    let plain: [(&str, &str, u64); 9] = [
+        (
+            "switchyard_cache_misses",
+            "Cache lookups that ran the query.",
+            s.misses,
+        ),
+        (
+            "switchyard_cache_stores",
+            "Responses stored in the local tier.",
+            s.stores,
+        ),
+        (
+            "switchyard_cache_too_large",
+            "Responses over max_payload_size, not stored.",
+            s.too_large,
+        ),
+        (
+            "switchyard_cache_stale_fills",
+            "Responses not stored because a table they read was invalidated meanwhile.",
+            s.stale_fills,
+        ),
+        (
+            "switchyard_cache_coalesced_waits",
+            "Lookups answered by waiting for an identical running query.",
+            s.coalesced_waits,
+        ),
+        (
+            "switchyard_cache_bypass",
+            "Lookups that gave up waiting (grace_time) and ran the query.",
+            s.bypass,
+        ),
+        (
+            "switchyard_cache_evictions",
+            "Entries evicted by the size bound.",
+            s.evictions,
+        ),
+        (
+            "switchyard_cache_invalidations",
+            "Invalidations applied (table, namespace, all).",
+            s.invalidations,
+        ),
+        (
+            "switchyard_cache_redis_errors",
+            "Redis operations that failed or timed out.",
+            s.redis_errors,
+        ),
+    ];
+    for (name, help, value) in plain {
+        counter(enc, name, help, value)?;
+    }
+    gauge(
+        enc,
+        "switchyard_cache_bytes",
+        "Bytes held by the local tier.",
+        s.bytes as f64,
+    )?;
+    gauge(
+        enc,
+        "switchyard_cache_entries",
+        "Entries in the local tier.",
+        s.entries as f64,
+    )
+}
+
+fn pools(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
+    let mut rows = Vec::new();
+    for backend in sources.postgres.load().iter() {
+        let cluster = backend.router().cluster().to_owned();
+        for b in backend.buckets() {
+            let labels = [
+                ("cluster", cluster.clone()),
+                ("pool", b.pool().to_owned()),
+                ("node", b.node().addr().to_owned()),
+                ("user", b.login().user.clone()),
+                ("database", b.login().database.clone()),
+            ];
+            rows.push((labels, b));
+        }
+    }
+    let gauge = |f: &dyn Fn(&crate::backend::postgres::Bucket) -> f64| {
+        rows.iter()
+            .map(|(l, b)| (l.clone(), f(b)))
+            .collect::<Vec<_>>()
+    };
+    let count = |f: &dyn Fn(&crate::backend::postgres::Bucket) -> u64| {
+        rows.iter()
+            .map(|(l, b)| (l.clone(), f(b)))
+            .collect::<Vec<_>>()
+    };
+    gauges(
+        enc,
+        "switchyard_pool_size",
+        "Most server connections of a PostgreSQL pool bucket (pool, node, login).",
+        gauge(&|b| f64::from(b.size())),
+    )?;
+    gauges(
+        enc,
+        "switchyard_pool_active_connections",
+        "Server connections checked out now.",
+        gauge(&|b| f64::from(b.stats.active.load(Ordering::Relaxed))),
+    )?;
+    gauges(
+        enc,
+        "switchyard_pool_idle_connections",
+        "Server connections idle in the pool now.",
+        gauge(&|b| b.idle_count() as f64),
+    )?;
+    gauges(
+        enc,
+        "switchyard_pool_waiting_clients",
+        "Clients waiting for a server connection now.",
+        gauge(&|b| f64::from(b.stats.waiting.load(Ordering::Relaxed))),
+    )?;
+    counters(
+        enc,
+        "switchyard_pool_checkouts",
+        "Server connections handed to clients.",
+        count(&|b| b.stats.checkouts.load(Ordering::Relaxed)),
+    )?;
+    let wait = rows
+        .iter()
+        .map(|(l, b)| {
+            (
+                l.clone(),
+                b.stats.wait_us.load(Ordering::Relaxed) as f64 / 1e6,
+            )
+        })
+        .collect::<Vec<_>>();
+    let mut family = enc.encode_descriptor(
+        "switchyard_pool_wait_seconds",
+        "Total time clients waited for a server connection.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, value) in wait {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    counters(
+        enc,
+        "switchyard_pool_timeouts",
+        "Clients that gave up waiting (checkout_timeout).",
+        count(&|b| b.stats.timeouts.load(Ordering::Relaxed)),
+    )?;
+    counters(
+        enc,
+        "switchyard_pool_connects",
+        "Server connections opened.",
+        count(&|b| b.stats.connects.load(Ordering::Relaxed)),
+    )?;
+    counters(
+        enc,
+        "switchyard_pool_connect_failures",
+        "Server connections that failed to open.",
+        count(&|b| b.stats.connect_failures.load(Ordering::Relaxed)),
+    )
+}
+
+fn nodes(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
+    let mut rows = Vec::new();
+    let routers = sources
+        .postgres
+        .load()
+        .iter()
+        .map(|b| b.router().clone())
+        .chain(sources.clickhouse.load().iter().map(|b| b.router().clone()))
+        .collect::<Vec<_>>();
+    for router in &routers {
+        for pool in router.pools() {
+            for node in pool.nodes() {
+                let labels = [
+                    ("cluster", router.cluster().to_owned()),
+                    ("pool", pool.name().to_owned()),
+                    ("node", node.addr().to_owned()),
+                ];
+                rows.push((labels, node.clone()));
+            }
+        }
+    }
+    let each = |f: &dyn Fn(&crate::route::NodeState) -> Option<f64>| {
+        rows.iter()
+            .filter_map(|(l, n)| f(n).map(|v| (l.clone(), v)))
+            .collect::<Vec<_>>()
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    gauges(
+        enc,
+        "switchyard_node_up",
+        "1 when the node takes traffic (healthy and not banned).",
+        each(&|n| Some(flag(n.is_available()))),
+    )?;
+    gauges(
+        enc,
+        "switchyard_node_healthy",
+        "1 when the last health check passed.",
+        each(&|n| Some(flag(n.is_healthy()))),
+    )?;
+    gauges(
+        enc,
+        "switchyard_node_banned",
+        "1 while the node is banned after failures.",
+        each(&|n| Some(flag(n.is_banned()))),
+    )?;
+    gauges(
+        enc,
+        "switchyard_node_in_flight",
+        "Statements running on the node now.",
+        each(&|n| Some(f64::from(n.in_flight()))),
+    )?;
+    gauges(
+        enc,
+        "switchyard_node_latency_ewma_seconds",
+        "Moving average of the node's response time.",
+        each(&|n| Some(n.ewma_us() as f64 / 1e6)),
+    )?;
+    gauges(
+        enc,
+        "switchyard_replica_lag_seconds",
+        "Replication lag of a replica (time).",
+        each(&|n| n.lag_ms().map(|ms| ms as f64 / 1e3)),
+    )?;
+    gauges(
+        enc,
+        "switchyard_replica_lag_bytes",
+        "Replication lag of a replica (WAL bytes behind the primary).",
+        each(&|n| n.lag_bytes().map(|b| b as f64)),
+    )
+}

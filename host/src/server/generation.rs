@@ -1,0 +1,107 @@
+//! One generation of what a config builds behind the listeners: a router and backend per cluster,
+//! a frontend per listener. A config reload builds the next generation next to the running one
+//! and swaps it in; connections that hold the old one finish on it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{ServerError, cluster_of, health_login, warn_unapplied_pg_keys};
+use crate::backend::clickhouse_http::ChBackend;
+use crate::backend::postgres::PgBackend;
+use crate::config::Config;
+use crate::frontend::clickhouse_http::{ChFrontend, Shared};
+use crate::frontend::postgres::PgFrontend;
+use crate::model::Protocol;
+use crate::route::Router;
+
+pub(super) struct Generation {
+    pub pg: BTreeMap<String, Arc<PgFrontend>>,
+    pub ch: BTreeMap<String, Arc<ChFrontend>>,
+    pub pg_backends: Vec<Arc<PgBackend>>,
+    pub ch_backends: Vec<Arc<ChBackend>>,
+}
+
+/// TLS acceptors of the PostgreSQL listeners, by listener name (built once at start: listener
+/// changes need a restart).
+pub(super) type PgTls = BTreeMap<String, Option<tokio_rustls::TlsAcceptor>>;
+
+impl Generation {
+    /// Builds every backend and frontend of `config`. With `previous`, PostgreSQL frontends are
+    /// built as successors of the running ones (sessions follow them between transactions).
+    pub fn build(
+        config: &Config,
+        shared: &Shared,
+        tls: &PgTls,
+        previous: Option<&Generation>,
+    ) -> Result<Generation, ServerError> {
+        let mut ch_backends: BTreeMap<String, Arc<ChBackend>> = BTreeMap::new();
+        let mut pg_backends: BTreeMap<String, Arc<PgBackend>> = BTreeMap::new();
+        let mut pg = BTreeMap::new();
+        let mut ch = BTreeMap::new();
+        for listener in &config.listeners {
+            let cluster = cluster_of(config, listener)?;
+            match listener.protocol {
+                Protocol::Postgres => {
+                    let backend = pg_backends
+                        .entry(listener.cluster.clone())
+                        .or_insert_with(|| {
+                            let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
+                            PgBackend::start(router, health_login(config, cluster))
+                        })
+                        .clone();
+                    warn_unapplied_pg_keys(config, cluster, &listener.name);
+                    let before = previous.and_then(|p| p.pg.get(&listener.name));
+                    let frontend = match before {
+                        Some(old) => Arc::new(old.successor(
+                            listener.clone(),
+                            config,
+                            backend,
+                            shared.clone(),
+                        )),
+                        None => Arc::new(PgFrontend::new(
+                            listener.clone(),
+                            config,
+                            backend,
+                            shared.clone(),
+                            tls.get(&listener.name).cloned().flatten(),
+                        )),
+                    };
+                    pg.insert(listener.name.clone(), frontend);
+                }
+                Protocol::ClickhouseHttp => {
+                    let backend = ch_backends
+                        .entry(listener.cluster.clone())
+                        .or_insert_with(|| {
+                            let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
+                            Arc::new(ChBackend::start(router))
+                        })
+                        .clone();
+                    let frontend =
+                        ChFrontend::new(listener.clone(), config, backend, shared.clone());
+                    ch.insert(listener.name.clone(), Arc::new(frontend));
+                }
+                Protocol::Mysql => {
+                    return Err(ServerError::Unsupported {
+                        name: listener.name.clone(),
+                        protocol: "the mysql frontend",
+                    });
+                }
+            }
+        }
+        Ok(Generation {
+            pg,
+            ch,
+            pg_backends: pg_backends.into_values().collect(),
+            ch_backends: ch_backends.into_values().collect(),
+        })
+    }
+
+    /// Sends the sessions of `old` to this generation's frontends.
+    pub fn take_over(&self, old: &Generation) {
+        for (name, frontend) in &old.pg {
+            if let Some(next) = self.pg.get(name) {
+                frontend.hand_over(next);
+            }
+        }
+    }
+}
