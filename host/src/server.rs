@@ -28,6 +28,7 @@ use crate::classify::Classifier;
 use crate::config::{self, Config};
 use crate::frontend::clickhouse_http::{ChFrontend, Shared};
 use crate::frontend::postgres::PgFrontend;
+use crate::limits::Admission;
 use crate::model::Protocol;
 use crate::policy::PolicyHandle;
 use crate::route::Router;
@@ -126,6 +127,7 @@ impl Server {
             policy: deps.policy.clone(),
             classifier: deps.classifier.clone(),
             cache: deps.cache.clone(),
+            admission: Arc::new(Admission::new(&config.users, &config.tag_limits)),
         };
         let mut backends: BTreeMap<String, Arc<ChBackend>> = BTreeMap::new();
         let mut pg_backends: BTreeMap<String, Arc<PgBackend>> = BTreeMap::new();
@@ -400,34 +402,17 @@ async fn bind(
 /// Keys the PostgreSQL frontend does not apply yet: said loudly at start rather than ignored.
 fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, listener: &str) {
     for user in &config.users {
-        let set: Vec<&str> = [
-            (
-                "max_concurrent_queries",
-                user.max_concurrent_queries.is_some(),
-            ),
-            ("max_queue_size", user.max_queue_size.is_some()),
-            ("max_queue_time", user.max_queue_time.is_some()),
-            ("max_execution_time", user.max_execution_time.is_some()),
-            ("requests_per_minute", user.requests_per_minute.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, on)| on.then_some(k))
-        .collect();
-        if !set.is_empty() {
+        if user.max_execution_time.is_some() {
             tracing::warn!(
                 listener,
                 user = user.name,
-                keys = set.join(", "),
+                keys = "max_execution_time",
                 "these user keys are not applied to PostgreSQL clients yet"
             );
         }
     }
     for (name, pool) in &cluster.pools {
         let set: Vec<&str> = [
-            (
-                "max_concurrent_queries",
-                pool.max_concurrent_queries.is_some(),
-            ),
             ("max_execution_time", pool.max_execution_time.is_some()),
             ("mirror", pool.mirror.is_some()),
         ]

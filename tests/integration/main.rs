@@ -8,3 +8,4 @@ mod policy_engine;
 mod policy_swap;
 mod postgres;
 mod postgres_policy;
+mod postgres_qos;
