@@ -116,6 +116,7 @@ pub struct Server {
     backends: Vec<Arc<ChBackend>>,
     pg_backends: Vec<Arc<PgBackend>>,
     pg_frontends: Vec<Arc<PgFrontend>>,
+    admission: Arc<Admission>,
     drain_timeout: Duration,
 }
 
@@ -208,11 +209,17 @@ impl Server {
             backends: backends.into_values().collect(),
             pg_backends: pg_backends.into_values().collect(),
             pg_frontends,
+            admission: shared.admission.clone(),
             drain_timeout: config.server.drain_timeout,
         })
     }
 
     /// The PostgreSQL frontends (admin console, tests).
+    /// User and tag limits with their counters (shared by every listener).
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
     pub fn pg_frontends(&self) -> &[Arc<PgFrontend>] {
         &self.pg_frontends
     }

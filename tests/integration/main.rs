@@ -4,6 +4,7 @@
 mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;
+mod clickhouse_http_qos;
 mod policy_engine;
 mod policy_swap;
 mod postgres;

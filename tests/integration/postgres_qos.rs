@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use switchyard_tests::latency::{self, p99};
 use switchyard_tests::pg::{self, PgConfig};
 use switchyard_tests::policies::policy_wasm;
 use switchyard_tests::postgres::PgCluster;
@@ -173,20 +174,14 @@ async fn tag_limits_apply_per_value_with_overrides() {
     proxy.stop().await;
 }
 
-/// The 99th percentile (nearest rank) of `samples`.
-fn p99(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    let rank = (samples.len() * 99).div_ceil(100);
-    samples[rank.saturating_sub(1)]
-}
-
-/// `n` sequential `SELECT pg_sleep(0.05)` latencies through `client`.
+/// `n` sequential `SELECT pg_sleep(0.1)` latencies through `client` (long enough that the
+/// machine's scheduling noise is small beside it).
 async fn trickle(client: &tokio_postgres::Client, n: usize) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let started = Instant::now();
         client
-            .simple_query("SELECT pg_sleep(0.05)")
+            .simple_query("SELECT pg_sleep(0.1)")
             .await
             .unwrap_or_else(|e| panic!("trickle query: {}", pg::describe(&e)));
         samples.push(started.elapsed());
@@ -201,7 +196,7 @@ async fn flood_leaves_the_quiet_tenant_its_latency(
     flood: Vec<tokio_postgres::Client>,
     quiet: &tokio_postgres::Client,
 ) {
-    const SAMPLES: usize = 40;
+    const SAMPLES: usize = 30;
     // Warm up the pool's connections, then measure unloaded.
     trickle(quiet, 5).await;
     let mut unloaded = trickle(quiet, SAMPLES).await;
@@ -248,13 +243,11 @@ async fn flood_leaves_the_quiet_tenant_its_latency(
 
 const FLOOD_CLIENTS: usize = 24;
 
-/// The two flood tests measure latency: they do not run at the same time as each other.
-static FLOODING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SMALL_POOL: &str = "size = 2\ncheckout_timeout = \"20s\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_user_does_not_starve_another_user() {
-    let _alone = FLOODING.lock().await;
+    let _alone = latency::alone().await;
     let pg = PgCluster::start(1);
     let config = PgConfig::new(&pg)
         .replica_pool(SMALL_POOL)
@@ -273,7 +266,7 @@ async fn a_flooding_user_does_not_starve_another_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_tag_value_does_not_starve_another_of_the_same_user() {
-    let _alone = FLOODING.lock().await;
+    let _alone = latency::alone().await;
     let pg = PgCluster::start(1);
     // A generous tag limit: it never refuses here, but makes the tag value the tenant.
     let config = PgConfig::new(&pg)

@@ -106,6 +106,11 @@ impl ChFrontend {
         &self.listener
     }
 
+    /// A pool's `max_concurrent_queries` limit, if it has one (for the admin API and metrics).
+    pub fn pool_limits(&self, pool: &str) -> Option<&Limits> {
+        self.pool_limits.get(pool)
+    }
+
     /// Answers one request; every failure becomes a ClickHouse-style error response.
     pub async fn handle(
         self: Arc<Self>,

@@ -94,6 +94,13 @@ impl Admission {
         })
     }
 
+    /// Every configured user's limits (for the admin API and metrics).
+    pub fn users(&self) -> impl Iterator<Item = (&str, &Arc<UserLimits>)> {
+        self.users
+            .iter()
+            .map(|(name, limits)| (name.as_str(), limits))
+    }
+
     pub fn rules(&self) -> &[TagRule] {
         &self.rules
     }

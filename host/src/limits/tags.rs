@@ -64,6 +64,20 @@ impl TagRule {
         self.values.read().map_or(0, |v| v.len())
     }
 
+    /// The values with state now and their limits (for the admin API and metrics). The
+    /// snapshot keeps them from being forgotten only while it lives.
+    pub fn values(&self) -> Vec<(String, Arc<TagValue>)> {
+        self.values.read().map_or_else(
+            |_| Vec::new(),
+            |values| {
+                values
+                    .iter()
+                    .map(|(value, limits)| (value.to_string(), limits.clone()))
+                    .collect()
+            },
+        )
+    }
+
     /// The overflow limit's counters (queries of values beyond `max_values`).
     pub fn overflow(&self) -> &Arc<TagValue> {
         &self.overflow

@@ -73,6 +73,11 @@ impl Bucket {
         self.config.size
     }
 
+    /// Tenants with a client waiting for a connection now.
+    pub fn waiting_tenants(&self) -> usize {
+        self.permits.waiting_tenants()
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
