@@ -3,6 +3,11 @@
 //! tenant with a hundred queued queries therefore delays another tenant's single query by at
 //! most one grant, not by a hundred.
 //!
+//! Turns are counted in grants, not in time held: what a query will cost is unknown when it is
+//! granted, so deficit round robin by cost would need estimates the proxy does not have. A
+//! tenant of long queries may therefore hold more of the resource than one of short queries;
+//! per-tenant concurrency limits (`[[limit]]`) bound that.
+//!
 //! A freed permit is handed straight to a waiter (never put back while someone waits), so a new
 //! arrival cannot overtake the queue. The state sits behind a std mutex held for a few queue
 //! operations and never across an await; a semaphore is per resource (a bucket of connections,

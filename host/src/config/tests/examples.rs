@@ -71,7 +71,10 @@ fn full_example() {
     assert_eq!(main.pool("tenants").map(|p| p.role), Some(PoolRole::Other));
     let tenants = &config.tag_limits[0];
     assert_eq!(tenants.tag, "tenant");
-    assert_eq!(tenants.limits_for("bigcorp").max_concurrent_queries, Some(32));
+    assert_eq!(
+        tenants.limits_for("bigcorp").max_concurrent_queries,
+        Some(32)
+    );
     assert_eq!(tenants.limits_for("bigcorp").max_queue_size, Some(100));
     assert_eq!(tenants.limits_for("small").max_concurrent_queries, Some(8));
     let redis = config.cache.redis.as_ref().expect("redis tier");
