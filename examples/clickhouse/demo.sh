@@ -6,7 +6,8 @@
 #   examples/clickhouse/demo.sh down   # stop all of it
 #   examples/clickhouse/demo.sh status
 #
-# Env: DEMO_STATE (/tmp/switchyard-demo), DEMO_PORT (8124), CH_HTTP_PORT_BASE (58123),
+# Env: DEMO_STATE (/tmp/switchyard-demo), DEMO_PORT (8124), DEMO_ADMIN_PORT (9181: the admin
+# API, token in $DEMO_STATE/admin.token), CH_HTTP_PORT_BASE (58123),
 # DEMO_POLICY (policies/dist/rw-split.wasm, the default policy as a module; try
 # policies/dist/cache-rules.wasm to see X-Cache: HIT).
 set -euo pipefail
@@ -14,6 +15,8 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 STATE=${DEMO_STATE:-/tmp/switchyard-demo}
 PORT=${DEMO_PORT:-8124}
+ADMIN_PORT=${DEMO_ADMIN_PORT:-9181}
+TOKENFILE=$STATE/admin.token
 export CH_HTTP_PORT_BASE=${CH_HTTP_PORT_BASE:-58123}
 export CH_TCP_PORT_BASE=${CH_TCP_PORT_BASE:-59000}
 export CH_INTERSERVER_PORT_BASE=${CH_INTERSERVER_PORT_BASE:-59100}
@@ -47,6 +50,14 @@ build() {
   fi
 }
 
+admin_token() { # made once per demo state directory, so it survives a restart of the proxy
+  if [ ! -s "$TOKENFILE" ]; then
+    head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$TOKENFILE"
+    chmod 600 "$TOKENFILE"
+  fi
+  cat "$TOKENFILE"
+}
+
 proxy_alive() { [ -f "$STATE/switchyard.pid" ] && kill -0 "$(cat "$STATE/switchyard.pid")" 2>/dev/null; }
 
 up() {
@@ -57,11 +68,11 @@ up() {
   if proxy_alive; then
     log "switchyard already running (pid $(cat "$STATE/switchyard.pid"))"
   else
-    DEMO_LISTEN=127.0.0.1:$PORT DEMO_STATE=$STATE \
-    DEMO_CH0=127.0.0.1:$CH_HTTP_PORT_BASE DEMO_CH1=127.0.0.1:$((CH_HTTP_PORT_BASE + 1)) \
+    DEMO_LISTEN=127.0.0.1:$PORT DEMO_STATE=$STATE DEMO_ADMIN=127.0.0.1:$ADMIN_PORT \
+    DEMO_ADMIN_TOKEN=$(admin_token) DEMO_CH0=127.0.0.1:$CH_HTTP_PORT_BASE DEMO_CH1=127.0.0.1:$((CH_HTTP_PORT_BASE + 1)) \
       "$BIN" config check examples/clickhouse/demo.toml >/dev/null
-    DEMO_LISTEN=127.0.0.1:$PORT DEMO_STATE=$STATE \
-    DEMO_CH0=127.0.0.1:$CH_HTTP_PORT_BASE DEMO_CH1=127.0.0.1:$((CH_HTTP_PORT_BASE + 1)) \
+    DEMO_LISTEN=127.0.0.1:$PORT DEMO_STATE=$STATE DEMO_ADMIN=127.0.0.1:$ADMIN_PORT \
+    DEMO_ADMIN_TOKEN=$(admin_token) DEMO_CH0=127.0.0.1:$CH_HTTP_PORT_BASE DEMO_CH1=127.0.0.1:$((CH_HTTP_PORT_BASE + 1)) \
       setsid "$BIN" run --config examples/clickhouse/demo.toml >"$STATE/switchyard.log" 2>&1 </dev/null &
     echo $! >"$STATE/switchyard.pid"
     for _ in $(seq 1 100); do
@@ -79,6 +90,8 @@ Switchyard (ClickHouse HTTP) is up: $url   user demo, password demo
   curl '$url/?user=demo&password=demo' --data-binary 'CREATE TABLE t (a UInt32) ENGINE = Memory'
   printf '1\n2\n' | curl '$url/?user=demo&password=demo&query=INSERT%20INTO%20t%20FORMAT%20CSV' --data-binary @-
 ClickHouse nodes: http://127.0.0.1:$CH_HTTP_PORT_BASE and :$((CH_HTTP_PORT_BASE + 1)) (user default)
+Admin API: http://127.0.0.1:$ADMIN_PORT token $(admin_token)
+  curl -H "Authorization: Bearer $(admin_token)" http://127.0.0.1:$ADMIN_PORT/metrics
 Proxy log: $STATE/switchyard.log    Stop everything: $0 down
 TXT
 }

@@ -9,7 +9,8 @@
 #   examples/postgres/demo.sh status
 #
 # Env: DEMO_STATE (/tmp/switchyard-pg-demo: config, logs, pid file, the cluster's data),
-#      SWITCHYARD_PORT (6432), PG_PRIMARY_PORT (55432), PG_REPLICA1_PORT (55433),
+#      SWITCHYARD_PORT (6432), SWITCHYARD_ADMIN_PORT (9180: the admin API, token in
+#      $DEMO_STATE/admin.token), PG_PRIMARY_PORT (55432), PG_REPLICA1_PORT (55433),
 #      PG_REPLICA2_PORT (55434), DEMO_POLICY (empty: the built-in default policy; or a .wasm),
 #      SWITCHYARD_BIN (target/release/switchyard), DEMO_SKIP_BUILD=1 (use the binary and the
 #      policy as they are: no policies/build.sh, no cargo build).
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 STATE=${DEMO_STATE:-/tmp/switchyard-pg-demo}
 PORT=${SWITCHYARD_PORT:-6432}
+ADMIN_PORT=${SWITCHYARD_ADMIN_PORT:-9180}
 export PG_PRIMARY_PORT=${PG_PRIMARY_PORT:-55432}
 export PG_REPLICA1_PORT=${PG_REPLICA1_PORT:-55433}
 export PG_REPLICA2_PORT=${PG_REPLICA2_PORT:-55434}
@@ -30,6 +32,7 @@ BIN=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 CLUSTER=$ROOT/examples/postgres/cluster.sh
 CONFIG=$STATE/switchyard.toml
 PIDFILE=$STATE/switchyard.pid
+TOKENFILE=$STATE/admin.token
 LOGFILE=$STATE/switchyard.log
 DB=appdb APP_USER=app APP_PW=app_pass
 
@@ -74,7 +77,16 @@ build() {
   [ -x "$BIN" ] || die "$BIN was not built"
 }
 
+admin_token() { # made once per demo state directory, so it survives a restart of the proxy
+  if [ ! -s "$TOKENFILE" ]; then
+    head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$TOKENFILE"
+    chmod 600 "$TOKENFILE"
+  fi
+  cat "$TOKENFILE"
+}
+
 write_config() {
+  local token; token=$(admin_token)
   cat >"$CONFIG" <<TOML
 # Written by examples/postgres/demo.sh; every key is described in CONFIG.md.
 [[listener]]
@@ -109,8 +121,14 @@ password = "$APP_PW"
 
 $(if [ -n "$POLICY" ]; then printf '[policy]\npath = "%s"\nartifact_dir = "%s/artifacts"\n' "$POLICY" "$STATE"; else echo '# No [policy]: the built-in default decides (DEMO_POLICY=policies/dist/rw-split.wasm for Wasm).'; fi)
 
+# The admin API: health, Prometheus metrics, policy upload/shadow, cache purge, config reload.
+[admin]
+bind = "127.0.0.1:$ADMIN_PORT"
+token = "$token"
+
 [log]
 level = "info"
+slow_query_threshold = "200ms"
 TOML
 }
 
@@ -125,6 +143,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_proxy() {
   if proxy_alive; then log "switchyard already running (pid $(cat "$PIDFILE"))"; return 0; fi
   if port_busy "$PORT"; then die "127.0.0.1:$PORT is taken by another process (set SWITCHYARD_PORT)"; fi
+  if port_busy "$ADMIN_PORT"; then die "127.0.0.1:$ADMIN_PORT is taken by another process (set SWITCHYARD_ADMIN_PORT)"; fi
   write_config
   "$BIN" config check "$CONFIG" >/dev/null || die "$CONFIG does not pass 'switchyard config check'"
   log "starting switchyard on 127.0.0.1:$PORT (log $LOGFILE)"
@@ -147,6 +166,8 @@ Switchyard (PostgreSQL) is up:
   psql "postgres://$APP_USER:$APP_PW@127.0.0.1:$PORT/$DB"
 Primary 127.0.0.1:$PG_PRIMARY_PORT, replicas 127.0.0.1:$PG_REPLICA1_PORT and 127.0.0.1:$PG_REPLICA2_PORT.
 Superuser shell on a node: PG_BASE=$PG_BASE $CLUSTER psql primary
+Admin API: http://127.0.0.1:$ADMIN_PORT token $(admin_token)
+  curl -H "Authorization: Bearer $(admin_token)" http://127.0.0.1:$ADMIN_PORT/metrics
 Proxy log: $LOGFILE    Stop everything: $0 down
 
 TXT

@@ -13,6 +13,7 @@ mod cache;
 mod cluster;
 mod env;
 mod error;
+mod limit;
 mod listener;
 mod logging;
 mod net;
@@ -41,6 +42,7 @@ pub use cluster::{
 };
 pub use env::{EnvLookup, process_env};
 pub use error::{ConfigError, KeyPath, Location, Reason, Segment};
+pub use limit::{DEFAULT_MAX_VALUES, TagLimitConfig, TagLimitValues};
 pub use listener::{ListenerConfig, TlsConfig};
 pub use logging::{LogConfig, LogFormat};
 pub use net::{Cidr, CidrError, Node};
@@ -60,6 +62,9 @@ pub struct Config {
     pub clusters: BTreeMap<String, ClusterConfig>,
     #[serde(default, rename = "user", skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserConfig>,
+    /// Limits per value of a policy tag.
+    #[serde(default, rename = "limit", skip_serializing_if = "Vec::is_empty")]
+    pub tag_limits: Vec<TagLimitConfig>,
     #[serde(default)]
     pub cache: CacheConfig,
     #[serde(default)]

@@ -1,21 +1,28 @@
 //! Protocol-neutral admission limits: queries running at once with a bounded waiting queue, and
-//! requests per minute. One [`Limits`] per proxy user and one per backend pool; a frontend takes a
-//! [`Permit`] from each before it runs a query and maps a [`LimitError`] to its protocol.
+//! requests per minute. One [`Limits`] per proxy user, per value of a limited tag (see
+//! [`tags`]) and per backend pool; a frontend asks [`Admission`] for the user's and the tags'
+//! permits once the policy has decided, takes the pool's, and maps a [`LimitError`] to its
+//! protocol.
 //!
-//! Waiters are safe to cancel: a client that goes away while queued leaves the queue (its
-//! `acquire` future is dropped, the queue count is restored by a guard).
+//! Queues are fair across tenants ([`fair`]): the pool's limit (and a PostgreSQL pool's
+//! connections) serve the waiting tenants round-robin. Waiters are safe to cancel: a client that
+//! goes away while queued leaves the queue.
 
+mod admission;
+pub mod fair;
 mod rate;
+mod stats;
+pub mod tags;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
+pub use admission::{Admission, Admitted, UserLimits};
+pub use fair::{FairPermit, FairSemaphore, Tenant, WaitError};
 pub use rate::RateLimit;
+pub use stats::LimitStats;
 
 /// How long a queued query waits when only `max_queue_size` is configured.
 pub const DEFAULT_QUEUE_TIME: Duration = Duration::from_secs(10);
@@ -72,25 +79,29 @@ impl QueueConfig {
     }
 }
 
-/// The limits of one owner (a proxy user, a backend pool).
+/// The limits of one owner (a proxy user, a tag value, a backend pool).
 #[derive(Debug)]
 pub struct Limits {
     owner: String,
-    concurrency: Option<(ConcurrencyConfig, Arc<Semaphore>)>,
-    waiting: Arc<AtomicU32>,
+    concurrency: Option<(ConcurrencyConfig, Arc<FairSemaphore>)>,
     rate: Option<RateLimit>,
+    stats: LimitStats,
 }
 
 /// Held while a query runs; frees its slot on drop.
 #[derive(Debug)]
 pub struct Permit {
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: Option<FairPermit>,
 }
 
 impl Permit {
     /// A permit of an owner without a concurrency limit.
     pub fn unlimited() -> Permit {
         Permit { _slot: None }
+    }
+
+    fn is_limited(&self) -> bool {
+        self._slot.is_some()
     }
 }
 
@@ -105,12 +116,28 @@ impl Limits {
             owner: owner.into(),
             concurrency: concurrency
                 .filter(|c| c.max_concurrent > 0)
-                .map(|c| (c, Arc::new(Semaphore::new(c.max_concurrent as usize)))),
-            waiting: Arc::new(AtomicU32::new(0)),
+                .map(|c| (c, Arc::new(FairSemaphore::new(c.max_concurrent)))),
             rate: requests_per_minute
                 .filter(|&r| r > 0)
                 .map(RateLimit::per_minute),
+            stats: LimitStats::default(),
         }
+    }
+
+    /// A pool's `max_concurrent_queries`, over all users (chproxy's cluster-user limit). Queries
+    /// wait for a slot as long as they would wait for a connection (`checkout_timeout`), served
+    /// in turn across tenants. `None` when the pool sets no limit.
+    pub fn for_pool(name: &str, config: &crate::config::PoolConfig) -> Option<Limits> {
+        let max = config.max_concurrent_queries?;
+        let concurrency = ConcurrencyConfig {
+            max_concurrent: max,
+            queue: QueueConfig::from_keys(None, Some(config.checkout_timeout)),
+        };
+        Some(Limits::new(
+            format!("pool \"{name}\""),
+            Some(concurrency),
+            None,
+        ))
     }
 
     pub fn none(owner: impl Into<String>) -> Limits {
@@ -121,73 +148,101 @@ impl Limits {
         &self.owner
     }
 
+    /// Whether any limit is set (an owner without one costs nothing per query).
+    pub fn is_limited(&self) -> bool {
+        self.concurrency.is_some() || self.rate.is_some()
+    }
+
+    /// Counters for the admin API and metrics.
+    pub fn stats(&self) -> &LimitStats {
+        &self.stats
+    }
+
     /// Counts one request against `requests_per_minute`.
     pub fn check_rate(&self) -> Result<(), LimitError> {
         match &self.rate {
-            Some(rate) if !rate.try_take() => Err(LimitError::Rate {
-                owner: self.owner.clone(),
-                limit: rate.per_minute_limit(),
-            }),
+            Some(rate) if !rate.try_take() => {
+                self.stats.count_rejected(&LimitErrorKind::Rate);
+                Err(LimitError::Rate {
+                    owner: self.owner.clone(),
+                    limit: rate.per_minute_limit(),
+                })
+            }
             _ => Ok(()),
         }
     }
 
     /// Queries waiting for a slot now.
     pub fn waiting(&self) -> u32 {
-        self.waiting.load(Ordering::Relaxed)
+        self.concurrency
+            .as_ref()
+            .map_or(0, |(_, semaphore)| semaphore.waiting())
     }
 
-    /// Takes a slot, waiting in the queue if there is one.
-    pub async fn acquire(&self) -> Result<Permit, LimitError> {
+    /// Takes a slot, waiting in the queue if there is one; waiters of different tenants are
+    /// served in turn.
+    pub async fn acquire(&self, tenant: &Tenant) -> Result<Permit, LimitError> {
         let Some((config, semaphore)) = &self.concurrency else {
             return Ok(Permit::unlimited());
         };
-        if let Ok(slot) = semaphore.clone().try_acquire_owned() {
+        if let Some(slot) = semaphore.try_acquire() {
+            self.stats.count_admitted();
             return Ok(Permit { _slot: Some(slot) });
         }
         let Some(queue) = config.queue else {
+            self.stats.count_rejected(&LimitErrorKind::Concurrency);
             return Err(LimitError::Concurrency {
                 owner: self.owner.clone(),
                 limit: config.max_concurrent,
             });
         };
-        let _queued = match Queued::enter(&self.waiting, queue.max_size) {
-            Some(q) => q,
-            None => {
-                return Err(LimitError::QueueFull {
+        let started = Instant::now();
+        let waited = semaphore
+            .acquire(tenant, queue.max_time, queue.max_size)
+            .await;
+        if !matches!(waited, Err(WaitError::QueueFull)) {
+            self.stats.add_wait(started.elapsed());
+        }
+        match waited {
+            Ok(slot) => {
+                self.stats.count_admitted();
+                Ok(Permit { _slot: Some(slot) })
+            }
+            Err(WaitError::QueueFull) => {
+                self.stats.count_rejected(&LimitErrorKind::QueueFull);
+                Err(LimitError::QueueFull {
                     owner: self.owner.clone(),
                     limit: queue.max_size,
-                });
+                })
             }
-        };
-        match tokio::time::timeout(queue.max_time, semaphore.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Ok(Permit { _slot: Some(slot) }),
-            // The semaphore is never closed; treat it like a timeout if it ever is.
-            Ok(Err(_)) | Err(_) => Err(LimitError::QueueTimeout {
-                owner: self.owner.clone(),
-                limit: config.max_concurrent,
-                waited: queue.max_time,
-            }),
+            Err(WaitError::TimedOut) => {
+                self.stats.count_rejected(&LimitErrorKind::QueueTimeout);
+                Err(LimitError::QueueTimeout {
+                    owner: self.owner.clone(),
+                    limit: config.max_concurrent,
+                    waited: queue.max_time,
+                })
+            }
         }
     }
 }
 
-/// A place in the queue, given back on drop (also when the waiting future is cancelled).
-struct Queued<'a>(&'a AtomicU32);
-
-impl<'a> Queued<'a> {
-    fn enter(waiting: &'a AtomicU32, max: u32) -> Option<Self> {
-        waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Queued(waiting))
-    }
+/// The kinds of [`LimitError`], for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitErrorKind {
+    Concurrency,
+    QueueFull,
+    QueueTimeout,
+    Rate,
 }
 
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl LimitError {
+    pub fn kind(&self) -> LimitErrorKind {
+        match self {
+            LimitError::Concurrency { .. } => LimitErrorKind::Concurrency,
+            LimitError::QueueFull { .. } => LimitErrorKind::QueueFull,
+            LimitError::QueueTimeout { .. } => LimitErrorKind::QueueTimeout,
+            LimitError::Rate { .. } => LimitErrorKind::Rate,
+        }
     }
 }

@@ -33,6 +33,7 @@ use crate::config::{self, Config};
 use crate::frontend::Drain;
 use crate::frontend::clickhouse_http::{ChFrontend, Shared};
 use crate::frontend::postgres::PgFrontend;
+use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::model::Protocol;
 use crate::policy::{PolicyHandle, PolicySettings};
@@ -171,6 +172,7 @@ impl Server {
             cache: deps.cache.clone(),
             metrics: deps.metrics.clone(),
             drain: drain_rx,
+            admission: Arc::new(Admission::new(&config.users, &config.tag_limits)),
         };
         let mut pg_tls = BTreeMap::new();
         for listener in &config.listeners {
@@ -228,6 +230,7 @@ impl Server {
             }
         }
         let live = Arc::new(Live {
+            admission: ArcSwap::new(shared.admission.clone()),
             config: Arc::new(ArcSwap::from_pointee(config.clone())),
             path: deps.config_path.clone(),
             tls: pg_tls,
@@ -259,6 +262,12 @@ impl Server {
             admin,
             drain_timeout: config.server.drain_timeout,
         })
+    }
+
+    /// User and tag limits with their counters (shared by every listener; a config reload
+    /// replaces them).
+    pub fn admission(&self) -> Arc<Admission> {
+        self.live.admission.load_full()
     }
 
     /// The PostgreSQL frontends of the current generation (admin console, tests).
@@ -514,34 +523,17 @@ async fn bind(
 /// Keys the PostgreSQL frontend does not apply yet: said loudly at start rather than ignored.
 fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, listener: &str) {
     for user in &config.users {
-        let set: Vec<&str> = [
-            (
-                "max_concurrent_queries",
-                user.max_concurrent_queries.is_some(),
-            ),
-            ("max_queue_size", user.max_queue_size.is_some()),
-            ("max_queue_time", user.max_queue_time.is_some()),
-            ("max_execution_time", user.max_execution_time.is_some()),
-            ("requests_per_minute", user.requests_per_minute.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, on)| on.then_some(k))
-        .collect();
-        if !set.is_empty() {
+        if user.max_execution_time.is_some() {
             tracing::warn!(
                 listener,
                 user = user.name,
-                keys = set.join(", "),
+                keys = "max_execution_time",
                 "these user keys are not applied to PostgreSQL clients yet"
             );
         }
     }
     for (name, pool) in &cluster.pools {
         let set: Vec<&str> = [
-            (
-                "max_concurrent_queries",
-                pool.max_concurrent_queries.is_some(),
-            ),
             ("max_execution_time", pool.max_execution_time.is_some()),
             ("mirror", pool.mirror.is_some()),
         ]

@@ -171,6 +171,36 @@ async fn every_admin_endpoint_answers() {
         assert!(text.contains(name), "no {name} in\n{text}");
     }
 
+    // Every series the example Grafana dashboard queries exists.
+    let dashboard = std::fs::read_to_string(
+        switchyard_tests::policies::repo_root().join("examples/monitoring/grafana-dashboard.json"),
+    )
+    .expect("examples/monitoring/grafana-dashboard.json");
+    let mut names: Vec<&str> = dashboard
+        .match_indices("switchyard_")
+        .map(|(i, _)| {
+            let rest = &dashboard[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .filter(|n| *n != "switchyard_")
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() > 15, "{names:?}");
+    for name in names {
+        let family = ["_total", "_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which /metrics does not export"
+        );
+    }
+
     // Pools and config.
     let pools = get_json(&proxy, "/pools").await;
     let primary = &pools["clusters"]["pg"]["pools"]["primary"];

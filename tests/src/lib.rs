@@ -3,6 +3,7 @@
 
 pub mod clickhouse;
 pub mod http;
+pub mod latency;
 pub mod pg;
 pub mod policies;
 pub mod postgres;

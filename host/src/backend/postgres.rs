@@ -14,6 +14,7 @@ use std::time::Duration;
 pub use conn::{Login, MAX_SERVER_MESSAGE, ServerConn, put_query, send_cancel};
 pub use pool::{Bucket, BucketStats, PooledConn};
 
+use crate::limits::Tenant;
 use crate::postgres::protocol::ErrorFields;
 use crate::route::{Pool, Router};
 
@@ -171,6 +172,7 @@ impl PgBackend {
         affinity: Option<&str>,
         login: &Login,
         exclude: &[usize],
+        tenant: &Tenant,
     ) -> Result<PooledConn, PgBackendError> {
         let mut tried: Vec<usize> = exclude.to_vec();
         let mut last_error = None;
@@ -178,7 +180,7 @@ impl PgBackend {
             let Some(bucket) = self.bucket(pool, node.index(), login) else {
                 break;
             };
-            match bucket.checkout().await {
+            match bucket.checkout(tenant).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) if e.is_node_failure() => {
                     tracing::warn!(pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");

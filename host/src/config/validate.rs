@@ -181,6 +181,19 @@ impl Config {
             );
         }
 
+        let mut limited_tags = BTreeMap::new();
+        for (i, rule) in self.tag_limits.iter().enumerate() {
+            let path = root.key("limit").index(i);
+            rule.check(&path, &mut problems);
+            unique(
+                &mut problems,
+                &mut limited_tags,
+                "limited tag",
+                &rule.tag,
+                path.key("tag"),
+            );
+        }
+
         self.cache.check(&root.key("cache"), &mut problems);
         self.policy.check(&root.key("policy"), &mut problems);
         if let Some(admin) = &self.admin {

@@ -4,7 +4,8 @@
 //! ```text
 //! auth (params | X-ClickHouse-User/Key | Basic) → allowed_networks → requests_per_minute
 //!   → query text (param + body head; INSERT data streams) → classify → policy (block/rewrite/route)
-//!   → cache lookup (reads the policy caches) → user + pool concurrency (queue)
+//!   → cache lookup (reads the policy caches) → tag rates + user, tag and pool concurrency
+//!   (queues; the pool's fair across tenants)
 //!   → node (strategy, health) → backend as the route's backend user → response (streamed or stored)
 //! ```
 //!
@@ -17,7 +18,7 @@
 //! | mixed authentication methods | 401 | 194 |
 //! | client network not allowed | 403 | 195 |
 //! | policy block, cluster not allowed | 403 | 497 |
-//! | `requests_per_minute`, `max_concurrent_queries` without queue | 429 | 201 / 202 |
+//! | `requests_per_minute`, `max_concurrent_queries` without queue (user or `[[limit]]`) | 429 | 201 / 202 |
 //! | queue full, queue wait over | 503 | 202 |
 //! | `max_execution_time` / `request_timeout` (the query is killed) | 504 | 159 |
 //! | no reachable node | 502 | 210 |
@@ -51,7 +52,7 @@ use crate::backend::clickhouse_http::{Body, ChBackend};
 use crate::cache::QueryCache;
 use crate::classify::Classifier;
 use crate::config::{Config, ListenerConfig};
-use crate::limits::{ConcurrencyConfig, LimitError, Limits, QueueConfig};
+use crate::limits::{Admission, LimitError, Limits};
 use crate::policy::PolicyHandle;
 
 pub use error::ChError;
@@ -65,6 +66,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Shutdown progress (PostgreSQL sessions end on it; hyper drains HTTP itself).
     pub drain: tokio::sync::watch::Receiver<super::Drain>,
+    /// User and tag limits, shared by every listener (rebuilt by a config reload).
+    pub admission: Arc<Admission>,
 }
 
 /// One ClickHouse HTTP listener's request handler.
@@ -88,30 +91,14 @@ impl ChFrontend {
         let pool_limits = backend
             .router()
             .pools()
-            .map(|pool| {
-                // A pool's limit is over all users (chproxy's cluster-user limit); queries wait
-                // for a slot as long as they would wait for a connection.
-                let concurrency =
-                    pool.config()
-                        .max_concurrent_queries
-                        .map(|max| ConcurrencyConfig {
-                            max_concurrent: max,
-                            queue: QueueConfig::from_keys(
-                                None,
-                                Some(pool.config().checkout_timeout),
-                            ),
-                        });
-                let owner = format!("pool \"{}\"", pool.name());
-                (
-                    pool.name().to_owned(),
-                    Limits::new(owner, concurrency, None),
-                )
+            .filter_map(|pool| {
+                Limits::for_pool(pool.name(), pool.config()).map(|l| (pool.name().to_owned(), l))
             })
             .collect();
         ChFrontend {
             listener,
             backend,
-            users: auth::Users::new(&config.users),
+            users: auth::Users::new(&config.users, &shared.admission),
             pool_limits,
             shared,
             invalidate_on_write: config.cache.invalidate_on_write,
@@ -121,6 +108,11 @@ impl ChFrontend {
 
     pub fn listener(&self) -> &ListenerConfig {
         &self.listener
+    }
+
+    /// A pool's `max_concurrent_queries` limit, if it has one (for the admin API and metrics).
+    pub fn pool_limits(&self, pool: &str) -> Option<&Limits> {
+        self.pool_limits.get(pool)
     }
 
     /// Answers one request; every failure becomes a ClickHouse-style error response.

@@ -6,7 +6,10 @@
 //! startup (SSLRequest → 'N' or TLS, GSSENCRequest → 'N', CancelRequest → forwarded)
 //!   → user, allowed_networks, clusters → SCRAM-SHA-256 / md5 / trust → ParameterStatus, key
 //!   → session: batches → classify → policy (block 42501 / rewrite / route) → cache
-//!   → pool (transaction or session mode; 53300 after checkout_timeout) → relay
+//!   → limits (user, `[[limit]]` tags, pool `max_concurrent_queries`: 53300 when busy or the
+//!     queue is full or over, 53400 over `requests_per_minute`)
+//!   → pool (transaction or session mode, waiters served in turn across tenants; 53300 after
+//!     checkout_timeout) → relay
 //! ```
 //!
 //! The database `switchyard` is the admin console (PgBouncer's `pgbouncer` database), for users
@@ -22,6 +25,7 @@ mod settings;
 mod statements;
 mod users;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +41,8 @@ pub use session::SessionEnd;
 use crate::backend::postgres::PgBackend;
 use crate::config::{Config, ListenerConfig};
 use crate::frontend::clickhouse_http::Shared;
+use crate::limits::{LimitError, LimitErrorKind, Limits};
+use crate::postgres::protocol::ErrorFields;
 
 /// The admin console's database name.
 pub const ADMIN_DATABASE: &str = "switchyard";
@@ -56,6 +62,8 @@ pub struct PgFrontend {
     default_database: Option<String>,
     backend: Arc<PgBackend>,
     users: users::Users,
+    /// Pools' `max_concurrent_queries`, by pool name.
+    pool_limits: HashMap<String, Limits>,
     shared: Shared,
     cancels: Arc<CancelRegistry>,
     read_your_writes: Option<Duration>,
@@ -88,6 +96,14 @@ impl PgFrontend {
             default_database: cluster.and_then(|c| c.database.clone()),
             read_your_writes: cluster.and_then(|c| c.read_your_writes),
             listener,
+            pool_limits: backend
+                .router()
+                .pools()
+                .filter_map(|pool| {
+                    Limits::for_pool(pool.name(), pool.config())
+                        .map(|l| (pool.name().to_owned(), l))
+                })
+                .collect(),
             backend,
             users: users::Users::new(&config.users),
             max_cached_payload: shared.cache.as_ref().map_or(0, |c| {
@@ -161,4 +177,23 @@ impl PgFrontend {
     fn set_paused(&self, paused: bool) {
         let _ = self.pause.send(paused);
     }
+
+    /// A pool's `max_concurrent_queries` limit, if it has one (for the admin API and metrics).
+    pub fn pool_limits(&self, pool: &str) -> Option<&Limits> {
+        self.pool_limits.get(pool)
+    }
+}
+
+/// A limit refusal as a PostgreSQL error (the session goes on). Busy, queue full and queue wait
+/// over are 53300 `too_many_connections`, what PgBouncer and PgCat clients already retry on for
+/// a pool that is exhausted; a rate limit is 53400 `configuration_limit_exceeded`, which retry
+/// loops for 53300 do not hammer.
+fn limit_error(err: LimitError) -> ErrorFields {
+    let code = match err.kind() {
+        LimitErrorKind::Rate => "53400",
+        LimitErrorKind::Concurrency | LimitErrorKind::QueueFull | LimitErrorKind::QueueTimeout => {
+            "53300"
+        }
+    };
+    ErrorFields::error(code, err.to_string())
 }

@@ -23,10 +23,13 @@ use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::frontend::clickhouse_http::{ChFrontend, Shared};
 use crate::frontend::postgres::PgFrontend;
+use crate::limits::Admission;
 
 /// What the listeners and the admin API share, and a reload replaces.
 pub(super) struct Live {
     pub config: Arc<ArcSwap<Config>>,
+    /// The limits in force (also in `shared`), readable without the reload lock.
+    pub admission: ArcSwap<Admission>,
     /// The config file, for reloads (`None`: the server was started from text; no reload).
     pub path: Option<PathBuf>,
     pub tls: PgTls,
@@ -48,6 +51,8 @@ impl Live {
         let new = Config::load(path).map_err(|e| format!("config refused: {e}"))?;
         restart_only(&old, &new)?;
         let mut next_shared = shared.clone();
+        next_shared.admission =
+            Arc::new(shared.admission.reconfigured(&new.users, &new.tag_limits));
         if new.cache != old.cache {
             next_shared.cache = if new.cache.enabled {
                 let cache = QueryCache::new(cache_settings(&new.cache))
@@ -95,6 +100,7 @@ impl Live {
             .store(next_shared.cache.clone().map(Arc::new));
         metrics.set_slow_query_threshold(new.log.slow_query_threshold);
         self.generation.store(Arc::new(next));
+        self.admission.store(next_shared.admission.clone());
         let changed = changed_sections(&old, &new);
         self.config.store(Arc::new(new));
         *shared = next_shared;

@@ -1,17 +1,17 @@
 //! Server connections for one (pool, node, backend login): a LIFO stack of idle connections and
-//! a fair semaphore of `size` permits. A checkout waits at most `checkout_timeout` for a permit
-//! (PgBouncer's `query_wait_timeout`), reuses the most recently used idle connection that is
-//! still fresh, or logs in a new one.
+//! a semaphore of `size` permits whose waiters are served round-robin across tenants (see
+//! `limits::fair`). A checkout waits at most `checkout_timeout` for a permit (PgBouncer's
+//! `query_wait_timeout`), reuses the most recently used idle connection that is still fresh, or
+//! logs in a new one.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use super::PgBackendError;
 use super::conn::{Login, ServerConn};
 use crate::config::PoolConfig;
+use crate::limits::{FairPermit, FairSemaphore, Tenant};
 use crate::route::NodeState;
 
 /// Idle connections older than this are probed for a closed socket before reuse.
@@ -40,7 +40,7 @@ pub struct Bucket {
     login: Login,
     config: PoolConfig,
     idle: Mutex<Vec<ServerConn>>,
-    permits: Arc<Semaphore>,
+    permits: Arc<FairSemaphore>,
     pub stats: BucketStats,
 }
 
@@ -52,7 +52,7 @@ impl Bucket {
             login,
             config: config.clone(),
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(config.size as usize)),
+            permits: Arc::new(FairSemaphore::new(config.size)),
             stats: BucketStats::default(),
         }
     }
@@ -73,34 +73,33 @@ impl Bucket {
         self.config.size
     }
 
+    /// Tenants with a client waiting for a connection now.
+    pub fn waiting_tenants(&self) -> usize {
+        self.permits.waiting_tenants()
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    /// Waits for a permit, then returns an idle connection or a new one.
-    pub async fn checkout(self: &Arc<Self>) -> Result<PooledConn, PgBackendError> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
+    /// Waits for a permit (in `tenant`'s turn), then returns an idle connection or a new one.
+    pub async fn checkout(self: &Arc<Self>, tenant: &Tenant) -> Result<PooledConn, PgBackendError> {
+        let permit = match self.permits.try_acquire() {
+            Some(permit) => permit,
+            None => {
                 self.stats.waiting.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let waited = tokio::time::timeout(
-                    self.config.checkout_timeout,
-                    self.permits.clone().acquire_owned(),
-                )
-                .await;
+                let waited = self
+                    .permits
+                    .acquire(tenant, self.config.checkout_timeout, u32::MAX)
+                    .await;
                 self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
                 self.stats.wait_us.fetch_add(
                     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
                 match waited {
-                    Ok(Ok(permit)) => permit,
-                    Ok(Err(_)) => {
-                        return Err(PgBackendError::Closed {
-                            addr: self.node.addr().to_owned(),
-                        });
-                    }
+                    Ok(permit) => permit,
                     Err(_) => {
                         self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                         return Err(PgBackendError::PoolTimeout {
@@ -221,7 +220,7 @@ impl Bucket {
 pub struct PooledConn {
     conn: Option<ServerConn>,
     bucket: Arc<Bucket>,
-    _permit: OwnedSemaphorePermit,
+    _permit: FairPermit,
 }
 
 impl PooledConn {

@@ -69,6 +69,14 @@ fn full_example() {
     assert_eq!(main.pool("primary").map(|p| p.size), Some(50));
     assert_eq!(main.pool("tenants").map(|p| p.size), Some(25));
     assert_eq!(main.pool("tenants").map(|p| p.role), Some(PoolRole::Other));
+    let tenants = &config.tag_limits[0];
+    assert_eq!(tenants.tag, "tenant");
+    assert_eq!(
+        tenants.limits_for("bigcorp").max_concurrent_queries,
+        Some(32)
+    );
+    assert_eq!(tenants.limits_for("bigcorp").max_queue_size, Some(100));
+    assert_eq!(tenants.limits_for("small").max_concurrent_queries, Some(8));
     let redis = config.cache.redis.as_ref().expect("redis tier");
     assert_eq!(redis.compression, Compression::Zstd);
     assert_eq!(redis.url.expose(), "redis://:@redis.internal:6379/0");

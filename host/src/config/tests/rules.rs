@@ -326,6 +326,69 @@ fn user_password_rules() {
 }
 
 #[test]
+fn tag_limits_name_their_keys() {
+    let config = parse(&with(
+        "[[limit]]\ntag = \"tenant\"\nmax_concurrent_queries = 2\nmax_queue_time = \"5s\"\n\
+         [limit.values.acme]\nmax_concurrent_queries = 8\nrequests_per_minute = 600\n",
+    ))
+    .expect("valid [[limit]]");
+    let rule = &config.tag_limits[0];
+    assert_eq!(rule.max_values, crate::config::DEFAULT_MAX_VALUES);
+    let acme = rule.limits_for("acme");
+    assert_eq!(acme.max_concurrent_queries, Some(8));
+    assert_eq!(acme.max_queue_time, Some(std::time::Duration::from_secs(5)));
+    assert_eq!(acme.requests_per_minute, Some(600));
+    assert_eq!(rule.limits_for("other").max_concurrent_queries, Some(2));
+
+    fails_at(
+        &with("[[limit]]\ntag = \"\"\nrequests_per_minute = 1\n"),
+        "limit[0].tag",
+        |r| matches!(r, Reason::Empty),
+    );
+    fails_at(
+        &with("[[limit]]\ntag = \"tenant\"\n"),
+        "limit[0].max_concurrent_queries",
+        |r| matches!(r, Reason::Required { .. }),
+    );
+    fails_at(
+        &with("[[limit]]\ntag = \"tenant\"\nrequests_per_minute = 10\nmax_queue_size = 3\n"),
+        "limit[0].max_queue_size",
+        |r| matches!(r, Reason::OnlyFor { .. }),
+    );
+    fails_at(
+        &with("[[limit]]\ntag = \"tenant\"\nrequests_per_minute = 0\n"),
+        "limit[0].requests_per_minute",
+        |r| r.to_string() == "must be at least 1",
+    );
+    fails_at(
+        &with("[[limit]]\ntag = \"tenant\"\nrequests_per_minute = 1\nmax_values = 0\n"),
+        "limit[0].max_values",
+        |r| matches!(r, Reason::OutOfRange { .. }),
+    );
+    fails_at(
+        &with(
+            "[[limit]]\ntag = \"tenant\"\nrequests_per_minute = 1\n\
+             [limit.values.acme]\nmax_queue_time = \"0s\"\nmax_concurrent_queries = 1\n",
+        ),
+        "limit[0].values.acme.max_queue_time",
+        |r| matches!(r, Reason::OutOfRange { .. }),
+    );
+    fails_at(
+        &with(
+            "[[limit]]\ntag = \"tenant\"\nrequests_per_minute = 1\n\
+             [[limit]]\ntag = \"tenant\"\nrequests_per_minute = 2\n",
+        ),
+        "limit[1].tag",
+        |r| matches!(r, Reason::Duplicate { .. }),
+    );
+    fails_at(
+        &with("[[limit]]\ntag = \"tenant\"\nrequests_per_minute = 1\nmax_concurent = 1\n"),
+        "limit[0].max_concurent",
+        |r| matches!(r, Reason::Parse(_)),
+    );
+}
+
+#[test]
 fn user_references_and_limits() {
     fails_at(
         &with("[[user]]\nname = \"b\"\npassword = \"x\"\nclusters = [\"main\", \"dw\"]\n"),

@@ -15,7 +15,7 @@ use http::header::AUTHORIZATION;
 use super::error::{ChError, code};
 use super::params::Params;
 use crate::config::UserConfig;
-use crate::limits::{ConcurrencyConfig, Limits, QueueConfig};
+use crate::limits::{Admission, UserLimits};
 
 pub use verify::Verifier;
 
@@ -95,7 +95,7 @@ fn parse_basic(value: &[u8]) -> Option<Presented> {
 #[derive(Debug)]
 pub struct User {
     pub config: UserConfig,
-    pub limits: Limits,
+    pub limits: Arc<UserLimits>,
     verifier: Verifier,
 }
 
@@ -106,20 +106,12 @@ pub struct Users {
 }
 
 impl Users {
-    pub fn new(users: &[UserConfig]) -> Users {
+    pub fn new(users: &[UserConfig], admission: &Admission) -> Users {
         let by_name = users
             .iter()
             .map(|u| {
-                let concurrency = u.max_concurrent_queries.map(|max| ConcurrencyConfig {
-                    max_concurrent: max,
-                    queue: QueueConfig::from_keys(u.max_queue_size, u.max_queue_time),
-                });
                 let user = User {
-                    limits: Limits::new(
-                        format!("user \"{}\"", u.name),
-                        concurrency,
-                        u.requests_per_minute,
-                    ),
+                    limits: admission.user(&u.name),
                     verifier: Verifier::for_user(u),
                     config: u.clone(),
                 };
@@ -194,7 +186,8 @@ mod tests {
     fn users_are_checked_by_password_and_network() {
         let mut office = UserConfig::new("office", Some("pw"));
         office.allowed_networks = vec!["10.0.0.0/8".parse().unwrap()];
-        let users = Users::new(&[UserConfig::new("bob", Some("pw")), office]);
+        let configs = [UserConfig::new("bob", Some("pw")), office];
+        let users = Users::new(&configs, &Admission::new(&configs, &[]));
         let ok = |user: &str, password: &str| Presented {
             user: user.into(),
             password: password.into(),

@@ -16,7 +16,7 @@ use super::error::ChError;
 use super::relay::{Deadline, Held, KillGuard};
 use crate::backend::clickhouse_http::{BackendRequest, Body, ChBackend};
 use crate::config::Credentials;
-use crate::limits::Permit;
+use crate::limits::Admitted;
 use crate::route::Pool;
 
 /// The request body of a planned query.
@@ -73,7 +73,7 @@ fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
 pub async fn send(
     backend: &Arc<ChBackend>,
     mut plan: Plan,
-    permits: Vec<Permit>,
+    permits: Admitted,
 ) -> Result<Answer, ChError> {
     let attempts = if plan.retry { 2 } else { 1 };
     let mut tried: Vec<usize> = Vec::new();
@@ -188,7 +188,7 @@ pub async fn send(
             first: chunks,
             rest,
             held: Held {
-                _permits: permits.take().unwrap_or_default(),
+                _permits: permits.take(),
                 _in_flight: in_flight,
                 kill,
             },

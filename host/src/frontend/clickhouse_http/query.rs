@@ -82,7 +82,7 @@ impl ChFrontend {
                 ),
             ));
         }
-        user.limits.check_rate().map_err(limit_error)?;
+        user.limits.limits.check_rate().map_err(limit_error)?;
 
         // What.
         let compress = Compress::negotiate(&params, &parts.headers);
@@ -283,12 +283,21 @@ impl ChFrontend {
         &self,
         mut p: Prepared,
         for_cache: bool,
-    ) -> Result<(Planned, Vec<crate::limits::Permit>), ChError> {
-        let user_permit = p.user.limits.acquire().await.map_err(limit_error)?;
-        let pool_permit = match self.pool_limits.get(p.pool.name()) {
-            Some(limits) => limits.acquire().await.map_err(limit_error)?,
-            None => crate::limits::Permit::unlimited(),
-        };
+    ) -> Result<(Planned, crate::limits::Admitted), ChError> {
+        // The user's rate was counted before the query was read.
+        let mut admitted = self
+            .shared
+            .admission
+            .admit(&p.user.limits, &p.verdict.decision.tags, false)
+            .await
+            .map_err(limit_error)?;
+        if let Some(limits) = self.pool_limits.get(p.pool.name()) {
+            let permit = limits
+                .acquire(admitted.tenant())
+                .await
+                .map_err(limit_error)?;
+            admitted.hold(permit);
+        }
         let credentials = p.user.config.backend_credentials(p.pool.config());
         let query_id = p
             .params
@@ -361,7 +370,7 @@ impl ChFrontend {
                 deadline,
                 written,
             },
-            vec![user_permit, pool_permit],
+            admitted,
         ))
     }
 }

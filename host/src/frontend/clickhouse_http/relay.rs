@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 use super::error::{ChError, code};
 use crate::backend::clickhouse_http::{BoxError, ChBackend};
 use crate::config::Credentials;
-use crate::limits::Permit;
+use crate::limits::Admitted;
 use crate::route::{InFlight, NodeState, Pool};
 
 /// Sends `KILL QUERY` for a query when dropped armed.
@@ -83,7 +83,7 @@ impl Drop for KillGuard {
 /// What a running query holds until its response is over (the permits and the in-flight count
 /// are released by dropping them).
 pub struct Held {
-    pub _permits: Vec<Permit>,
+    pub _permits: Option<Admitted>,
     pub _in_flight: InFlight,
     pub kill: KillGuard,
 }

@@ -424,7 +424,11 @@ impl PgFrontend {
             password: credentials.password.map(|p| p.expose().to_owned()),
             database: database.to_owned(),
         };
-        let mut conn = self.backend.checkout(&pool, None, &login, &[]).await.ok()?;
+        let mut conn = self
+            .backend
+            .checkout(&pool, None, &login, &[], &crate::limits::Tenant::internal())
+            .await
+            .ok()?;
         let params = conn
             .conn()
             .params

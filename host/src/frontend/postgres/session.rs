@@ -11,6 +11,11 @@
 //! by exactly one ReadyForQuery; what happens when it completes (cache fill, invalidation, a
 //! session setting recorded) travels with it. In transaction mode the connection is released
 //! when the queue is empty and ReadyForQuery says idle.
+//!
+//! Limits (user, `[[limit]]` tags, pool `max_concurrent_queries`) count units of work: a unit
+//! starts with the first statement that needs a server while the session is idle, and ends when
+//! the session is idle again (a transaction, or one statement outside a transaction). Its slots
+//! and its place in fair queues are taken at the start, never in the middle of a transaction.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -30,6 +35,7 @@ use crate::backend::postgres::{Login, PgBackendError, PooledConn};
 use crate::cache::{CacheKey, FillGuard, Lookup, TableRef};
 use crate::config::PoolMode;
 use crate::frontend::Drain;
+use crate::limits::{Admitted, Tenant, UserLimits};
 use crate::metrics::{CacheOutcome, Outcome, QueryEvent};
 use crate::model::{Action, PoolRole, Protocol, QueryContext, Route, StatementKind};
 use crate::pipeline::{self, Verdict};
@@ -143,6 +149,9 @@ pub struct Session<S> {
     statements: HashMap<String, Arc<Statement>>,
     unnamed: Option<Arc<Statement>>,
     held: Option<Held>,
+    user_limits: Arc<UserLimits>,
+    /// The current unit of work's limit slots (see the module docs).
+    work: Option<Admitted>,
     status: TransactionStatus,
     last_write: Option<Instant>,
     batch: Vec<RawMessage>,
@@ -168,7 +177,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         settings: Settings,
         cancel: super::cancel::CancelHandle,
     ) -> Self {
+        let user_limits = fe.shared.admission.user(&user.config.name);
         Session {
+            user_limits,
+            work: None,
             fe,
             io,
             user,
@@ -771,6 +783,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         verdict: &Verdict,
         in_transaction: bool,
     ) -> Result<Result<(), ErrorFields>, SessionEnd> {
+        let starting = self.work.is_none();
+        if starting && self.held.is_none() {
+            // Between transactions: the moment to move to a reloaded config.
+            self.follow_reload();
+        }
+        if starting {
+            match self
+                .fe
+                .shared
+                .admission
+                .admit(&self.user_limits, &verdict.decision.tags, true)
+                .await
+            {
+                Ok(admitted) => self.work = Some(admitted),
+                Err(e) => return Ok(Err(super::limit_error(e))),
+            }
+        }
         // A session-mode client pinned to a replica by its first read may move once it needs
         // another pool (a write, a transaction), while nothing is outstanding: the replica
         // connection holds nothing the session could need (settings are replayed, statements
@@ -782,11 +811,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 && self.status == TransactionStatus::Idle
                 && h.pool.role() == PoolRole::Replica
         });
-        if self.held.is_some() && !may_leave_replica {
+        if let Some(held) = &self.held
+            && !may_leave_replica
+        {
+            if starting {
+                let pool = held.pool.clone();
+                return Ok(self.pool_permit(&pool).await);
+            }
             return Ok(Ok(()));
-        }
-        if self.held.is_none() {
-            self.follow_reload();
         }
         let mut route = verdict.decision.route.clone();
         if let (Some(window), Some(at)) = (self.fe.read_your_writes, self.last_write)
@@ -805,6 +837,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(pool) => pool,
                 Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
             };
+        if starting && let Err(e) = self.pool_permit(&pool).await {
+            return Ok(Err(e));
+        }
         if let Some(held) = &self.held {
             if held.pool.name() == pool.name() {
                 return Ok(Ok(()));
@@ -836,6 +871,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Takes the pool's `max_concurrent_queries` slot for the unit of work starting.
+    async fn pool_permit(&mut self, pool: &Pool) -> Result<(), ErrorFields> {
+        if self.fe.pool_limits.is_empty() {
+            return Ok(());
+        }
+        let Some(limits) = self.fe.pool_limits.get(pool.name()) else {
+            return Ok(());
+        };
+        let Some(work) = self.work.as_mut() else {
+            return Ok(());
+        };
+        let permit = limits
+            .acquire(work.tenant())
+            .await
+            .map_err(super::limit_error)?;
+        work.hold(permit);
+        Ok(())
+    }
+
+    /// Who this session queues as for shared resources.
+    fn tenant(&self) -> Tenant {
+        match &self.work {
+            Some(work) => work.tenant().clone(),
+            None => self.user_limits.tenant.clone(),
+        }
+    }
+
     async fn checkout(
         &mut self,
         pool: &Arc<Pool>,
@@ -843,10 +905,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         exclude: &[usize],
     ) -> Result<(), PgBackendError> {
         let login = self.login(pool);
+        let tenant = self.tenant();
         let mut conn = self
             .fe
             .backend
-            .checkout(pool, affinity, &login, exclude)
+            .checkout(pool, affinity, &login, exclude, &tenant)
             .await?;
         let in_flight = conn.bucket().node().begin();
         let session_mode = pool.config().mode == PoolMode::Session;
@@ -1106,12 +1169,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         server.write_all(&out).await.map_err(SessionEnd::Server)
     }
 
-    /// In transaction mode, gives the connection back once nothing is outstanding and the
-    /// server is outside a transaction.
+    /// Ends the unit of work once nothing is outstanding and the server is outside a
+    /// transaction, and in transaction mode gives the connection back.
     fn maybe_release(&mut self) {
-        let release = self.held.as_ref().is_some_and(|h| {
-            h.quiet() && !h.session_mode && !self.copy_in && self.status == TransactionStatus::Idle
-        });
+        let idle = !self.copy_in
+            && self.status == TransactionStatus::Idle
+            && self.held.as_ref().is_none_or(Held::quiet);
+        if idle {
+            self.work = None;
+        }
+        let release = idle && self.held.as_ref().is_some_and(|h| !h.session_mode);
         if release && let Some(held) = self.held.take() {
             self.cancel.slot.clear();
             held.conn.release();
@@ -1173,6 +1240,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         node.record_failure(&held.pool.config().health, &error.to_string());
         if held.quiet() && !held.session_mode && self.status == TransactionStatus::Idle {
             // Nothing outstanding and no transaction: the client loses nothing.
+            self.work = None;
             return Ok(());
         }
         // The proxy's own settings replay may still be queued ahead of the read: it is redone
@@ -1268,6 +1336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         if let Some(user) = next.users.get(&self.user.config.name) {
             self.user = user.clone();
+            self.user_limits = next.shared.admission.user(&user.config.name);
         }
         self.logins.clear();
         self.fe = next;
