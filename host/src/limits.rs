@@ -23,6 +23,7 @@ pub use admission::{Admission, Admitted, UserLimits};
 pub use fair::{FairPermit, FairSemaphore, Tenant, WaitError};
 pub use rate::RateLimit;
 pub use stats::LimitStats;
+pub use tags::{TagRule, TagValue};
 
 /// How long a queued query waits when only `max_queue_size` is configured.
 pub const DEFAULT_QUEUE_TIME: Duration = Duration::from_secs(10);

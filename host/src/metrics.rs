@@ -26,6 +26,7 @@ pub use histogram::AtomicHistogram;
 use crate::backend::clickhouse_http::ChBackend;
 use crate::backend::postgres::PgBackend;
 use crate::cache::QueryCache;
+use crate::limits::Admission;
 use crate::model::{Action, Protocol};
 use crate::policy::PolicyHandle;
 use histogram::{POLICY_BUCKETS, QUERY_BUCKETS};
@@ -248,6 +249,8 @@ pub struct Sources {
     pub cache: ArcSwapOption<QueryCache>,
     pub postgres: ArcSwap<Vec<Arc<PgBackend>>>,
     pub clickhouse: ArcSwap<Vec<Arc<ChBackend>>>,
+    /// User and tag limits (QoS).
+    pub admission: ArcSwapOption<Admission>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -263,6 +266,7 @@ impl Sources {
             cache: ArcSwapOption::empty(),
             postgres: ArcSwap::from_pointee(Vec::new()),
             clickhouse: ArcSwap::from_pointee(Vec::new()),
+            admission: ArcSwapOption::empty(),
         }
     }
 }

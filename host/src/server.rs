@@ -194,6 +194,10 @@ impl Server {
             .sources
             .clickhouse
             .store(Arc::new(generation.ch_backends.clone()));
+        deps.metrics
+            .sources
+            .admission
+            .store(Some(shared.admission.clone()));
         let mut listeners = JoinSet::new();
         let mut addrs = Vec::new();
         let mut pg_slots = BTreeMap::new();

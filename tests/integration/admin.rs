@@ -6,11 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
+use switchyard_tests::clickhouse::ClickHouse;
 use switchyard_tests::http::{Reply, request};
 use switchyard_tests::pg::{self, PgConfig};
 use switchyard_tests::policies::policy_wasm;
 use switchyard_tests::postgres::PgCluster;
-use switchyard_tests::proxy::Proxy;
+use switchyard_tests::proxy::{self, Proxy};
 
 const TOKEN: &str = "adm1n-t0ken";
 
@@ -49,6 +50,7 @@ async fn every_admin_endpoint_answers() {
     let policy_path = dir.path().join("guard.wasm");
     std::fs::copy(policy_wasm("guard"), &policy_path).expect("copy guard.wasm");
     let config = PgConfig::new(&pg)
+        .app_user("max_concurrent_queries = 8")
         .extra(&format!(
             "{}\n[cache]\nenabled = true\n[policy]\npath = \"{}\"\n[log]\nslow_query_threshold = \"1ms\"\n",
             admin_section(),
@@ -160,6 +162,14 @@ async fn every_admin_endpoint_answers() {
     ] {
         assert_eq!(metric(&text, series), Some(count), "{series}\n{text}");
     }
+    assert!(
+        metric(
+            &text,
+            r#"switchyard_limit_admitted_total{kind="user",owner="app"}"#
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
     for name in [
         "switchyard_pool_size{",
         "switchyard_pool_checkouts_total{",
@@ -516,4 +526,59 @@ async fn shutdown_lets_transactions_finish_and_tells_clients_why() {
         .await
         .expect("shutdown finishes")
         .expect("shutdown task");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_requests_are_counted_and_digested() {
+    let ch = ClickHouse::start(1);
+    let users = "[[user]]\nname = \"alice\"\npassword = \"alice_pw\"\n";
+    let config = proxy::config(&ch, "", "", &format!("{users}\n{}", admin_section()));
+    let proxy = Proxy::start(&config).await;
+    let url = proxy.url_as("alice", "alice_pw");
+    for n in [1, 2, 3] {
+        let reply = switchyard_tests::http::post(&url, &format!("SELECT {n}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let refused = switchyard_tests::http::post(&url, "SELECT * FROM no_such_table").await;
+    assert_eq!(refused.status, 404, "{}", refused.text());
+
+    let text = call(&proxy, Method::GET, "/metrics", Bytes::new())
+        .await
+        .text();
+    let ok = metric(
+        &text,
+        r#"switchyard_queries_total{frontend="clickhouse-http",user="alice",pool="reader",decision="forward",cache="off"}"#,
+    );
+    assert_eq!(ok, Some(4.0), "{text}");
+    let errors = metric(
+        &text,
+        r#"switchyard_query_errors_total{frontend="clickhouse-http",user="alice",pool="reader",decision="forward",cache="off"}"#,
+    );
+    assert_eq!(errors, Some(1.0), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"switchyard_backend_duration_seconds_count{frontend="clickhouse-http",pool="reader"}"#
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"switchyard_node_up{cluster="ch",pool="writer""#),
+        "{text}"
+    );
+    let digests = get_json(&proxy, "/digests").await;
+    let rows = digests["digests"].as_array().expect("rows");
+    let select = rows
+        .iter()
+        .find(|r| r["digest_text"] == "SELECT ?")
+        .unwrap_or_else(|| panic!("{digests}"));
+    assert_eq!(select["count"], 3);
+    assert_eq!(select["protocol"], "clickhouse-http");
+    let pools = get_json(&proxy, "/pools").await;
+    assert_eq!(
+        pools["clusters"]["ch"]["protocol"], "clickhouse-http",
+        "{pools}"
+    );
+    proxy.stop().await;
 }

@@ -39,6 +39,7 @@ impl Collector for Exporter {
         cache(&m.sources, &mut enc)?;
         pools(&m.sources, &mut enc)?;
         nodes(&m.sources, &mut enc)?;
+        limits(&m.sources, &mut enc)?;
         Ok(())
     }
 }
@@ -498,4 +499,91 @@ fn nodes(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
         "Replication lag of a replica (WAL bytes behind the primary).",
         each(&|n| n.lag_bytes().map(|b| b as f64)),
     )
+}
+
+fn limits(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
+    use crate::limits::{LimitErrorKind, Limits};
+    let Some(admission) = sources.admission.load_full() else {
+        return Ok(());
+    };
+    // (owner kind, owner, limits): users, then each tag rule's tracked values.
+    let mut rows: Vec<([(&'static str, String); 2], &Limits)> = Vec::new();
+    for (name, user) in admission.users() {
+        if user.limits.is_limited() {
+            rows.push((
+                [("kind", "user".to_owned()), ("owner", name.to_owned())],
+                &user.limits,
+            ));
+        }
+    }
+    let tagged: Vec<(String, Arc<crate::limits::TagValue>)> = admission
+        .rules()
+        .iter()
+        .flat_map(|rule| {
+            let tag = rule.tag().to_owned();
+            rule.values()
+                .into_iter()
+                .map(move |(value, limits)| (format!("{tag}={value}"), limits))
+        })
+        .collect();
+    for (owner, value) in &tagged {
+        rows.push((
+            [("kind", "tag".to_owned()), ("owner", owner.clone())],
+            &value.limits,
+        ));
+    }
+    counters(
+        enc,
+        "switchyard_limit_admitted",
+        "Queries (PostgreSQL: units of work) a user or tag limit let through.",
+        rows.iter()
+            .map(|(l, lim)| (l.clone(), lim.stats().admitted())),
+    )?;
+    counters(
+        enc,
+        "switchyard_limit_queued",
+        "Queries that waited in a limit's queue.",
+        rows.iter()
+            .map(|(l, lim)| (l.clone(), lim.stats().queued())),
+    )?;
+    let mut family = enc.encode_descriptor(
+        "switchyard_limit_wait_seconds",
+        "Total time queries waited in a limit's queue.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, lim) in &rows {
+        ConstCounter::new(lim.stats().wait_us() as f64 / 1e6)
+            .encode(family.encode_family(labels)?)?;
+    }
+    gauges(
+        enc,
+        "switchyard_limit_waiting",
+        "Queries waiting in a limit's queue now.",
+        rows.iter()
+            .map(|(l, lim)| (l.clone(), f64::from(lim.waiting()))),
+    )?;
+    let mut family = enc.encode_descriptor(
+        "switchyard_limit_rejected",
+        "Queries a limit refused, by reason.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, lim) in &rows {
+        for (reason, kind) in [
+            ("concurrency", LimitErrorKind::Concurrency),
+            ("queue_full", LimitErrorKind::QueueFull),
+            ("queue_timeout", LimitErrorKind::QueueTimeout),
+            ("rate", LimitErrorKind::Rate),
+        ] {
+            let with_reason = [
+                labels[0].clone(),
+                labels[1].clone(),
+                ("reason", reason.to_owned()),
+            ];
+            ConstCounter::new(lim.stats().rejected(kind))
+                .encode(family.encode_family(&with_reason)?)?;
+        }
+    }
+    Ok(())
 }

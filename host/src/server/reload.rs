@@ -99,6 +99,10 @@ impl Live {
             .cache
             .store(next_shared.cache.clone().map(Arc::new));
         metrics.set_slow_query_threshold(new.log.slow_query_threshold);
+        metrics
+            .sources
+            .admission
+            .store(Some(next_shared.admission.clone()));
         self.generation.store(Arc::new(next));
         self.admission.store(next_shared.admission.clone());
         let changed = changed_sections(&old, &new);
