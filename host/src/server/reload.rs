@@ -50,6 +50,23 @@ impl Live {
         let old = self.config.load_full();
         let new = Config::load(path).map_err(|e| format!("config refused: {e}"))?;
         restart_only(&old, &new)?;
+        let settings = policy_settings(&new).map_err(|e| format!("config refused: {e}"))?;
+        if !needs_new_generation(&old, &new) {
+            // Only the policy or logging changed (or nothing: a plain SIGHUP): the pools, and
+            // the server connections they hold, stay.
+            let policy = shared.policy.clone();
+            tokio::task::spawn_blocking(move || policy.reconfigure(settings))
+                .await
+                .map_err(|e| format!("policy reload task: {e}"))?
+                .map_err(|e| format!("config refused: policy: {e}"))?;
+            shared
+                .metrics
+                .set_slow_query_threshold(new.log.slow_query_threshold);
+            let changed = changed_sections(&old, &new);
+            self.config.store(Arc::new(new));
+            tracing::info!(file = %path.display(), changed = ?changed, "config reloaded (pools kept)");
+            return Ok(json!({"reloaded": path.display().to_string(), "changed": changed}));
+        }
         let mut next_shared = shared.clone();
         next_shared.admission =
             Arc::new(shared.admission.reconfigured(&new.users, &new.tag_limits));
@@ -66,7 +83,6 @@ impl Live {
         let current = self.generation.load_full();
         let next = Generation::build(&new, &next_shared, &self.tls, Some(&current))
             .map_err(|e| format!("config refused: {e}"))?;
-        let settings = policy_settings(&new).map_err(|e| format!("config refused: {e}"))?;
         let policy = next_shared.policy.clone();
         tokio::task::spawn_blocking(move || policy.reconfigure(settings))
             .await
@@ -144,6 +160,15 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether anything the pools, frontends or limits are built from changed (everything but
+/// `[policy]` and `[log]`, which apply in place).
+fn needs_new_generation(old: &Config, new: &Config) -> bool {
+    let mut same_but_policy_and_log = old.clone();
+    same_but_policy_and_log.policy = new.policy.clone();
+    same_but_policy_and_log.log = new.log.clone();
+    same_but_policy_and_log != *new
+}
+
 /// Top-level sections whose values differ.
 fn changed_sections(old: &Config, new: &Config) -> Vec<String> {
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
@@ -158,4 +183,48 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<String> {
         .filter(|k| a.get(*k) != b.get(*k))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[[listener]]\nname = \"pg\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:6432\"\ncluster = \"main\"\n\
+             [cluster.main]\nprotocol = \"postgres\"\n[cluster.main.pool.primary]\nrole = \"primary\"\nnodes = [\"127.0.0.1:5432\"]\n\
+             [[user]]\nname = \"app\"\npassword = \"pw\"\n{extra}"
+        );
+        Config::parse_with_env(&text, &|_| None).expect("valid test config")
+    }
+
+    #[test]
+    fn only_pool_user_cache_and_limit_changes_rebuild_the_pools() {
+        let base = config("");
+        assert!(!needs_new_generation(&base, &config("")));
+        assert!(!needs_new_generation(
+            &base,
+            &config("[log]\nslow_query_threshold = \"1s\"\n[policy]\ndeadline = \"5ms\"\n")
+        ));
+        assert!(needs_new_generation(
+            &base,
+            &config("max_connections = 3\n")
+        ));
+        assert!(needs_new_generation(
+            &base,
+            &config("[cache]\nenabled = true\n")
+        ));
+    }
+
+    #[test]
+    fn listener_admin_and_server_changes_are_refused() {
+        let base = config("");
+        assert!(restart_only(&base, &config("[server]\ndrain_timeout = \"1s\"\n")).is_err());
+        assert!(restart_only(&base, &config("[admin]\nbind = \"127.0.0.1:9000\"\n")).is_err());
+        let mut moved = base.clone();
+        moved.listeners[0].bind = "127.0.0.1:7000".parse().expect("addr");
+        let refused = restart_only(&base, &moved).expect_err("listener moved");
+        assert!(refused.contains("[[listener]]"), "{refused}");
+        assert!(restart_only(&base, &config("max_connections = 3\n")).is_ok());
+    }
 }
