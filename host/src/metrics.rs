@@ -98,6 +98,8 @@ pub struct QueryEvent<'a> {
     pub query_id: u64,
     pub protocol: Protocol,
     pub user: &'a str,
+    /// The policy's route: default | primary | replica | pool (`none` when the policy failed).
+    pub route: &'static str,
     /// The pool it ran on (`""`: none, e.g. blocked or a cache hit).
     pub pool: &'a str,
     pub outcome: Outcome,
@@ -181,6 +183,7 @@ impl Metrics {
             &[
                 frontend,
                 e.user,
+                e.route,
                 e.pool,
                 e.outcome.as_str(),
                 e.cache.as_str(),
@@ -211,6 +214,7 @@ impl Metrics {
             query_id = e.query_id,
             protocol = frontend,
             user = e.user,
+            route = e.route,
             pool = e.pool,
             outcome = e.outcome.as_str(),
             cache = e.cache.as_str(),

@@ -156,6 +156,18 @@ pub enum Route {
     Pool(String),
 }
 
+impl Route {
+    /// The kind of route, as a metric label (a named pool is `pool`; the pool label names it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Route::Default => "default",
+            Route::Primary => "primary",
+            Route::Replica => "replica",
+            Route::Pool(_) => "pool",
+        }
+    }
+}
+
 /// Whether and how to cache a read's result.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CacheDirective {

@@ -87,9 +87,16 @@ async fn every_admin_endpoint_answers() {
     assert_eq!(ready["ready"], true, "{ready}");
     assert!(ready["clusters"]["pg"]["healthy_nodes"].as_u64() >= Some(2));
 
-    // Traffic: two statements with one fingerprint, one the guard blocks, one that sleeps.
+    // Traffic: a first statement that opens the server connection (under load that can take
+    // longer than the sleep below), two statements with one fingerprint, one that sleeps, and
+    // one the guard blocks.
     let client = pg::connect(proxy.addr()).await;
-    for sql in ["SELECT 1", "SELECT 2", "SELECT pg_sleep(0.05)"] {
+    for sql in [
+        "SELECT current_user",
+        "SELECT 1",
+        "SELECT 2",
+        "SELECT pg_sleep(0.3)",
+    ] {
         client.simple_query(sql).await.expect(sql);
     }
     let blocked = client
@@ -132,32 +139,32 @@ async fn every_admin_endpoint_answers() {
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     let forwarded = metric(
         &text,
-        r#"switchyard_queries_total{frontend="postgres",user="app",pool="replicas",decision="forward",cache="off"}"#,
+        r#"switchyard_queries_total{frontend="postgres",user="app",route="replica",pool="replicas",decision="forward",cache="off"}"#,
     );
-    assert_eq!(forwarded, Some(3.0), "{text}");
+    assert_eq!(forwarded, Some(4.0), "{text}");
     let blocked = metric(
         &text,
-        r#"switchyard_query_errors_total{frontend="postgres",user="app",pool="",decision="block",cache="off"}"#,
+        r#"switchyard_query_errors_total{frontend="postgres",user="app",route="primary",pool="",decision="block",cache="off"}"#,
     );
     assert_eq!(blocked, Some(1.0), "{text}");
     assert_eq!(
         metric(&text, "switchyard_policy_calls_total"),
-        Some(4.0),
+        Some(5.0),
         "{text}"
     );
     assert!(
         metric(&text, "switchyard_slow_queries_total").is_some_and(|n| n >= 1.0),
-        "pg_sleep(0.05) is over the 1ms threshold: {text}"
+        "pg_sleep(0.3) is over the 1ms threshold: {text}"
     );
     for (series, count) in [
         (
             r#"switchyard_query_duration_seconds_count{frontend="postgres"}"#,
-            4.0,
+            5.0,
         ),
-        ("switchyard_policy_call_duration_seconds_count", 4.0),
+        ("switchyard_policy_call_duration_seconds_count", 5.0),
         (
             r#"switchyard_backend_duration_seconds_count{frontend="postgres",pool="replicas"}"#,
-            3.0,
+            4.0,
         ),
     ] {
         assert_eq!(metric(&text, series), Some(count), "{series}\n{text}");
@@ -174,7 +181,7 @@ async fn every_admin_endpoint_answers() {
         "switchyard_pool_size{",
         "switchyard_pool_checkouts_total{",
         "switchyard_node_up{cluster=\"pg\",pool=\"primary\"",
-        "switchyard_replica_lag_bytes{cluster=\"pg\",pool=\"replicas\"",
+        "# TYPE switchyard_replica_lag_bytes gauge",
         "switchyard_cache_misses_total",
         "switchyard_policy_info{name=\"guard\"",
     ] {
@@ -258,7 +265,7 @@ async fn every_admin_endpoint_answers() {
     // The policy: view, a refused upload, shadow, promote, upload.
     let policy = get_json(&proxy, "/policy").await;
     assert_eq!(policy["active"]["name"], "guard", "{policy}");
-    assert_eq!(policy["calls"], 4);
+    assert_eq!(policy["calls"], 5);
     assert!(policy["shadow"].is_null());
     let garbage = call(
         &proxy,
@@ -547,12 +554,12 @@ async fn clickhouse_requests_are_counted_and_digested() {
         .text();
     let ok = metric(
         &text,
-        r#"switchyard_queries_total{frontend="clickhouse-http",user="alice",pool="reader",decision="forward",cache="off"}"#,
+        r#"switchyard_queries_total{frontend="clickhouse-http",user="alice",route="replica",pool="reader",decision="forward",cache="off"}"#,
     );
     assert_eq!(ok, Some(4.0), "{text}");
     let errors = metric(
         &text,
-        r#"switchyard_query_errors_total{frontend="clickhouse-http",user="alice",pool="reader",decision="forward",cache="off"}"#,
+        r#"switchyard_query_errors_total{frontend="clickhouse-http",user="alice",route="replica",pool="reader",decision="forward",cache="off"}"#,
     );
     assert_eq!(errors, Some(1.0), "{text}");
     assert_eq!(

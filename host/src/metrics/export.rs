@@ -98,20 +98,21 @@ fn histograms<'h, L: EncodeLabelSet>(
 
 fn queries(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Fmt {
     let cells = m.queries.entries();
-    let labels = |l: &[Box<str>]| -> [(&'static str, String); 5] {
+    let labels = |l: &[Box<str>]| -> [(&'static str, String); 6] {
         let get = |i: usize| l.get(i).map(|s| s.to_string()).unwrap_or_default();
         [
             ("frontend", get(0)),
             ("user", get(1)),
-            ("pool", get(2)),
-            ("decision", get(3)),
-            ("cache", get(4)),
+            ("route", get(2)),
+            ("pool", get(3)),
+            ("decision", get(4)),
+            ("cache", get(5)),
         ]
     };
     counters(
         enc,
         "switchyard_queries",
-        "Statements finished, by frontend, user, pool, policy decision and cache outcome.",
+        "Statements finished, by frontend, user, policy route, pool, policy decision and cache outcome.",
         cells
             .iter()
             .map(|c| (labels(&c.labels), c.value.total.load(Ordering::Relaxed))),

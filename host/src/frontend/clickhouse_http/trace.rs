@@ -23,6 +23,7 @@ pub(super) struct Trace {
 
 struct Statement {
     user: String,
+    route: &'static str,
     pool: String,
     outcome: Outcome,
     cache_requested: bool,
@@ -47,6 +48,7 @@ impl Trace {
     pub fn decided(&self, context: &mut QueryContext, verdict: Option<&Verdict>, pool: &str) {
         let statement = Statement {
             user: context.user.clone(),
+            route: verdict.map_or("none", |v| v.decision.route.kind()),
             pool: pool.to_owned(),
             outcome: verdict.map_or(Outcome::PolicyError, |v| Outcome::of(&v.decision.action)),
             cache_requested: verdict
@@ -101,6 +103,7 @@ impl Trace {
             query_id: self.query_id,
             protocol: Protocol::ClickhouseHttp,
             user: &s.user,
+            route: s.route,
             pool,
             outcome,
             cache,

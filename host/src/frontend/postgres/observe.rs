@@ -30,6 +30,7 @@ pub(super) struct Observed {
     /// When it was handed to a server.
     pub sent: Option<Instant>,
     fingerprint: u64,
+    route: &'static str,
     outcome: Outcome,
     pub cache: CacheOutcome,
     tags: Vec<(String, String)>,
@@ -50,6 +51,7 @@ impl Observed {
             started,
             sent: None,
             fingerprint: verdict.effective.fingerprint,
+            route: verdict.decision.route.kind(),
             outcome: Outcome::of(&verdict.decision.action),
             cache,
             tags: verdict.decision.tags.clone(),
@@ -75,6 +77,7 @@ impl Observed {
             query_id: self.query_id,
             protocol: Protocol::Postgres,
             user,
+            route: self.route,
             pool,
             outcome: self.outcome,
             cache: self.cache,

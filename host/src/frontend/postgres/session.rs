@@ -359,28 +359,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(&source),
             )
         });
-        let refused = |outcome: Outcome, tags: &[(String, String)], policy: Duration| {
-            self.fe.shared.metrics.record(&QueryEvent {
-                query_id,
-                protocol: Protocol::Postgres,
-                user: &self.user.config.name,
-                pool: "",
-                outcome,
-                cache: CacheOutcome::Off,
-                fingerprint: context.classification.fingerprint,
-                sql,
-                tags,
-                elapsed: started.elapsed(),
-                backend: None,
-                policy,
-                failed: true,
-            })
-        };
+        let refused =
+            |outcome: Outcome, route: &'static str, tags: &[(String, String)], policy: Duration| {
+                self.fe.shared.metrics.record(&QueryEvent {
+                    query_id,
+                    protocol: Protocol::Postgres,
+                    user: &self.user.config.name,
+                    route,
+                    pool: "",
+                    outcome,
+                    cache: CacheOutcome::Off,
+                    fingerprint: context.classification.fingerprint,
+                    sql,
+                    tags,
+                    elapsed: started.elapsed(),
+                    backend: None,
+                    policy,
+                    failed: true,
+                })
+            };
         let verdict = match decided {
             Ok(v) => v,
             Err(e) => {
                 // The failed call's time, approximately (the deadline, typically).
-                refused(Outcome::PolicyError, &[], started.elapsed());
+                refused(Outcome::PolicyError, "none", &[], started.elapsed());
                 return Err(ErrorFields::error(
                     "XX000",
                     format!("policy failure (fail-closed): {e}"),
@@ -388,7 +390,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         if let Action::Block(reason) = &verdict.decision.action {
-            refused(Outcome::Block, &verdict.decision.tags, verdict.policy_time);
+            refused(
+                Outcome::Block,
+                verdict.decision.route.kind(),
+                &verdict.decision.tags,
+                verdict.policy_time,
+            );
             return Err(ErrorFields::error(
                 "42501",
                 format!("blocked by policy: {reason}"),
