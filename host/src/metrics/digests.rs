@@ -1,12 +1,13 @@
 //! The digest table: per statement fingerprint, how often it ran, for how long and how often it
 //! failed (ProxySQL's `stats_mysql_query_digest`). Shown by `GET /digests`.
 //!
-//! Sharded by fingerprint so two queries rarely meet on a lock, and bounded: past `capacity`
-//! fingerprints, new ones are only counted in `dropped` (a flood of unique statements must not grow
-//! the process).
+//! Sharded by fingerprint; a statement seen before only takes its shard's read lock and bumps
+//! atomics, so many threads running one hot statement do not serialise on a lock. The write lock
+//! is taken once per new fingerprint. Bounded: past `capacity` fingerprints, new ones are only
+//! counted in `dropped` (a flood of unique statements must not grow the process).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,15 +37,27 @@ pub struct DigestRow {
 #[derive(Debug)]
 struct Stats {
     text: String,
-    count: u64,
-    errors: u64,
-    total_us: u64,
-    max_us: u64,
+    count: AtomicU64,
+    errors: AtomicU64,
+    total_us: AtomicU64,
+    max_us: AtomicU64,
     first_seen: u64,
-    last_seen: u64,
+    last_seen: AtomicU64,
 }
 
-type Shard = Mutex<HashMap<(Protocol, u64), Stats>>;
+impl Stats {
+    fn add(&self, us: u64, failed: bool, now: u64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.last_seen.store(now, Ordering::Relaxed);
+    }
+}
+
+type Shard = RwLock<HashMap<(Protocol, u64), Stats>>;
 
 #[derive(Debug)]
 pub struct Digests {
@@ -64,7 +77,7 @@ pub enum DigestOrder {
 impl Digests {
     pub fn new(capacity: usize) -> Self {
         Digests {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
             dropped: AtomicU64::new(0),
         }
@@ -81,31 +94,29 @@ impl Digests {
         let shard = &self.shards[(fingerprint as usize) % SHARDS];
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let now = unix_now();
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let full = map.len() >= self.per_shard;
-        let stats = match map.get_mut(&(protocol, fingerprint)) {
-            Some(s) => s,
-            None if full => {
-                drop(map);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            None => map.entry((protocol, fingerprint)).or_insert(Stats {
-                // Computed once per fingerprint, under the shard lock: rare, and bounded.
+        let key = (protocol, fingerprint);
+        if let Some(stats) = shard.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            stats.add(us, failed, now);
+            return;
+        }
+        let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(&key) && map.len() >= self.per_shard {
+            drop(map);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        map.entry(key)
+            .or_insert_with(|| Stats {
+                // Once per fingerprint: rare, and bounded.
                 text: crate::classify::digest_text(protocol, sql, MAX_TEXT),
-                count: 0,
-                errors: 0,
-                total_us: 0,
-                max_us: 0,
+                count: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                total_us: AtomicU64::new(0),
+                max_us: AtomicU64::new(0),
                 first_seen: now,
-                last_seen: now,
-            }),
-        };
-        stats.count += 1;
-        stats.errors += u64::from(failed);
-        stats.total_us = stats.total_us.saturating_add(us);
-        stats.max_us = stats.max_us.max(us);
-        stats.last_seen = now;
+                last_seen: AtomicU64::new(now),
+            })
+            .add(us, failed, now);
     }
 
     /// Statements not recorded because the table was full.
@@ -117,17 +128,18 @@ impl Digests {
     pub fn top(&self, order: DigestOrder, limit: usize) -> Vec<DigestRow> {
         let mut rows = Vec::new();
         for shard in self.shards.iter() {
-            let map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let map = shard.read().unwrap_or_else(|p| p.into_inner());
+            let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
             rows.extend(map.iter().map(|((protocol, fp), s)| DigestRow {
                 protocol: protocol.as_str(),
                 fingerprint: format!("{fp:016x}"),
                 digest_text: s.text.clone(),
-                count: s.count,
-                errors: s.errors,
-                total_time_us: s.total_us,
-                max_time_us: s.max_us,
+                count: get(&s.count),
+                errors: get(&s.errors),
+                total_time_us: get(&s.total_us),
+                max_time_us: get(&s.max_us),
                 first_seen: s.first_seen,
-                last_seen: s.last_seen,
+                last_seen: get(&s.last_seen),
             }));
         }
         let key = |r: &DigestRow| match order {
@@ -143,7 +155,7 @@ impl Digests {
     /// Empties the table (`DELETE /digests`).
     pub fn reset(&self) {
         for shard in self.shards.iter() {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            shard.write().unwrap_or_else(|p| p.into_inner()).clear();
         }
     }
 }
