@@ -457,10 +457,24 @@ async fn config_reload_and_policy_upload_under_pgbench_fail_no_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_transactions_finish_and_tells_clients_why() {
     let pg = PgCluster::start(1);
-    let config = PgConfig::new(&pg).extra(&admin_section()).build();
+    let config = PgConfig::new(&pg)
+        .app_user("admin = true")
+        .extra(&admin_section())
+        .build();
     let proxy = Proxy::start(&config).await;
     let addr = proxy.addr();
     let admin = proxy.admin_url();
+    let (console, console_conn) = tokio_postgres::connect(
+        &pg::conn_string(addr, pg::USER, pg::PASSWORD).replace("dbname=appdb", "dbname=switchyard"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("admin console login");
+    let console_conn = tokio::spawn(console_conn);
+    console
+        .simple_query("SHOW POOLS")
+        .await
+        .expect("SHOW POOLS");
 
     let connect = || async {
         let (client, connection) = tokio_postgres::connect(
@@ -491,6 +505,12 @@ async fn shutdown_lets_transactions_finish_and_tells_clients_why() {
         .expect("connection task");
     let error = ended.expect_err("ended with an error");
     assert_eq!(pg::sqlstate(&error), "57P01", "{}", pg::describe(&error));
+    // So is an admin console session.
+    let ended = tokio::time::timeout(Duration::from_secs(2), console_conn)
+        .await
+        .expect("the console session ends promptly")
+        .expect("connection task");
+    assert_eq!(pg::sqlstate(&ended.expect_err("57P01")), "57P01");
     // Readiness turns off while draining; new clients are not accepted.
     let ready = switchyard_tests::http::try_request(
         Method::GET,

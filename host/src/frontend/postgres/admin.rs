@@ -26,8 +26,21 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     _cancel: CancelHandle,
 ) {
     tracing::info!(user = user.config.name, "admin console session");
+    let mut drain = fe.shared.drain.clone();
     loop {
-        let msg = match io.read_message().await {
+        // The console holds no transaction: a shutdown ends it at once.
+        let read = tokio::select! {
+            read = io.read_message() => read,
+            true = async { drain.wait_for(|d| *d != crate::frontend::Drain::Running).await.is_ok() } => {
+                io.fatal(ErrorFields::fatal(
+                    "57P01",
+                    "terminating connection due to administrator command: Switchyard is shutting down",
+                ))
+                .await;
+                return;
+            }
+        };
+        let msg = match read {
             Ok(m) => m,
             Err(ClientError::Protocol(e)) => {
                 io.fatal(ErrorFields::fatal("08P01", format!("invalid message: {e}")))
