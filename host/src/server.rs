@@ -462,10 +462,16 @@ async fn accept_loop(
     drop(socket);
     // Idle keep-alive connections close now; requests in flight finish unless the drain
     // timeout passes first.
+    let shutdown = graceful.shutdown();
+    tokio::pin!(shutdown);
     tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = drain.wait_for(|d| *d == Drain::Closing) => {
-            tracing::warn!(open = connections.len(), "drain timeout: closing the remaining HTTP connections");
+        _ = &mut shutdown => {}
+        true = async { drain.wait_for(|d| *d == Drain::Closing).await.is_ok() } => {
+            // Requests still waiting for an answer are now answered 503 by the frontend; give
+            // those answers a moment to leave before the rest is closed.
+            if tokio::time::timeout(CLOSE_GRACE / 2, &mut shutdown).await.is_err() {
+                tracing::warn!(open = connections.len(), "drain timeout: closing the remaining HTTP connections");
+            }
         }
     }
     connections.abort_all();

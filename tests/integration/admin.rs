@@ -609,3 +609,44 @@ async fn clickhouse_requests_are_counted_and_digested() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_drain_finishes_short_requests_and_answers_long_ones() {
+    let ch = ClickHouse::start(1);
+    let users = "[[user]]\nname = \"alice\"\npassword = \"alice_pw\"\n";
+    // proxy::config sets server.drain_timeout = "2s".
+    let proxy = Proxy::start(&proxy::config(&ch, "", "", users)).await;
+    let url = proxy.url_as("alice", "alice_pw");
+    let short = tokio::spawn({
+        let url = url.clone();
+        async move { switchyard_tests::http::post(&url, "SELECT sleep(1)").await }
+    });
+    let long = tokio::spawn({
+        let url = url.clone();
+        async move { switchyard_tests::http::post(&url, "SELECT sleep(3)").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(proxy.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let refused = switchyard_tests::http::try_request(Method::POST, &url, &[], "SELECT 1").await;
+    assert!(
+        refused.is_err(),
+        "a new connection while draining: {refused:?}"
+    );
+    let short = short.await.expect("short request task");
+    assert_eq!(
+        short.status,
+        200,
+        "finished during the drain: {}",
+        short.text()
+    );
+    let long = long.await.expect("long request task");
+    assert_eq!(long.status, 503, "{}", long.text());
+    assert!(long.text().contains("Code: 394"), "{}", long.text());
+    assert!(long.text().contains("shutting down"), "{}", long.text());
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown finishes")
+        .expect("shutdown task");
+}

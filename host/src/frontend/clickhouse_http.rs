@@ -124,7 +124,20 @@ impl ChFrontend {
         use tracing::Instrument;
         let trace = Arc::new(trace::Trace::new(self.shared.metrics.next_query_id()));
         let span = tracing::debug_span!("query", query_id = trace.query_id, client = %peer);
-        let response = match self.serve(request, peer, &trace).instrument(span).await {
+        let mut drain = self.shared.drain.clone();
+        let served = tokio::select! {
+            served = self.serve(request, peer, &trace).instrument(span) => served,
+            // Past the drain timeout a request still waiting for its answer gets a clear error
+            // instead of a cut connection (a body already streaming cannot be taken back).
+            true = async { drain.wait_for(|d| *d == super::Drain::Closing).await.is_ok() } => {
+                Err(ChError::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    error::code::QUERY_WAS_CANCELLED,
+                    "Switchyard is shutting down (server.drain_timeout passed): the query was cancelled",
+                ))
+            }
+        };
+        let response = match served {
             Ok(response) => response,
             Err(err) => {
                 tracing::debug!(client = %peer, status = %err.status, error = %err, "request refused");

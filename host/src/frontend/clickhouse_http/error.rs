@@ -23,6 +23,7 @@ pub mod code {
     pub const ACCESS_DENIED: u32 = 497;
     pub const AUTHENTICATION_FAILED: u32 = 516;
     pub const NOT_IMPLEMENTED: u32 = 48;
+    pub const QUERY_WAS_CANCELLED: u32 = 394;
     pub const POLICY_FAILED: u32 = 1001;
 }
 
