@@ -264,6 +264,16 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Sources {
+    /// The router of every cluster, PostgreSQL first.
+    pub fn routers(&self) -> Vec<Arc<crate::route::Router>> {
+        self.postgres
+            .load()
+            .iter()
+            .map(|b| b.router().clone())
+            .chain(self.clickhouse.load().iter().map(|b| b.router().clone()))
+            .collect()
+    }
+
     fn new(policy: Arc<PolicyHandle>) -> Self {
         Sources {
             policy,

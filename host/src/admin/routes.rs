@@ -124,16 +124,8 @@ fn ready(ctx: &AdminContext) -> Response<Reply> {
             json!({"ready": false, "reason": "draining for shutdown"}),
         );
     }
-    let sources = &ctx.metrics.sources;
     let mut clusters = BTreeMap::new();
-    let routers = sources
-        .postgres
-        .load()
-        .iter()
-        .map(|b| b.router().clone())
-        .chain(sources.clickhouse.load().iter().map(|b| b.router().clone()))
-        .collect::<Vec<_>>();
-    for router in &routers {
+    for router in &ctx.metrics.sources.routers() {
         let healthy: usize = router.pools().map(|p| p.healthy_nodes()).sum();
         clusters.insert(
             router.cluster().to_owned(),

@@ -80,31 +80,56 @@ impl TagLimitValues {
 
     /// `effective` is what applies (the rule's keys merged in for an override).
     fn check(&self, effective: &TagLimitValues, path: &KeyPath, problems: &mut Problems) {
-        problems.positive(
-            path.key("max_concurrent_queries"),
-            self.max_concurrent_queries,
+        check_query_limits(
+            QueryLimitKeys {
+                max_concurrent_queries: self.max_concurrent_queries,
+                limited: effective.max_concurrent_queries.is_some(),
+                max_queue_size: self.max_queue_size,
+                max_queue_time: self.max_queue_time,
+                requests_per_minute: self.requests_per_minute,
+            },
+            path,
+            problems,
         );
-        problems.positive(path.key("requests_per_minute"), self.requests_per_minute);
-        if effective.max_concurrent_queries.is_none() {
-            let queue_keys = [
-                ("max_queue_size", self.max_queue_size.is_some()),
-                ("max_queue_time", self.max_queue_time.is_some()),
-            ];
-            for (key, set) in queue_keys {
-                if set {
-                    problems.add(
-                        path.key(key),
-                        Reason::OnlyFor {
-                            condition: "max_concurrent_queries is set".to_string(),
-                        },
-                    );
-                }
+    }
+}
+
+/// The query-limit keys users and tag rules share, as the check needs them.
+pub(super) struct QueryLimitKeys {
+    pub max_concurrent_queries: Option<u32>,
+    /// Whether a concurrency limit applies (the queue keys need one).
+    pub limited: bool,
+    pub max_queue_size: Option<u32>,
+    pub max_queue_time: Option<Duration>,
+    pub requests_per_minute: Option<u32>,
+}
+
+/// Positive limits, queue keys only with a concurrency limit, a queue time of 1ms..=1d.
+pub(super) fn check_query_limits(keys: QueryLimitKeys, path: &KeyPath, problems: &mut Problems) {
+    problems.positive(
+        path.key("max_concurrent_queries"),
+        keys.max_concurrent_queries,
+    );
+    problems.positive(path.key("requests_per_minute"), keys.requests_per_minute);
+    if !keys.limited {
+        let queue_keys = [
+            ("max_queue_size", keys.max_queue_size.is_some()),
+            ("max_queue_time", keys.max_queue_time.is_some()),
+        ];
+        for (key, set) in queue_keys {
+            if set {
+                problems.add(
+                    path.key(key),
+                    Reason::OnlyFor {
+                        condition: "max_concurrent_queries is set".to_string(),
+                    },
+                );
             }
         }
-        if let Some(time) = self.max_queue_time {
-            let (ms, day) = (Duration::from_millis(1), Duration::from_secs(86_400));
-            problems.duration(path.key("max_queue_time"), time, ms, day);
-        }
+    }
+    if let Some(time) = keys.max_queue_time {
+        let (ms, day) = (Duration::from_millis(1), Duration::from_secs(86_400));
+        problems.duration(path.key("max_queue_time"), time, ms, day);
     }
 }
 

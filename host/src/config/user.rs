@@ -222,31 +222,18 @@ impl UserConfig {
             problems.add(path.key("backend").key("user"), Reason::Empty);
         }
         problems.positive(path.key("max_connections"), self.max_connections);
-        problems.positive(
-            path.key("max_concurrent_queries"),
-            self.max_concurrent_queries,
+        super::limit::check_query_limits(
+            super::limit::QueryLimitKeys {
+                max_concurrent_queries: self.max_concurrent_queries,
+                limited: self.max_concurrent_queries.is_some(),
+                max_queue_size: self.max_queue_size,
+                max_queue_time: self.max_queue_time,
+                requests_per_minute: self.requests_per_minute,
+            },
+            path,
+            problems,
         );
-        problems.positive(path.key("requests_per_minute"), self.requests_per_minute);
-        if self.max_concurrent_queries.is_none() {
-            let queue_keys = [
-                ("max_queue_size", self.max_queue_size.is_some()),
-                ("max_queue_time", self.max_queue_time.is_some()),
-            ];
-            for (key, set) in queue_keys {
-                if set {
-                    problems.add(
-                        path.key(key),
-                        Reason::OnlyFor {
-                            condition: "max_concurrent_queries is set".to_string(),
-                        },
-                    );
-                }
-            }
-        }
         let (ms, day) = (Duration::from_millis(1), Duration::from_secs(86_400));
-        if let Some(time) = self.max_queue_time {
-            problems.duration(path.key("max_queue_time"), time, ms, day);
-        }
         if let Some(time) = self.max_execution_time {
             problems.duration(path.key("max_execution_time"), time, ms, day);
         }

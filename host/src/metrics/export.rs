@@ -433,14 +433,7 @@ fn pools(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
 
 fn nodes(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
     let mut rows = Vec::new();
-    let routers = sources
-        .postgres
-        .load()
-        .iter()
-        .map(|b| b.router().clone())
-        .chain(sources.clickhouse.load().iter().map(|b| b.router().clone()))
-        .collect::<Vec<_>>();
-    for router in &routers {
+    for router in &sources.routers() {
         for pool in router.pools() {
             for node in pool.nodes() {
                 let labels = [
