@@ -429,7 +429,6 @@ fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, list
                 pool.max_concurrent_queries.is_some(),
             ),
             ("max_execution_time", pool.max_execution_time.is_some()),
-            ("mirror", pool.mirror.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, on)| on.then_some(k))

@@ -33,6 +33,7 @@ mod error;
 mod fill;
 mod forward;
 mod head;
+mod mirror;
 mod params;
 mod query;
 mod relay;

@@ -16,6 +16,7 @@ mod admin;
 mod cancel;
 mod client;
 mod login;
+mod mirror;
 mod session;
 mod settings;
 mod statements;

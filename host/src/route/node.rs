@@ -4,7 +4,7 @@
 //! health checker writes the same fields from its own task.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{HealthConfig, Node};
@@ -43,7 +43,13 @@ pub struct NodeState {
     /// A replica lagging over its pool's limit leaves rotation until it catches up; unlike a
     /// ban this is decided by every check, so it returns as soon as it has caught up.
     lagging: AtomicBool,
+    /// What the last health check said of `pg_is_in_recovery()`: one of the `RECOVERY_*`.
+    recovery: AtomicU8,
 }
+
+const RECOVERY_UNKNOWN: u8 = 0;
+const RECOVERY_STANDBY: u8 = 1;
+const RECOVERY_WRITABLE: u8 = 2;
 
 impl NodeState {
     pub fn new(index: usize, node: &Node, checked: bool) -> Self {
@@ -62,6 +68,7 @@ impl NodeState {
             lag_ms: AtomicU64::new(u64::MAX),
             lag_bytes: AtomicU64::new(u64::MAX),
             lagging: AtomicBool::new(false),
+            recovery: AtomicU8::new(RECOVERY_UNKNOWN),
         }
     }
 
@@ -127,6 +134,28 @@ impl NodeState {
         Some(self.lag_bytes.load(Ordering::Relaxed)).filter(|&v| v != u64::MAX)
     }
 
+    /// Records whether the node is in recovery (a standby) or takes writes; returns whether
+    /// that changed since the last check (a promotion or a demotion).
+    pub fn set_in_recovery(&self, in_recovery: bool) -> bool {
+        let new = if in_recovery {
+            RECOVERY_STANDBY
+        } else {
+            RECOVERY_WRITABLE
+        };
+        let old = self.recovery.swap(new, Ordering::AcqRel);
+        old != RECOVERY_UNKNOWN && old != new
+    }
+
+    /// `Some(true)`: a standby; `Some(false)`: takes writes; `None`: never checked (ClickHouse,
+    /// health checks off, or no check has succeeded yet).
+    pub fn in_recovery(&self) -> Option<bool> {
+        match self.recovery.load(Ordering::Acquire) {
+            RECOVERY_STANDBY => Some(true),
+            RECOVERY_WRITABLE => Some(false),
+            _ => None,
+        }
+    }
+
     pub fn is_lagging(&self) -> bool {
         self.lagging.load(Ordering::Relaxed)
     }
@@ -182,7 +211,7 @@ impl NodeState {
         }
     }
 
-    fn observe(&self, elapsed: Duration) {
+    pub(crate) fn observe(&self, elapsed: Duration) {
         let sample = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::mirror::MirrorStats;
 use super::node::NodeState;
 use super::strategy::{self, Candidate, Draw};
 use crate::config::{PoolConfig, Strategy};
@@ -17,6 +18,10 @@ pub struct Pool {
     addr_hashes: Vec<u64>,
     tick: AtomicU64,
     random: AtomicU64,
+    /// Picks that found no available node (all banned, unhealthy, lagging or already tried).
+    no_node: AtomicU64,
+    /// This pool as a mirror target.
+    mirror: MirrorStats,
 }
 
 impl Pool {
@@ -37,6 +42,8 @@ impl Pool {
             nodes,
             addr_hashes,
             tick: AtomicU64::new(0),
+            no_node: AtomicU64::new(0),
+            mirror: MirrorStats::default(),
         }
     }
 
@@ -92,6 +99,7 @@ impl Pool {
             });
         }
         if candidates.is_empty() {
+            self.no_node.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let draw = Draw {
@@ -106,6 +114,26 @@ impl Pool {
         );
         let index = candidates.get(at).map_or(candidates[0].index, |c| c.index);
         self.nodes.get(index).cloned()
+    }
+
+    /// Times a query found no available node here (the pool was down for it).
+    pub fn no_node_count(&self) -> u64 {
+        self.no_node.load(Ordering::Relaxed)
+    }
+
+    /// Counters of the queries mirrored to this pool.
+    pub fn mirror_stats(&self) -> &MirrorStats {
+        &self.mirror
+    }
+
+    /// Whether this pool mirrors a `fraction` share: one draw of the pool's generator.
+    pub(super) fn sample(&self, fraction: f64) -> bool {
+        if fraction >= 1.0 {
+            return true;
+        }
+        // 53 random bits as a float in [0, 1).
+        let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < fraction
     }
 
     fn next_random(&self) -> u64 {

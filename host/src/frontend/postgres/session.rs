@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::PgFrontend;
 use super::client::{ClientError, ClientIo, WRITE_HIGH_WATER};
+use super::mirror;
 use super::settings::{self, Settings};
 use super::statements::Statement;
 use super::users::User;
@@ -33,7 +34,7 @@ use crate::pipeline::{self, Verdict};
 use crate::postgres::protocol::backend::{ready_for_query, ready_status};
 use crate::postgres::protocol::frontend::Target;
 use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
-use crate::route::{InFlight, Pool};
+use crate::route::{InFlight, MirrorTicket, Pool};
 
 /// Messages buffered without a Sync before they are sent on anyway (a long JDBC batch).
 const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -336,6 +337,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             return self.answer_error(e, true).await;
         }
+        if let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
+            self.spawn_mirror(ticket, mirror::simple(&final_sql));
+        }
         let bytes = if rewritten {
             let mut out = BytesMut::new();
             FrontendMessage::Query {
@@ -443,6 +447,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 c.fill.fail(&e);
             }
             return self.answer_error(e, synced).await;
+        }
+        if synced
+            && let Some(Item::Bind { stmt, rest, .. }) =
+                items.iter().find(|i| matches!(i, Item::Bind { .. }))
+            && stmt.verdict.effective.kind == StatementKind::Read
+            && let Some(ticket) = self.mirror_ticket(&stmt.verdict, in_transaction)
+        {
+            let bytes = mirror::extended(stmt, rest);
+            self.spawn_mirror(ticket, bytes);
         }
         let Some(held) = self.held.as_mut() else {
             return Ok(());
@@ -660,16 +673,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             route = Route::Primary;
         }
-        let pool =
-            match self
-                .fe
-                .backend
-                .router()
-                .resolve(&route, verdict.effective.kind, in_transaction)
-            {
-                Ok(pool) => pool,
-                Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
-            };
+        let target = match self.fe.backend.router().resolve_target(
+            &route,
+            verdict.effective.kind,
+            in_transaction,
+        ) {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
+        };
+        let pool = target.pool.clone();
         if let Some(held) = &self.held {
             if held.pool.name() == pool.name() {
                 return Ok(Ok(()));
@@ -681,7 +693,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let paused = self.fe.paused.clone();
         self.fe.wait_resumed(paused).await;
         let affinity = verdict.decision.affinity_key.as_deref();
-        let mut result = self.checkout(&pool, affinity, &[]).await;
+        let mut result = self.checkout(&pool, affinity, &target.exclude()).await;
         // Every node of the pool failed before the health checks noticed: its fallback pool
         // takes the statement (nothing was sent yet).
         if let Err(e) = &result
@@ -697,8 +709,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         match result {
             Ok(()) => Ok(Ok(())),
-            Err(e) => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
+            Err(e) if e.names_pool() => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
+            // Say which pool failed: with the primary down, "pool primary" is what the
+            // operator needs to read, not just a server address.
+            Err(e) => Ok(Err(ErrorFields::error(
+                e.sqlstate(),
+                format!("pool \"{}\": {e}", pool.name()),
+            ))),
         }
+    }
+
+    /// A mirror slot for a statement that runs on the held connection's pool, if the policy
+    /// or the pool's config asks for one and the shadow has room.
+    fn mirror_ticket(&self, verdict: &Verdict, in_transaction: bool) -> Option<MirrorTicket> {
+        let source = &self.held.as_ref()?.pool;
+        self.fe.backend.router().mirror(
+            source,
+            verdict.decision.mirror.as_deref(),
+            verdict.effective.kind,
+            in_transaction,
+        )
+    }
+
+    fn spawn_mirror(&mut self, ticket: MirrorTicket, bytes: Bytes) {
+        let login = self.login(ticket.pool());
+        mirror::spawn(self.fe.backend.clone(), ticket, login, bytes);
     }
 
     async fn checkout(
