@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. Tests start the real servers they need on
 //! loopback ports of their own and stop them.
 
+mod balance;
 mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;

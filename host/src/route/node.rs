@@ -33,8 +33,10 @@ pub struct NodeState {
     /// No traffic and no checks before this (`now_ms` clock).
     banned_until: AtomicU64,
     in_flight: AtomicU32,
-    /// Exponentially weighted moving average of response times, in microseconds (0: unknown).
+    /// Exponentially weighted moving average of response times, in microseconds (0: unknown),
+    /// as of `ewma_at_ms`; it decays towards 0 from then on (see [`decay`]).
     ewma_us: AtomicU64,
+    ewma_at_ms: AtomicU64,
     /// Whether a health checker runs for it: a ban then lasts until a check succeeds.
     checked: bool,
     /// Replication lag as last measured (`u64::MAX`: not a replica, or not measured yet).
@@ -64,6 +66,7 @@ impl NodeState {
             banned_until: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
+            ewma_at_ms: AtomicU64::new(0),
             checked,
             lag_ms: AtomicU64::new(u64::MAX),
             lag_bytes: AtomicU64::new(u64::MAX),
@@ -97,8 +100,13 @@ impl NodeState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The latency average now, decayed since its last sample.
     pub fn ewma_us(&self) -> u64 {
-        self.ewma_us.load(Ordering::Relaxed)
+        let at = self.ewma_at_ms.load(Ordering::Relaxed);
+        decay(
+            self.ewma_us.load(Ordering::Relaxed),
+            now_ms().saturating_sub(at),
+        )
     }
 
     /// Whether it takes traffic now: not banned, healthy, and not lagging too far behind.
@@ -215,11 +223,15 @@ impl NodeState {
         let sample = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
+        let now = now_ms();
+        let age = now.saturating_sub(self.ewma_at_ms.swap(now, Ordering::Relaxed));
         // Peak EWMA: a slower sample is taken at once, faster ones are averaged in (weight 1/8),
-        // so a node that just got slow loses traffic immediately.
+        // so a node that just got slow loses traffic immediately. The two atomics are not
+        // updated together: a race costs one sample's precision, never correctness.
         let _ = self
             .ewma_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let old = decay(old, age);
                 Some(if old == 0 || sample > old {
                     sample
                 } else {
@@ -227,6 +239,19 @@ impl NodeState {
                 })
             });
     }
+}
+
+/// Half-life of a latency average without new samples. Without decay, a node that was slow
+/// once would keep its bad average while it gets no traffic to correct it (under light load,
+/// forever); decaying makes it look cheap again after a while, so it is probed.
+const EWMA_HALF_LIFE_MS: f64 = 5_000.0;
+
+/// `value` after `age_ms` of decay.
+pub(crate) fn decay(value: u64, age_ms: u64) -> u64 {
+    if age_ms == 0 || value == 0 {
+        return value;
+    }
+    (value as f64 * (-(age_ms as f64) / EWMA_HALF_LIFE_MS).exp2()) as u64
 }
 
 /// A query in flight on a node.

@@ -94,7 +94,12 @@ impl Pool {
                 index: i,
                 in_flight: node.in_flight(),
                 weight: node.weight(),
-                ewma_us: node.ewma_us(),
+                // Reading the decayed average costs a clock read: only for the strategy using it.
+                ewma_us: if strategy == Strategy::PeakEwma {
+                    node.ewma_us()
+                } else {
+                    0
+                },
                 addr_hash: self.addr_hashes[i],
             });
         }

@@ -142,6 +142,8 @@ pub struct Session<S> {
     batch: Vec<RawMessage>,
     batch_bytes: usize,
     copy_in: bool,
+    /// The pool of the server connection that failed last, for the client's error message.
+    lost_pool: Option<String>,
 }
 
 enum Wake {
@@ -180,6 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             batch: Vec::new(),
             batch_bytes: 0,
             copy_in: false,
+            lost_pool: None,
         }
     }
 
@@ -189,14 +192,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match &end {
             Err(SessionEnd::Terminate) | Err(SessionEnd::Client(ClientError::Closed)) => {}
             Err(SessionEnd::Server(e)) => {
-                tracing::warn!(client = %self.peer, error = %e, "server connection lost: closing the client");
+                tracing::warn!(client = %self.peer, error = %e, pool = self.lost_pool.as_deref(), "server connection lost: closing the client");
                 let _ = self.io.flush().await;
-                self.io
-                    .fatal(ErrorFields::fatal(
-                        "08006",
-                        format!("server connection lost: {e}"),
-                    ))
-                    .await;
+                let message = match &self.lost_pool {
+                    Some(pool) => format!("server connection lost in pool \"{pool}\": {e}"),
+                    None => format!("server connection lost: {e}"),
+                };
+                self.io.fatal(ErrorFields::fatal("08006", message)).await;
             }
             Err(e) => tracing::debug!(client = %self.peer, error = %e, "session ended"),
             Ok(()) => {}
@@ -1057,6 +1059,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(SessionEnd::Server(error));
         };
         self.cancel.slot.clear();
+        self.lost_pool = Some(held.pool.name().to_owned());
         let node = held.conn.bucket().node().clone();
         node.record_failure(&held.pool.config().health, &error.to_string());
         if held.quiet() && !held.session_mode && self.status == TransactionStatus::Idle {
