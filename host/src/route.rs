@@ -247,8 +247,11 @@ impl Router {
 
     fn note_promoted(&self, now: Option<(usize, &Arc<Pool>, usize)>) {
         let code = now.map_or(0, |(p, _, n)| 1 + ((p as u64) << 32) + n as u64);
-        let before = self.promoted.swap(code, Ordering::Relaxed);
-        if before == code {
+        // Read first: every write passes here, and a store on each would bounce the cache line
+        // between cores.
+        if self.promoted.load(Ordering::Relaxed) == code
+            || self.promoted.swap(code, Ordering::Relaxed) == code
+        {
             return;
         }
         match now {

@@ -226,6 +226,47 @@ async fn postgres_mirroring_to_a_slow_shadow_does_not_slow_the_client() {
     proxy.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_policy_asks_for_mirroring() {
+    let pg = PgCluster::start(2);
+    pg.psql(pg.primary_port(), "CREATE TABLE mirror_p (a int)");
+    block(|| pg.wait_replicated());
+    // No `mirror` in the config: the mirror-reads policy asks for every statement, the host
+    // mirrors the reads. The shadow is replica 1, listed in a pool of its own.
+    let config = PgConfig::new(&pg)
+        .extra(&format!(
+            "[cluster.pg.pool.shadow]\nrole = \"other\"\nnodes = [\"127.0.0.1:{}\"]\n\n\
+             [policy]\npath = \"{}\"\n[policy.config]\npool = \"shadow\"\n",
+            pg.replica_ports()[1],
+            policy_wasm("mirror-reads").display()
+        ))
+        .build();
+    let proxy = Proxy::start(&config).await;
+    let router = pg_router(&proxy);
+    let stats = || router.pool("shadow").expect("shadow pool").mirror_stats();
+    let client = pg::connect(proxy.addr()).await;
+    for i in 0..5 {
+        row(&client, "SELECT count(*) FROM mirror_p")
+            .await
+            .unwrap_or_else(|e| panic!("read {i}: {e}"));
+        let started = Instant::now();
+        while stats().succeeded() + stats().failed() < i + 1 {
+            assert!(started.elapsed() < Duration::from_secs(10), "mirror {i}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    client
+        .simple_query("INSERT INTO mirror_p VALUES (1)")
+        .await
+        .expect("a write");
+    assert_eq!(
+        (stats().started(), stats().succeeded(), stats().failed()),
+        (5, 5, 0)
+    );
+    assert_eq!(router.unknown_mirror_pools(), 0);
+    proxy.stop().await;
+}
+
 /// A ClickHouse config: pool `reader` (replica) with `reader` (its `nodes` and `strategy`
 /// lines), user `alice`, fast health checks, and `extra`.
 fn ch_config(reader: &str, extra: &str) -> String {

@@ -68,6 +68,27 @@ fn round_robin_and_random_spread_10k_queries_evenly() {
 }
 
 #[test]
+fn weighted_interleaves_a_canary_instead_of_sending_it_bursts() {
+    let canary = pool_of(
+        2,
+        "weighted",
+        Some(r#"{ host = "10.0.1.0", weight = 90 }, { host = "10.0.1.1", weight = 10 }"#),
+    );
+    let picks = picks(&canary, |_| None);
+    let longest_canary_run = picks
+        .split(|&n| n == 0)
+        .map(<[usize]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest_canary_run <= 2,
+        "canary run of {longest_canary_run}"
+    );
+    // Exact per cycle of 100.
+    assert_eq!(picks[..100].iter().filter(|&&n| n == 1).count(), 10);
+}
+
+#[test]
 fn weighted_splits_by_percentage() {
     let canary = pool_of(
         2,

@@ -685,7 +685,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let pool = target.pool.clone();
         if let Some(held) = &self.held {
-            if held.pool.name() == pool.name() {
+            // A write pinned to a promoted replica must not stay on another node of its pool.
+            let pinned_elsewhere = target
+                .node
+                .is_some_and(|n| n != held.conn.bucket().node().index());
+            if held.pool.name() == pool.name() && !pinned_elsewhere {
                 return Ok(Ok(()));
             }
             // Closed, not pooled: it may carry the client's settings.
