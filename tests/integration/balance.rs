@@ -385,7 +385,7 @@ async fn clickhouse_strategies_over_real_nodes() {
     // parameter it forwarded would be a setting, refused for the read-only backend user), and
     // the cache is off here.
     let policy = format!(
-        "[policy]\npath = \"{}\"\n[policy.config]\ntenant_attribute = \"param.cache_namespace\"\ndefault_pool = \"reader\"\n",
+        "[policy]\npath = \"{}\"\n[policy.config]\ntenant_attribute = \"param.cache_namespace\"\ndefault_pool = \"reader\"\npool.ghost = \"nope\"\n",
         policy_wasm("tenant-router").display()
     );
     let proxy = Proxy::start(&ch_config(
@@ -402,6 +402,20 @@ async fn clickhouse_strategies_over_real_nodes() {
         spread.values().all(|&n| n >= tenants / 5),
         "tenants per node: {spread:?}"
     );
+    // A policy routing to a pool the cluster does not have: a clear error, never a guess.
+    let url = format!(
+        "{}&cache_namespace=ghost",
+        proxy.url_as("alice", "alice_pw")
+    );
+    let r = post(&url, "SELECT 1").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("cluster `ch` has no pool named `nope` (known: reader)"),
+        "{}",
+        r.text()
+    );
+
     ch.stop(1);
     let mut after = Vec::new();
     for t in 0..tenants {
