@@ -21,6 +21,7 @@
 //!
 //! The [`Router`] is also the policy's window on the backends ([`BackendStateSource`]).
 
+mod failover;
 mod mirror;
 mod node;
 mod pool;
@@ -205,118 +206,6 @@ impl Router {
                 }
             },
         }
-    }
-
-    /// Where "primary" traffic goes now (see the module's failover rule).
-    fn writes(&self) -> Option<Target> {
-        let primary = self.primary()?;
-        let writable = |n: &NodeState| n.is_available() && n.in_recovery() != Some(true);
-        if self.protocol != Protocol::Postgres || primary.nodes().iter().any(|n| writable(n)) {
-            self.note_promoted(None);
-            return Some(Target {
-                pool: self.follow_fallbacks(primary).clone(),
-                node: None,
-            });
-        }
-        let promoted = self
-            .pools
-            .values()
-            .enumerate()
-            .filter(|(_, pool)| pool.name() != primary.name())
-            .find_map(|(p, pool)| {
-                pool.nodes()
-                    .iter()
-                    .find(|n| n.is_available() && n.in_recovery() == Some(false))
-                    .map(|n| (p, pool, n.index()))
-            });
-        match promoted {
-            Some((p, pool, node)) => {
-                self.note_promoted(Some((p, pool, node)));
-                Some(Target {
-                    pool: pool.clone(),
-                    node: Some(node),
-                })
-            }
-            // Nothing takes writes: the primary pool, whose checkout fails fast naming it.
-            None => Some(Target {
-                pool: primary.clone(),
-                node: None,
-            }),
-        }
-    }
-
-    fn note_promoted(&self, now: Option<(usize, &Arc<Pool>, usize)>) {
-        let code = now.map_or(0, |(p, _, n)| 1 + ((p as u64) << 32) + n as u64);
-        // Read first: every write passes here, and a store on each would bounce the cache line
-        // between cores.
-        if self.promoted.load(Ordering::Relaxed) == code
-            || self.promoted.swap(code, Ordering::Relaxed) == code
-        {
-            return;
-        }
-        match now {
-            Some((_, pool, node)) => {
-                self.write_failovers.fetch_add(1, Ordering::Relaxed);
-                let addr = pool.nodes().get(node).map_or("?", |n| n.addr());
-                tracing::warn!(
-                    cluster = self.cluster,
-                    pool = pool.name(),
-                    node = addr,
-                    "primary pool unavailable: writes go to the promoted node"
-                );
-            }
-            None => {
-                tracing::info!(
-                    cluster = self.cluster,
-                    "writes go to the primary pool again"
-                );
-            }
-        }
-    }
-
-    /// Whether (and where) to mirror a statement that runs on `source`: the policy's `requested`
-    /// pool, else the source pool's `mirror` config (sampled by its `fraction`). Only reads
-    /// outside a transaction are mirrored: a mirrored write would run twice. `None` also when
-    /// the shadow already runs its cap of mirrors (counted as a drop) or is unknown (counted).
-    pub fn mirror(
-        &self,
-        source: &Pool,
-        requested: Option<&str>,
-        kind: StatementKind,
-        in_transaction: bool,
-    ) -> Option<MirrorTicket> {
-        if kind != StatementKind::Read || in_transaction {
-            return None;
-        }
-        let config = source.config().mirror.as_ref();
-        let (name, max) = match requested {
-            Some(name) => (
-                name,
-                config
-                    .filter(|m| m.pool == name)
-                    .map_or(DEFAULT_MAX_IN_FLIGHT, |m| m.max_in_flight),
-            ),
-            None => {
-                let m = config?;
-                if !source.sample(m.fraction) {
-                    return None;
-                }
-                (m.pool.as_str(), m.max_in_flight)
-            }
-        };
-        let Some(shadow) = self.pools.get(name) else {
-            self.unknown_mirror_pool.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                cluster = self.cluster,
-                pool = name,
-                "policy asked to mirror to an unknown pool"
-            );
-            return None;
-        };
-        if shadow.name() == source.name() {
-            return None;
-        }
-        MirrorTicket::take(shadow, max)
     }
 
     fn replica_or_primary(&self) -> Option<&Arc<Pool>> {

@@ -8,10 +8,59 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::Router;
 use super::pool::Pool;
+use crate::model::StatementKind;
 
 /// In-flight cap when the policy asks for a mirror the source pool's config does not describe.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
+
+impl Router {
+    /// Whether (and where) to mirror a statement that runs on `source`: the policy's `requested`
+    /// pool, else the source pool's `mirror` config (sampled by its `fraction`). Only reads
+    /// outside a transaction are mirrored: a mirrored write would run twice. `None` also when
+    /// the shadow already runs its cap of mirrors (counted as a drop) or is unknown (counted).
+    pub fn mirror(
+        &self,
+        source: &Pool,
+        requested: Option<&str>,
+        kind: StatementKind,
+        in_transaction: bool,
+    ) -> Option<MirrorTicket> {
+        if kind != StatementKind::Read || in_transaction {
+            return None;
+        }
+        let config = source.config().mirror.as_ref();
+        let (name, max) = match requested {
+            Some(name) => (
+                name,
+                config
+                    .filter(|m| m.pool == name)
+                    .map_or(DEFAULT_MAX_IN_FLIGHT, |m| m.max_in_flight),
+            ),
+            None => {
+                let m = config?;
+                if !source.sample(m.fraction) {
+                    return None;
+                }
+                (m.pool.as_str(), m.max_in_flight)
+            }
+        };
+        let Some(shadow) = self.pools.get(name) else {
+            self.unknown_mirror_pool.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                cluster = self.cluster,
+                pool = name,
+                "policy asked to mirror to an unknown pool"
+            );
+            return None;
+        };
+        if shadow.name() == source.name() {
+            return None;
+        }
+        MirrorTicket::take(shadow, max)
+    }
+}
 
 /// Counters of mirrored queries sent to one pool (all atomics: read them from anywhere).
 #[derive(Debug, Default)]
