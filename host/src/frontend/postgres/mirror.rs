@@ -65,6 +65,9 @@ async fn run(
     };
     match tokio::time::timeout(limit, exchange).await {
         Ok(Ok((status, error))) => {
+            // The copy replaced the server's unnamed statement: sessions must not trust what
+            // the connection last recorded there.
+            conn.conn().unnamed = 0;
             // Only a connection back at rest may serve someone else.
             if status == TransactionStatus::Idle {
                 conn.release();
