@@ -210,7 +210,7 @@ impl Router {
 
     fn replica_or_primary(&self) -> Option<&Arc<Pool>> {
         match self.with_role(PoolRole::Replica) {
-            Some(replica) if replica.healthy_nodes() > 0 => Some(replica),
+            Some(replica) if replica.has_available() => Some(replica),
             Some(replica) => self.with_role(PoolRole::Primary).or(Some(replica)),
             None => self.primary(),
         }
@@ -219,7 +219,7 @@ impl Router {
     /// While the pool has no available node and names a fallback, move to the fallback.
     fn follow_fallbacks<'a>(&'a self, mut pool: &'a Arc<Pool>) -> &'a Arc<Pool> {
         for _ in 0..self.pools.len() {
-            if pool.healthy_nodes() > 0 {
+            if pool.has_available() {
                 break;
             }
             let Some(next) = pool

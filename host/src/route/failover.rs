@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::node::now_ms;
 use super::{NodeState, Pool, Router, Target};
 use crate::model::Protocol;
 
@@ -11,7 +12,8 @@ impl Router {
     /// Where "primary" traffic goes now (see the module's failover rule).
     pub(super) fn writes(&self) -> Option<Target> {
         let primary = self.primary()?;
-        let writable = |n: &NodeState| n.is_available() && n.in_recovery() != Some(true);
+        let now = now_ms();
+        let writable = |n: &NodeState| n.is_available_at(now) && n.in_recovery() != Some(true);
         if self.protocol != Protocol::Postgres || primary.nodes().iter().any(|n| writable(n)) {
             self.note_promoted(None);
             return Some(Target {
@@ -27,7 +29,7 @@ impl Router {
             .find_map(|(p, pool)| {
                 pool.nodes()
                     .iter()
-                    .find(|n| n.is_available() && n.in_recovery() == Some(false))
+                    .find(|n| n.is_available_at(now) && n.in_recovery() == Some(false))
                     .map(|n| (p, pool, n.index()))
             });
         match promoted {

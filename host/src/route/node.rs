@@ -102,18 +102,26 @@ impl NodeState {
 
     /// The latency average now, decayed since its last sample.
     pub fn ewma_us(&self) -> u64 {
+        self.ewma_us_at(now_ms())
+    }
+
+    /// [`ewma_us`](Self::ewma_us) at `now` (`now_ms` clock).
+    pub fn ewma_us_at(&self, now: u64) -> u64 {
         let at = self.ewma_at_ms.load(Ordering::Relaxed);
-        decay(
-            self.ewma_us.load(Ordering::Relaxed),
-            now_ms().saturating_sub(at),
-        )
+        decay(self.ewma_us.load(Ordering::Relaxed), now.saturating_sub(at))
     }
 
     /// Whether it takes traffic now: not banned, healthy, and not lagging too far behind.
     pub fn is_available(&self) -> bool {
+        self.is_available_at(now_ms())
+    }
+
+    /// [`is_available`](Self::is_available) at `now` (`now_ms` clock): a pick reads the clock
+    /// once for all its nodes, not once per node.
+    pub fn is_available_at(&self, now: u64) -> bool {
         self.healthy.load(Ordering::Acquire)
             && !self.lagging.load(Ordering::Acquire)
-            && now_ms() >= self.banned_until.load(Ordering::Acquire)
+            && now >= self.banned_until.load(Ordering::Acquire)
     }
 
     /// Records a replication lag measurement and whether it is over the pool's limit.

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::mirror::MirrorStats;
-use super::node::NodeState;
+use super::node::{NodeState, now_ms};
 use super::strategy::{self, Candidate, Draw};
 use crate::config::{PoolConfig, Strategy};
 use crate::model::{PoolRole, PoolState};
+
+/// Pools up to this many nodes pick without allocating.
+const STACK_NODES: usize = 16;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -64,7 +67,14 @@ impl Pool {
     }
 
     pub fn healthy_nodes(&self) -> usize {
-        self.nodes.iter().filter(|n| n.is_available()).count()
+        let now = now_ms();
+        self.nodes.iter().filter(|n| n.is_available_at(now)).count()
+    }
+
+    /// Whether any node is available (stops at the first: routing asks this per query).
+    pub fn has_available(&self) -> bool {
+        let now = now_ms();
+        self.nodes.iter().any(|n| n.is_available_at(now))
     }
 
     /// Picks an available node that is not in `exclude` (positions of nodes already tried), by
@@ -85,24 +95,37 @@ impl Pool {
         affinity: Option<&str>,
         exclude: &[usize],
     ) -> Option<Arc<NodeState>> {
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(self.nodes.len());
+        // Pools are small: the snapshot lives on the stack (no allocation per query) unless the
+        // pool has more than `STACK_NODES` nodes.
+        let mut stack = [Candidate::default(); STACK_NODES];
+        let mut heap = Vec::new();
+        let slots: &mut [Candidate] = if self.nodes.len() <= STACK_NODES {
+            &mut stack
+        } else {
+            heap.resize(self.nodes.len(), Candidate::default());
+            &mut heap
+        };
+        let now = now_ms();
+        let mut len = 0;
         for (i, node) in self.nodes.iter().enumerate() {
-            if exclude.contains(&i) || !node.is_available() {
+            if exclude.contains(&i) || !node.is_available_at(now) {
                 continue;
             }
-            candidates.push(Candidate {
+            slots[len] = Candidate {
                 index: i,
                 in_flight: node.in_flight(),
                 weight: node.weight(),
-                // Reading the decayed average costs a clock read: only for the strategy using it.
+                // Only the strategy that uses the latency average pays for its decay.
                 ewma_us: if strategy == Strategy::PeakEwma {
-                    node.ewma_us()
+                    node.ewma_us_at(now)
                 } else {
                     0
                 },
                 addr_hash: self.addr_hashes[i],
-            });
+            };
+            len += 1;
         }
+        let candidates = &slots[..len];
         if candidates.is_empty() {
             self.no_node.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -111,12 +134,7 @@ impl Pool {
             tick: self.tick.fetch_add(1, Ordering::Relaxed),
             random: self.next_random(),
         };
-        let at = strategy::select(
-            strategy,
-            &candidates,
-            draw,
-            affinity.map(strategy::hash_str),
-        );
+        let at = strategy::select(strategy, candidates, draw, affinity.map(strategy::hash_str));
         let index = candidates.get(at).map_or(candidates[0].index, |c| c.index);
         self.nodes.get(index).cloned()
     }

@@ -4,7 +4,7 @@
 use crate::config::Strategy;
 
 /// What a strategy may know about one available node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Candidate {
     /// Position of the node in its pool.
     pub index: usize,

@@ -453,3 +453,16 @@ fn an_idle_nodes_latency_average_decays_so_it_is_probed_again() {
     assert!(decay(50_000, 29_000) < 1_000);
     assert_eq!(decay(0, 1_000), 0);
 }
+
+#[test]
+fn pools_larger_than_the_stack_snapshot_pick_all_their_nodes() {
+    let pool = pool_of(20, "round-robin", None);
+    assert_shares(
+        "20 nodes",
+        &shares(20, picks(&pool, |_| None)),
+        &[0.05; 20],
+        0.001,
+    );
+    pool.nodes()[19].ban(Duration::from_secs(60));
+    assert!(picks(&pool, |_| None).iter().all(|&n| n != 19));
+}
