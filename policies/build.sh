@@ -8,7 +8,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 target=wasm32-wasip2
-names=(rw-split guard tenant-router cache-rules runaway memory-hog bad-init blocker trap escape)
+names=(rw-split guard tenant-router cache-rules runaway memory-hog bad-init blocker trap escape mirror-reads)
 
 die() {
     echo "policies/build.sh: error: $*" >&2

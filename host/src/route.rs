@@ -12,18 +12,30 @@
 //!   chain, cycles are refused by the config check).
 //! - A cluster without a primary pool (ClickHouse allows that) sends "primary" traffic to its
 //!   replica pool, else to its first pool.
+//! - PostgreSQL failover: "primary" traffic goes to the primary pool while one of its nodes is
+//!   available and not in recovery; otherwise to a node of another pool that the health checks
+//!   saw leave recovery (a promoted replica), pinned in a [`Target`]. With neither, the primary
+//!   pool is returned and its checkout fails fast, naming the pool.
+//! - Mirroring ([`Router::mirror`]) is decided here too, so both frontends count and cap it the
+//!   same way.
 //!
 //! The [`Router`] is also the policy's window on the backends ([`BackendStateSource`]).
 
+mod failover;
+mod mirror;
 mod node;
 mod pool;
 mod strategy;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_balance;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use mirror::{DEFAULT_MAX_IN_FLIGHT, MirrorStats, MirrorTicket};
 pub use node::{InFlight, NodeState};
 pub use pool::Pool;
 
@@ -44,6 +56,24 @@ pub enum RouteError {
     NoPool { cluster: String, role: &'static str },
 }
 
+/// Where a statement runs: a pool, and possibly one node of it (a promoted replica taking the
+/// writes while the primary pool is down).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub pool: Arc<Pool>,
+    pub node: Option<usize>,
+}
+
+impl Target {
+    /// The nodes a checkout must skip to honour the pin.
+    pub fn exclude(&self) -> Vec<usize> {
+        match self.node {
+            Some(pin) => (0..self.pool.nodes().len()).filter(|&i| i != pin).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
 /// The pools of one cluster.
 #[derive(Debug)]
 pub struct Router {
@@ -51,6 +81,14 @@ pub struct Router {
     protocol: Protocol,
     database: Option<String>,
     pools: BTreeMap<String, Arc<Pool>>,
+    /// Policy routes naming a pool the cluster does not have.
+    unknown_pool: AtomicU64,
+    /// Policy mirror requests naming a pool the cluster does not have (the query still runs).
+    unknown_mirror_pool: AtomicU64,
+    /// The promoted node writes go to, as `1 + pool position * 2^32 + node` (0: none), so a
+    /// change is logged and counted once.
+    promoted: AtomicU64,
+    write_failovers: AtomicU64,
 }
 
 impl Router {
@@ -65,7 +103,26 @@ impl Router {
             protocol: config.protocol,
             database: config.database.clone(),
             pools,
+            unknown_pool: AtomicU64::new(0),
+            unknown_mirror_pool: AtomicU64::new(0),
+            promoted: AtomicU64::new(0),
+            write_failovers: AtomicU64::new(0),
         }
+    }
+
+    /// Statements refused because the policy routed them to a pool that does not exist.
+    pub fn unknown_pool_errors(&self) -> u64 {
+        self.unknown_pool.load(Ordering::Relaxed)
+    }
+
+    /// Mirror requests from the policy naming a pool that does not exist (ignored).
+    pub fn unknown_mirror_pools(&self) -> u64 {
+        self.unknown_mirror_pool.load(Ordering::Relaxed)
+    }
+
+    /// Times writes moved to a newly promoted node (PostgreSQL failover).
+    pub fn write_failovers(&self) -> u64 {
+        self.write_failovers.load(Ordering::Relaxed)
     }
 
     pub fn cluster(&self) -> &str {
@@ -100,48 +157,60 @@ impl Router {
             .or_else(|| self.pools.values().next())
     }
 
-    /// The pool a statement of `kind` runs on under `route`.
+    /// The pool a statement of `kind` runs on under `route` (ignoring a failover pin: for
+    /// callers that cannot pin a node, such as ClickHouse, whose clusters have no promotion).
     pub fn resolve(
         &self,
         route: &Route,
         kind: StatementKind,
         in_transaction: bool,
     ) -> Result<Arc<Pool>, RouteError> {
+        self.resolve_target(route, kind, in_transaction)
+            .map(|t| t.pool)
+    }
+
+    /// Where a statement of `kind` runs under `route`.
+    pub fn resolve_target(
+        &self,
+        route: &Route,
+        kind: StatementKind,
+        in_transaction: bool,
+    ) -> Result<Target, RouteError> {
         let no_pool = |role| RouteError::NoPool {
             cluster: self.cluster.clone(),
             role,
         };
-        let chosen = match route {
-            Route::Default if kind == StatementKind::Read && !in_transaction => {
-                self.replica_or_primary()
-            }
-            Route::Default | Route::Primary => self.primary(),
-            Route::Replica => self.replica_or_primary(),
-            Route::Pool(name) => {
-                Some(
-                    self.pools
-                        .get(name)
-                        .ok_or_else(|| RouteError::UnknownPool {
-                            cluster: self.cluster.clone(),
-                            name: name.clone(),
-                            known: self.pools.keys().cloned().collect::<Vec<_>>().join(", "),
-                        })?,
-                )
-            }
+        let unpinned = |pool: &Arc<Pool>| Target {
+            pool: self.follow_fallbacks(pool).clone(),
+            node: None,
         };
-        let chosen = chosen.ok_or_else(|| {
-            no_pool(if *route == Route::Replica {
-                "replica"
-            } else {
-                "primary"
-            })
-        })?;
-        Ok(self.follow_fallbacks(chosen).clone())
+        match route {
+            Route::Default if kind == StatementKind::Read && !in_transaction => self
+                .replica_or_primary()
+                .map(unpinned)
+                .ok_or_else(|| no_pool("primary")),
+            Route::Default | Route::Primary => self.writes().ok_or_else(|| no_pool("primary")),
+            Route::Replica => self
+                .replica_or_primary()
+                .map(unpinned)
+                .ok_or_else(|| no_pool("replica")),
+            Route::Pool(name) => match self.pools.get(name) {
+                Some(pool) => Ok(unpinned(pool)),
+                None => {
+                    self.unknown_pool.fetch_add(1, Ordering::Relaxed);
+                    Err(RouteError::UnknownPool {
+                        cluster: self.cluster.clone(),
+                        name: name.clone(),
+                        known: self.pools.keys().cloned().collect::<Vec<_>>().join(", "),
+                    })
+                }
+            },
+        }
     }
 
     fn replica_or_primary(&self) -> Option<&Arc<Pool>> {
         match self.with_role(PoolRole::Replica) {
-            Some(replica) if replica.healthy_nodes() > 0 => Some(replica),
+            Some(replica) if replica.has_available() => Some(replica),
             Some(replica) => self.with_role(PoolRole::Primary).or(Some(replica)),
             None => self.primary(),
         }
@@ -150,7 +219,7 @@ impl Router {
     /// While the pool has no available node and names a fallback, move to the fallback.
     fn follow_fallbacks<'a>(&'a self, mut pool: &'a Arc<Pool>) -> &'a Arc<Pool> {
         for _ in 0..self.pools.len() {
-            if pool.healthy_nodes() > 0 {
+            if pool.has_available() {
                 break;
             }
             let Some(next) = pool

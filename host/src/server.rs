@@ -543,13 +543,10 @@ fn warn_unapplied_pg_keys(config: &Config, cluster: &config::ClusterConfig, list
         }
     }
     for (name, pool) in &cluster.pools {
-        let set: Vec<&str> = [
-            ("max_execution_time", pool.max_execution_time.is_some()),
-            ("mirror", pool.mirror.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, on)| on.then_some(k))
-        .collect();
+        let set: Vec<&str> = [("max_execution_time", pool.max_execution_time.is_some())]
+            .into_iter()
+            .filter_map(|(k, on)| on.then_some(k))
+            .collect();
         if !set.is_empty() {
             tracing::warn!(
                 listener,

@@ -2,6 +2,7 @@
 //! loopback ports of their own and stop them.
 
 mod admin;
+mod balance;
 mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;

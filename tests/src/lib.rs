@@ -9,4 +9,5 @@ pub mod policies;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
+pub mod slow;
 pub mod tls;

@@ -245,6 +245,19 @@ impl PgCluster {
         }
     }
 
+    /// Stops the primary at once (`pg_ctl stop -m immediate`: like a crash). The replicas keep
+    /// running, in recovery, until one is promoted.
+    pub fn stop_primary(&mut self) {
+        self.stop_nodes(&[0]);
+    }
+
+    /// Promotes replica `i` (`SELECT pg_promote()`, which waits until the promotion is done).
+    pub fn promote_replica(&mut self, i: usize) {
+        let port = self.nodes[1 + i].port;
+        let done = self.psql(port, "SELECT pg_promote()");
+        assert_eq!(done, "t", "pg_promote() on replica {i} answered `{done}`");
+    }
+
     /// Pauses WAL replay on replica `i` (it keeps receiving WAL).
     pub fn pause_replay(&mut self, i: usize) {
         let port = self.nodes[1 + i].port;

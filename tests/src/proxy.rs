@@ -67,6 +67,11 @@ impl Proxy {
         }
     }
 
+    /// The running server (its frontends, backends and routers), until [`Proxy::stop`].
+    pub fn server(&self) -> Option<&Server> {
+        self.server.as_ref()
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -46,7 +46,7 @@ pub enum PgBackendError {
         size: u32,
         after: Duration,
     },
-    #[error("pool \"{pool}\" has no available node")]
+    #[error("pool \"{pool}\" has no available node (banned, down or lagging)")]
     NoNode { pool: String },
 }
 
@@ -65,6 +65,14 @@ impl PgBackendError {
                 .is_some_and(|c| c.starts_with("57P") || c == "53300"),
             _ => false,
         }
+    }
+
+    /// Whether the message already names the pool (the others name a server).
+    pub fn names_pool(&self) -> bool {
+        matches!(
+            self,
+            PgBackendError::PoolTimeout { .. } | PgBackendError::NoNode { .. }
+        )
     }
 
     /// The SQLSTATE a client gets for it.

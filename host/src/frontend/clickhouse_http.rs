@@ -34,6 +34,7 @@ mod error;
 mod fill;
 mod forward;
 mod head;
+mod mirror;
 mod params;
 mod query;
 mod relay;

@@ -19,6 +19,7 @@ mod admin;
 mod cancel;
 mod client;
 mod login;
+mod mirror;
 mod observe;
 mod session;
 mod settings;

@@ -31,6 +31,9 @@ struct Exporter(Arc<Metrics>);
 
 type Fmt = Result<(), std::fmt::Error>;
 
+/// A label set of `N` named values.
+type Labels<const N: usize> = [(&'static str, String); N];
+
 impl Collector for Exporter {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Fmt {
         let m = &self.0;
@@ -40,6 +43,7 @@ impl Collector for Exporter {
         pools(&m.sources, &mut enc)?;
         nodes(&m.sources, &mut enc)?;
         limits(&m.sources, &mut enc)?;
+        routing(&m.sources, &mut enc)?;
         Ok(())
     }
 }
@@ -471,6 +475,12 @@ fn nodes(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
     )?;
     gauges(
         enc,
+        "switchyard_node_in_recovery",
+        "PostgreSQL: 1 when the node reported pg_is_in_recovery() (a standby), 0 when writable.",
+        each(&|n| n.in_recovery().map(|r| if r { 1.0 } else { 0.0 })),
+    )?;
+    gauges(
+        enc,
         "switchyard_node_in_flight",
         "Statements running on the node now.",
         each(&|n| Some(f64::from(n.in_flight()))),
@@ -580,4 +590,100 @@ fn limits(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
         }
     }
     Ok(())
+}
+
+fn routing(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
+    let routers = sources.routers();
+    let by_cluster = |f: &dyn Fn(&crate::route::Router) -> u64| {
+        routers
+            .iter()
+            .map(|r| ([("cluster", r.cluster().to_owned())], f(r)))
+            .collect::<Vec<_>>()
+    };
+    counters(
+        enc,
+        "switchyard_route_unknown_pool",
+        "Statements a policy routed to a pool the cluster does not have (answered with an error).",
+        by_cluster(&|r| r.unknown_pool_errors()),
+    )?;
+    counters(
+        enc,
+        "switchyard_route_unknown_mirror_pool",
+        "Mirror requests naming a pool the cluster does not have (not mirrored).",
+        by_cluster(&|r| r.unknown_mirror_pools()),
+    )?;
+    counters(
+        enc,
+        "switchyard_route_write_failovers",
+        "Times writes moved to a promoted node because the primary pool had none writable.",
+        by_cluster(&|r| r.write_failovers()),
+    )?;
+    let pools: Vec<(Labels<2>, Arc<crate::route::Pool>)> = routers
+        .iter()
+        .flat_map(|r| {
+            r.pools().map(move |p| {
+                (
+                    [
+                        ("cluster", r.cluster().to_owned()),
+                        ("pool", p.name().to_owned()),
+                    ],
+                    p.clone(),
+                )
+            })
+        })
+        .collect();
+    let per_pool = |f: &dyn Fn(&crate::route::Pool) -> u64| {
+        pools
+            .iter()
+            .map(|(l, p)| (l.clone(), f(p)))
+            .collect::<Vec<_>>()
+    };
+    counters(
+        enc,
+        "switchyard_pool_no_node",
+        "Statements for which the pool had no available node.",
+        per_pool(&|p| p.no_node_count()),
+    )?;
+    counters(
+        enc,
+        "switchyard_mirror_started",
+        "Reads copied to this (shadow) pool.",
+        per_pool(&|p| p.mirror_stats().started()),
+    )?;
+    counters(
+        enc,
+        "switchyard_mirror_dropped",
+        "Copies skipped because the shadow pool had max_in_flight copies running.",
+        per_pool(&|p| p.mirror_stats().dropped()),
+    )?;
+    counters(
+        enc,
+        "switchyard_mirror_succeeded",
+        "Copies the shadow pool answered without error.",
+        per_pool(&|p| p.mirror_stats().succeeded()),
+    )?;
+    counters(
+        enc,
+        "switchyard_mirror_failed",
+        "Copies that failed on the shadow pool (error, timeout, no connection).",
+        per_pool(&|p| p.mirror_stats().failed()),
+    )?;
+    let mut family = enc.encode_descriptor(
+        "switchyard_mirror_duration_seconds",
+        "Total time the shadow pool took for finished copies (divide by succeeded + failed).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, pool) in &pools {
+        ConstCounter::new(pool.mirror_stats().latency_us_total() as f64 / 1e6)
+            .encode(family.encode_family(labels)?)?;
+    }
+    gauges(
+        enc,
+        "switchyard_mirror_in_flight",
+        "Copies running on the shadow pool now.",
+        pools
+            .iter()
+            .map(|(l, p)| (l.clone(), f64::from(p.mirror_stats().in_flight()))),
+    )
 }

@@ -4,7 +4,7 @@
 //! health checker writes the same fields from its own task.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::{HealthConfig, Node};
@@ -33,8 +33,10 @@ pub struct NodeState {
     /// No traffic and no checks before this (`now_ms` clock).
     banned_until: AtomicU64,
     in_flight: AtomicU32,
-    /// Exponentially weighted moving average of response times, in microseconds (0: unknown).
+    /// Exponentially weighted moving average of response times, in microseconds (0: unknown),
+    /// as of `ewma_at_ms`; it decays towards 0 from then on (see [`decay`]).
     ewma_us: AtomicU64,
+    ewma_at_ms: AtomicU64,
     /// Whether a health checker runs for it: a ban then lasts until a check succeeds.
     checked: bool,
     /// Replication lag as last measured (`u64::MAX`: not a replica, or not measured yet).
@@ -43,7 +45,13 @@ pub struct NodeState {
     /// A replica lagging over its pool's limit leaves rotation until it catches up; unlike a
     /// ban this is decided by every check, so it returns as soon as it has caught up.
     lagging: AtomicBool,
+    /// What the last health check said of `pg_is_in_recovery()`: one of the `RECOVERY_*`.
+    recovery: AtomicU8,
 }
+
+const RECOVERY_UNKNOWN: u8 = 0;
+const RECOVERY_STANDBY: u8 = 1;
+const RECOVERY_WRITABLE: u8 = 2;
 
 impl NodeState {
     pub fn new(index: usize, node: &Node, checked: bool) -> Self {
@@ -58,10 +66,12 @@ impl NodeState {
             banned_until: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
+            ewma_at_ms: AtomicU64::new(0),
             checked,
             lag_ms: AtomicU64::new(u64::MAX),
             lag_bytes: AtomicU64::new(u64::MAX),
             lagging: AtomicBool::new(false),
+            recovery: AtomicU8::new(RECOVERY_UNKNOWN),
         }
     }
 
@@ -90,15 +100,28 @@ impl NodeState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The latency average now, decayed since its last sample.
     pub fn ewma_us(&self) -> u64 {
-        self.ewma_us.load(Ordering::Relaxed)
+        self.ewma_us_at(now_ms())
+    }
+
+    /// [`ewma_us`](Self::ewma_us) at `now` (`now_ms` clock).
+    pub fn ewma_us_at(&self, now: u64) -> u64 {
+        let at = self.ewma_at_ms.load(Ordering::Relaxed);
+        decay(self.ewma_us.load(Ordering::Relaxed), now.saturating_sub(at))
     }
 
     /// Whether it takes traffic now: not banned, healthy, and not lagging too far behind.
     pub fn is_available(&self) -> bool {
+        self.is_available_at(now_ms())
+    }
+
+    /// [`is_available`](Self::is_available) at `now` (`now_ms` clock): a pick reads the clock
+    /// once for all its nodes, not once per node.
+    pub fn is_available_at(&self, now: u64) -> bool {
         self.healthy.load(Ordering::Acquire)
             && !self.lagging.load(Ordering::Acquire)
-            && now_ms() >= self.banned_until.load(Ordering::Acquire)
+            && now >= self.banned_until.load(Ordering::Acquire)
     }
 
     /// Records a replication lag measurement and whether it is over the pool's limit.
@@ -125,6 +148,28 @@ impl NodeState {
     /// The last measured lag in bytes of WAL, if measured.
     pub fn lag_bytes(&self) -> Option<u64> {
         Some(self.lag_bytes.load(Ordering::Relaxed)).filter(|&v| v != u64::MAX)
+    }
+
+    /// Records whether the node is in recovery (a standby) or takes writes; returns whether
+    /// that changed since the last check (a promotion or a demotion).
+    pub fn set_in_recovery(&self, in_recovery: bool) -> bool {
+        let new = if in_recovery {
+            RECOVERY_STANDBY
+        } else {
+            RECOVERY_WRITABLE
+        };
+        let old = self.recovery.swap(new, Ordering::AcqRel);
+        old != RECOVERY_UNKNOWN && old != new
+    }
+
+    /// `Some(true)`: a standby; `Some(false)`: takes writes; `None`: never checked (ClickHouse,
+    /// health checks off, or no check has succeeded yet).
+    pub fn in_recovery(&self) -> Option<bool> {
+        match self.recovery.load(Ordering::Acquire) {
+            RECOVERY_STANDBY => Some(true),
+            RECOVERY_WRITABLE => Some(false),
+            _ => None,
+        }
     }
 
     pub fn is_lagging(&self) -> bool {
@@ -182,15 +227,19 @@ impl NodeState {
         }
     }
 
-    fn observe(&self, elapsed: Duration) {
+    pub(crate) fn observe(&self, elapsed: Duration) {
         let sample = u64::try_from(elapsed.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
+        let now = now_ms();
+        let age = now.saturating_sub(self.ewma_at_ms.swap(now, Ordering::Relaxed));
         // Peak EWMA: a slower sample is taken at once, faster ones are averaged in (weight 1/8),
-        // so a node that just got slow loses traffic immediately.
+        // so a node that just got slow loses traffic immediately. The two atomics are not
+        // updated together: a race costs one sample's precision, never correctness.
         let _ = self
             .ewma_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                let old = decay(old, age);
                 Some(if old == 0 || sample > old {
                     sample
                 } else {
@@ -198,6 +247,19 @@ impl NodeState {
                 })
             });
     }
+}
+
+/// Half-life of a latency average without new samples. Without decay, a node that was slow
+/// once would keep its bad average while it gets no traffic to correct it (under light load,
+/// forever); decaying makes it look cheap again after a while, so it is probed.
+const EWMA_HALF_LIFE_MS: f64 = 5_000.0;
+
+/// `value` after `age_ms` of decay.
+pub(crate) fn decay(value: u64, age_ms: u64) -> u64 {
+    if age_ms == 0 || value == 0 {
+        return value;
+    }
+    (value as f64 * (-(age_ms as f64) / EWMA_HALF_LIFE_MS).exp2()) as u64
 }
 
 /// A query in flight on a node.

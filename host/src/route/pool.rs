@@ -4,10 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::node::NodeState;
+use super::mirror::MirrorStats;
+use super::node::{NodeState, now_ms};
 use super::strategy::{self, Candidate, Draw};
 use crate::config::{PoolConfig, Strategy};
 use crate::model::{PoolRole, PoolState};
+
+/// Pools up to this many nodes pick without allocating.
+const STACK_NODES: usize = 16;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -17,6 +21,10 @@ pub struct Pool {
     addr_hashes: Vec<u64>,
     tick: AtomicU64,
     random: AtomicU64,
+    /// Picks that found no available node (all banned, unhealthy, lagging or already tried).
+    no_node: AtomicU64,
+    /// This pool as a mirror target.
+    mirror: MirrorStats,
 }
 
 impl Pool {
@@ -37,6 +45,8 @@ impl Pool {
             nodes,
             addr_hashes,
             tick: AtomicU64::new(0),
+            no_node: AtomicU64::new(0),
+            mirror: MirrorStats::default(),
         }
     }
 
@@ -57,7 +67,14 @@ impl Pool {
     }
 
     pub fn healthy_nodes(&self) -> usize {
-        self.nodes.iter().filter(|n| n.is_available()).count()
+        let now = now_ms();
+        self.nodes.iter().filter(|n| n.is_available_at(now)).count()
+    }
+
+    /// Whether any node is available (stops at the first: routing asks this per query).
+    pub fn has_available(&self) -> bool {
+        let now = now_ms();
+        self.nodes.iter().any(|n| n.is_available_at(now))
     }
 
     /// Picks an available node that is not in `exclude` (positions of nodes already tried), by
@@ -78,34 +95,68 @@ impl Pool {
         affinity: Option<&str>,
         exclude: &[usize],
     ) -> Option<Arc<NodeState>> {
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(self.nodes.len());
+        // Pools are small: the snapshot lives on the stack (no allocation per query) unless the
+        // pool has more than `STACK_NODES` nodes.
+        let mut stack = [Candidate::default(); STACK_NODES];
+        let mut heap = Vec::new();
+        let slots: &mut [Candidate] = if self.nodes.len() <= STACK_NODES {
+            &mut stack
+        } else {
+            heap.resize(self.nodes.len(), Candidate::default());
+            &mut heap
+        };
+        let now = now_ms();
+        let mut len = 0;
         for (i, node) in self.nodes.iter().enumerate() {
-            if exclude.contains(&i) || !node.is_available() {
+            if exclude.contains(&i) || !node.is_available_at(now) {
                 continue;
             }
-            candidates.push(Candidate {
+            slots[len] = Candidate {
                 index: i,
                 in_flight: node.in_flight(),
                 weight: node.weight(),
-                ewma_us: node.ewma_us(),
+                // Only the strategy that uses the latency average pays for its decay.
+                ewma_us: if strategy == Strategy::PeakEwma {
+                    node.ewma_us_at(now)
+                } else {
+                    0
+                },
                 addr_hash: self.addr_hashes[i],
-            });
+            };
+            len += 1;
         }
+        let candidates = &slots[..len];
         if candidates.is_empty() {
+            self.no_node.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let draw = Draw {
             tick: self.tick.fetch_add(1, Ordering::Relaxed),
             random: self.next_random(),
         };
-        let at = strategy::select(
-            strategy,
-            &candidates,
-            draw,
-            affinity.map(strategy::hash_str),
-        );
+        let at = strategy::select(strategy, candidates, draw, affinity.map(strategy::hash_str));
         let index = candidates.get(at).map_or(candidates[0].index, |c| c.index);
         self.nodes.get(index).cloned()
+    }
+
+    /// Times a query found no available node here (the pool was down for it).
+    pub fn no_node_count(&self) -> u64 {
+        self.no_node.load(Ordering::Relaxed)
+    }
+
+    /// Counters of the queries mirrored to this pool.
+    pub fn mirror_stats(&self) -> &MirrorStats {
+        &self.mirror
+    }
+
+    /// Whether this pool mirrors a `fraction` share: one draw of the pool's generator.
+    pub(super) fn sample(&self, fraction: f64) -> bool {
+        if fraction >= 1.0 {
+            return true;
+        }
+        // 53 random bits as a float in [0, 1).
+        let unit = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < fraction
     }
 
     fn next_random(&self) -> u64 {

@@ -6,11 +6,15 @@ use super::*;
 use crate::config::{Config, HealthConfig, Strategy};
 
 fn router(pools: &str) -> Router {
+    router_for("clickhouse-http", pools)
+}
+
+pub(super) fn router_for(protocol: &str, pools: &str) -> Router {
     let text = format!(
         r#"
 [[listener]]
-name = "ch"
-protocol = "clickhouse-http"
+name = "l"
+protocol = "{protocol}"
 bind = "127.0.0.1:0"
 cluster = "main"
 
@@ -19,7 +23,7 @@ name = "u"
 password = "p"
 
 [cluster.main]
-protocol = "clickhouse-http"
+protocol = "{protocol}"
 {pools}
 "#
     );

@@ -1,5 +1,6 @@
 //! One task per node: every `health.interval` a dedicated connection runs one query that says
-//! whether the node is in recovery, where its WAL is, and how far behind replay is. Failures
+//! whether the node is in recovery (`pg_is_in_recovery()`, which is how a promotion is
+//! detected), where its WAL is, and how far behind replay is. Failures
 //! count toward a ban; a replica whose lag (time, or bytes behind the primary's last polled WAL
 //! position) is over its pool's limit leaves read rotation until it catches up.
 
@@ -7,7 +8,6 @@ use std::sync::{Arc, Weak};
 
 use super::conn::{Login, ServerConn};
 use super::{PgBackend, parse_lsn};
-use crate::model::PoolRole;
 use crate::route::{NodeState, Pool};
 
 /// In recovery?, WAL position (replay position on a replica), and milliseconds since the last
@@ -92,16 +92,26 @@ async fn check(
         .and_then(|v| v.as_deref())
         .and_then(|v| v.parse::<i64>().ok())
         .map(|v| v.max(0) as u64);
-    if !in_recovery {
-        if let Some(lsn) = lsn {
-            backend.record_primary_lsn(lsn);
-        }
-        if pool.role() == PoolRole::Replica {
+    // The router reads this to send writes to a promoted replica when the primary pool is
+    // down (and to keep them off a primary pool node that came back as a standby).
+    if node.set_in_recovery(in_recovery) {
+        if in_recovery {
             tracing::warn!(
                 node = node.addr(),
                 pool = pool.name(),
-                "node of a replica pool is not in recovery (promoted?)"
+                "node is in recovery now (demoted): it takes no writes"
             );
+        } else {
+            tracing::warn!(
+                node = node.addr(),
+                pool = pool.name(),
+                "node left recovery (promoted): it takes writes if the primary pool is down"
+            );
+        }
+    }
+    if !in_recovery {
+        if let Some(lsn) = lsn {
+            backend.record_primary_lsn(lsn);
         }
         node.set_lag(None, None, false);
         return Ok(());

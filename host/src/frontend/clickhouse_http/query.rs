@@ -17,6 +17,7 @@ use super::compress::Compress;
 use super::error::{ChError, code};
 use super::forward::{self, Plan, PlannedBody};
 use super::head::{self, Data, QueryText, RawBody};
+use super::mirror;
 use super::params::Params;
 use super::relay::Deadline;
 use super::respond::{self, CacheStatus};
@@ -351,6 +352,25 @@ impl ChFrontend {
             self.listener.max_body_size,
         )?;
         let retry = is_read && sticky.is_none() && matches!(shape.body, PlannedBody::Replayable(_));
+        // A streamed body can be sent once: such requests (inserts, mostly) are not mirrored.
+        if let PlannedBody::Replayable(bytes) = &shape.body
+            && let Some(ticket) = self.backend.router().mirror(
+                &p.pool,
+                p.verdict.decision.mirror.as_deref(),
+                p.verdict.effective.kind,
+                sticky.is_some(),
+            )
+        {
+            let credentials = p.user.config.backend_credentials(ticket.pool().config());
+            let copy = mirror::Copy {
+                method: shape.method.clone(),
+                query_string: shape.query_string.clone(),
+                headers: shape.headers.clone(),
+                body: bytes.clone(),
+                credentials,
+            };
+            mirror::spawn(self.backend.clone(), ticket, copy);
+        }
         let plan = Plan {
             pool: p.pool.clone(),
             credentials,

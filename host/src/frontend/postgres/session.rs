@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::PgFrontend;
 use super::client::{ClientError, ClientIo, WRITE_HIGH_WATER};
+use super::mirror;
 use super::observe::{Observed, Text, cache_outcome};
 use super::settings::{self, Settings};
 use super::statements::Statement;
@@ -42,7 +43,7 @@ use crate::pipeline::{self, Verdict};
 use crate::postgres::protocol::backend::{ready_for_query, ready_status};
 use crate::postgres::protocol::frontend::Target;
 use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
-use crate::route::{InFlight, Pool};
+use crate::route::{InFlight, MirrorTicket, Pool};
 
 /// Messages buffered without a Sync before they are sent on anyway (a long JDBC batch).
 const MAX_BATCH_BYTES: usize = 8 << 20;
@@ -157,6 +158,8 @@ pub struct Session<S> {
     batch: Vec<RawMessage>,
     batch_bytes: usize,
     copy_in: bool,
+    /// The pool of the server connection that failed last, for the client's error message.
+    lost_pool: Option<String>,
 }
 
 enum Wake {
@@ -199,6 +202,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             batch: Vec::new(),
             batch_bytes: 0,
             copy_in: false,
+            lost_pool: None,
         }
     }
 
@@ -208,14 +212,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match &end {
             Err(SessionEnd::Terminate) | Err(SessionEnd::Client(ClientError::Closed)) => {}
             Err(SessionEnd::Server(e)) => {
-                tracing::warn!(client = %self.peer, error = %e, "server connection lost: closing the client");
+                tracing::warn!(client = %self.peer, error = %e, pool = self.lost_pool.as_deref(), "server connection lost: closing the client");
                 let _ = self.io.flush().await;
-                self.io
-                    .fatal(ErrorFields::fatal(
-                        "08006",
-                        format!("server connection lost: {e}"),
-                    ))
-                    .await;
+                let message = match &self.lost_pool {
+                    Some(pool) => format!("server connection lost in pool \"{pool}\": {e}"),
+                    None => format!("server connection lost: {e}"),
+                };
+                self.io.fatal(ErrorFields::fatal("08006", message)).await;
             }
             Err(SessionEnd::Shutdown) => {
                 let _ = self.io.flush().await;
@@ -441,6 +444,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.refused(observed);
             return self.answer_error(e, true).await;
         }
+        if let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
+            self.spawn_mirror(ticket, mirror::simple(&final_sql));
+        }
         let bytes = if rewritten {
             let mut out = BytesMut::new();
             FrontendMessage::Query {
@@ -589,6 +595,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.refused(o);
             }
             return self.answer_error(e, synced).await;
+        }
+        if synced
+            && let Some(Item::Bind { stmt, rest, .. }) =
+                items.iter().find(|i| matches!(i, Item::Bind { .. }))
+            && stmt.verdict.effective.kind == StatementKind::Read
+            && let Some(ticket) = self.mirror_ticket(&stmt.verdict, in_transaction)
+        {
+            let bytes = mirror::extended(stmt, rest);
+            self.spawn_mirror(ticket, bytes);
         }
         let Some(held) = self.held.as_mut() else {
             return Ok(());
@@ -834,21 +849,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             route = Route::Primary;
         }
-        let pool =
-            match self
-                .fe
-                .backend
-                .router()
-                .resolve(&route, verdict.effective.kind, in_transaction)
-            {
-                Ok(pool) => pool,
-                Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
-            };
+        let target = match self.fe.backend.router().resolve_target(
+            &route,
+            verdict.effective.kind,
+            in_transaction,
+        ) {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
+        };
+        let pool = target.pool.clone();
         if starting && let Err(e) = self.pool_permit(&pool).await {
             return Ok(Err(e));
         }
         if let Some(held) = &self.held {
-            if held.pool.name() == pool.name() {
+            // A write pinned to a promoted replica must not stay on another node of its pool.
+            let pinned_elsewhere = target
+                .node
+                .is_some_and(|n| n != held.conn.bucket().node().index());
+            if held.pool.name() == pool.name() && !pinned_elsewhere {
                 return Ok(Ok(()));
             }
             // Closed, not pooled: it may carry the client's settings.
@@ -858,7 +876,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let paused = self.fe.paused.clone();
         self.fe.wait_resumed(paused).await;
         let affinity = verdict.decision.affinity_key.as_deref();
-        let mut result = self.checkout(&pool, affinity, &[]).await;
+        let mut result = self.checkout(&pool, affinity, &target.exclude()).await;
         // Every node of the pool failed before the health checks noticed: its fallback pool
         // takes the statement (nothing was sent yet).
         if let Err(e) = &result
@@ -874,7 +892,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         match result {
             Ok(()) => Ok(Ok(())),
-            Err(e) => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
+            Err(e) if e.names_pool() => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
+            // Say which pool failed: with the primary down, "pool primary" is what the
+            // operator needs to read, not just a server address.
+            Err(e) => Ok(Err(ErrorFields::error(
+                e.sqlstate(),
+                format!("pool \"{}\": {e}", pool.name()),
+            ))),
         }
     }
 
@@ -903,6 +927,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(work) => work.tenant().clone(),
             None => self.user_limits.tenant.clone(),
         }
+    }
+
+    /// A mirror slot for a statement that runs on the held connection's pool, if the policy
+    /// or the pool's config asks for one and the shadow has room.
+    fn mirror_ticket(&self, verdict: &Verdict, in_transaction: bool) -> Option<MirrorTicket> {
+        let source = &self.held.as_ref()?.pool;
+        self.fe.backend.router().mirror(
+            source,
+            verdict.decision.mirror.as_deref(),
+            verdict.effective.kind,
+            in_transaction,
+        )
+    }
+
+    fn spawn_mirror(&mut self, ticket: MirrorTicket, bytes: Bytes) {
+        let login = self.login(ticket.pool());
+        mirror::spawn(self.fe.backend.clone(), ticket, login, bytes);
     }
 
     async fn checkout(
@@ -1243,6 +1284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(SessionEnd::Server(error));
         };
         self.cancel.slot.clear();
+        self.lost_pool = Some(held.pool.name().to_owned());
         let node = held.conn.bucket().node().clone();
         node.record_failure(&held.pool.config().health, &error.to_string());
         if held.quiet() && !held.session_mode && self.status == TransactionStatus::Idle {
