@@ -47,17 +47,20 @@ pub struct LoadedPolicy {
     instantiations: AtomicU64,
 }
 
-impl LoadedPolicy {
-    /// Compiles (or loads the precompiled artifact of) the component at `path`, links it, and
-    /// creates one instance, calling `init(config)` on it, so that a module that does not fit the
-    /// world or refuses its config is rejected here and never reaches the hot path.
+/// A compiled and linked policy module, not yet instantiated: `load` it with a config as often
+/// as needed (`policy test` tries several configs on one module without compiling it again).
+#[derive(Clone)]
+pub struct CompiledPolicy {
+    name: Arc<str>,
+    path: PathBuf,
+    sha256: String,
+    pre: PolicyPre<StoreState>,
+}
+
+impl CompiledPolicy {
+    /// Reads, compiles (or loads the precompiled artifact of) and links the component at `path`.
     /// Blocking (file read, compilation): call it from a blocking context.
-    pub fn load(
-        runtime: &PolicyRuntime,
-        path: &Path,
-        config: Vec<(String, String)>,
-        limits: InstanceLimits,
-    ) -> Result<Self, PolicyError> {
+    pub fn compile(runtime: &PolicyRuntime, path: &Path) -> Result<Self, PolicyError> {
         let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
             path: path.to_path_buf(),
             source,
@@ -79,28 +82,62 @@ impl LoadedPolicy {
             .into();
         use sha2::Digest;
         let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-        let policy = LoadedPolicy {
+        Ok(CompiledPolicy {
             name,
             path: path.to_path_buf(),
             sha256,
             pre,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the first instance and calls `init(config)` on it.
+    pub fn load(
+        &self,
+        config: Vec<(String, String)>,
+        limits: InstanceLimits,
+    ) -> Result<LoadedPolicy, PolicyError> {
+        let policy = LoadedPolicy {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            pre: self.pre.clone(),
             config,
             idle: ArrayQueue::new(limits.instances.max(1)),
             limits,
             instantiations: AtomicU64::new(0),
         };
+        let path = &self.path;
         let first = policy.instantiate().map_err(|e| match e {
             CallFailure::Instantiate(reason) => PolicyError::Init {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 reason,
             },
             other => PolicyError::Init {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 reason: other.to_string(),
             },
         })?;
         let _ = policy.idle.push(first);
         Ok(policy)
+    }
+}
+
+impl LoadedPolicy {
+    /// Compiles (or loads the precompiled artifact of) the component at `path`, links it, and
+    /// creates one instance, calling `init(config)` on it, so that a module that does not fit the
+    /// world or refuses its config is rejected here and never reaches the hot path.
+    /// Blocking (file read, compilation): call it from a blocking context.
+    pub fn load(
+        runtime: &PolicyRuntime,
+        path: &Path,
+        config: Vec<(String, String)>,
+        limits: InstanceLimits,
+    ) -> Result<Self, PolicyError> {
+        CompiledPolicy::compile(runtime, path)?.load(config, limits)
     }
 
     /// The file stem, used in logs, metrics and error messages.
