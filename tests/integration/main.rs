@@ -5,6 +5,7 @@ mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;
 mod policy_engine;
+mod policy_languages;
 mod policy_swap;
 mod postgres;
 mod postgres_policy;
