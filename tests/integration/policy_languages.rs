@@ -211,3 +211,61 @@ fn unusable_files_exit_2_with_one_line() {
         "{stderr}"
     );
 }
+
+/// Python and JS instances carry their interpreter's heap (~9-13 MiB of linear memory): they fit
+/// the default 64 MiB cap, a pool of several serves concurrent calls, and a cap below their
+/// size refuses the module at load time, naming the limit.
+#[test]
+fn python_and_js_instances_fit_the_default_memory_cap_and_pool() {
+    use switchyard::model::Route;
+    use switchyard::policy::{PolicyHandle, PolicySettings};
+    use switchyard_tests::policies::query_as;
+
+    for lang in ["-py", "-js"] {
+        let path = policy_wasm(&format!("tenant-router{lang}"));
+        runner(&path); // compiled once, into the shared artifact directory
+        let settings = PolicySettings {
+            path: Some(path.clone()),
+            instances: 2,
+            config: vec![
+                ("tenant_attribute".into(), "user".into()),
+                ("pool.alice".into(), "shard_a".into()),
+            ],
+            ..PolicySettings::default()
+        };
+        let handle = PolicyHandle::new(runtime().1.clone(), settings.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Four threads on a pool of two: bursts instantiate extra instances.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let d = handle.decide(&query_as("SELECT 1", "alice"), None).unwrap();
+                        assert_eq!(d.route, Route::Pool("shard_a".into()));
+                    }
+                });
+            }
+        });
+        let policy = handle.current().unwrap();
+        let memory = policy.instance_memory_bytes().expect("an idle instance");
+        assert!(
+            (2 << 20..64 << 20).contains(&memory),
+            "{lang}: {memory} bytes of linear memory per instance"
+        );
+        assert_eq!(handle.stats().failed_closed, 0);
+
+        let small = PolicySettings {
+            memory_limit: 2 << 20,
+            ..settings
+        };
+        let error = PolicyHandle::new(runtime().1.clone(), small)
+            .err()
+            .unwrap_or_else(|| panic!("{lang}: loaded under a 2 MiB cap"));
+        assert!(
+            error
+                .to_string()
+                .contains("memory limit of 2097152 bytes exceeded"),
+            "{lang}: {error}"
+        );
+    }
+}

@@ -154,6 +154,15 @@ impl LoadedPolicy {
         &self.sha256
     }
 
+    /// Linear memory of one warm instance (all its memories), if one is idle: what each pooled
+    /// instance costs, for sizing `[policy] instances`.
+    pub fn instance_memory_bytes(&self) -> Option<usize> {
+        let instance = self.idle.pop()?;
+        let bytes = instance.store.data().linear_memory;
+        let _ = self.idle.push(instance);
+        Some(bytes)
+    }
+
     pub fn instantiations(&self) -> u64 {
         self.instantiations.load(Ordering::Relaxed)
     }

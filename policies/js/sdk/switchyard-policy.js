@@ -270,14 +270,14 @@ function dollarStringEnd(s, open) {
   return found < 0 ? s.length : found + tagText.length;
 }
 
-export function tokens(s, d) {
-  const out = [];
+// A generator, like the Rust iterator: callers that stop early lex only what they read.
+export function* tokens(s, d) {
   let pos = 0;
   let depth = 0;
   const n = s.length;
   for (;;) {
     pos = skipTrivia(s, pos, d);
-    if (pos >= n) return out;
+    if (pos >= n) return;
     const start = pos;
     const c = s[pos];
     let tokDepth = depth;
@@ -313,7 +313,7 @@ export function tokens(s, d) {
       tokDepth = depth;
     }
     pos = end;
-    out.push(new Token(kind, s.slice(start, end), start, end, tokDepth));
+    yield new Token(kind, s.slice(start, end), start, end, tokDepth);
   }
 }
 
@@ -333,8 +333,10 @@ export function statements(s, d) {
 }
 
 export function firstKeyword(s, d) {
-  const t = tokens(s, d).find((x) => !x.isPunct("("));
-  return t !== undefined && t.kind === WORD ? t.text : undefined;
+  for (const t of tokens(s, d)) {
+    if (!t.isPunct("(")) return t.kind === WORD ? t.text : undefined;
+  }
+  return undefined;
 }
 
 const isAnalyze = (t) => t.isKeyword("ANALYZE") || t.isKeyword("ANALYSE");
@@ -343,7 +345,7 @@ const isAnalyze = (t) => t.isKeyword("ANALYZE") || t.isKeyword("ANALYSE");
 export function updateOrDeleteWithoutWhere(stmt, d) {
   const low = asciiLower(stmt);
   if (!low.includes("update") && !low.includes("delete")) return undefined;
-  const toks = tokens(stmt, d);
+  const toks = [...tokens(stmt, d)];
   const first = toks.find((x) => !x.isPunct("("));
   const explain = first !== undefined && first.isKeyword("EXPLAIN");
   const analyzeAt = toks.findIndex(isAnalyze);
@@ -371,7 +373,7 @@ export function updateOrDeleteWithoutWhere(stmt, d) {
 /** `s` with `LIMIT n` appended (ClickHouse: before a trailing SETTINGS/FORMAT), or undefined
  * when it is not one statement. */
 export function appendLimit(s, n, d) {
-  const toks = tokens(s, d);
+  const toks = [...tokens(s, d)];
   let last = toks.length - 1;
   while (last >= 0 && toks[last].isPunct(";")) last--;
   if (last < 0 || toks.slice(0, last).some((x) => x.isPunct(";"))) return undefined;

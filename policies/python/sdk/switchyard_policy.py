@@ -298,12 +298,12 @@ def _dollar_string_end(s, open_):
 
 
 def tokens(s, d):
+    """A generator, like the Rust iterator: callers that stop early lex only what they read."""
     pos, depth, n = 0, 0, len(s)
-    out = []
     while True:
         pos = _skip_trivia(s, pos, d)
         if pos >= n:
-            return out
+            return
         start, c = pos, s[pos]
         tok_depth = depth
         if c == "'":
@@ -344,7 +344,7 @@ def tokens(s, d):
         else:
             kind, end = PUNCT, start + 1
         pos = end
-        out.append(Token(kind, s[start:end], start, end, tok_depth))
+        yield Token(kind, s[start:end], start, end, tok_depth)
 
 
 def statements(s, d):
@@ -378,7 +378,7 @@ def update_or_delete_without_where(stmt, d):
     low = ascii_lower(stmt)
     if "update" not in low and "delete" not in low:
         return None
-    toks = tokens(stmt, d)
+    toks = list(tokens(stmt, d))
     first = next((x for x in toks if not x.is_punct("(")), None)
     explain = first is not None and first.is_keyword("EXPLAIN")
     analyze_at = next((i for i, x in enumerate(toks) if _is_analyze(x)), None)
@@ -414,7 +414,7 @@ def _trim_end(s):
 def append_limit(s, n, d):
     """`s` with `LIMIT n` appended (ClickHouse: before a trailing SETTINGS/FORMAT), or None
     when it is not one statement."""
-    toks = tokens(s, d)
+    toks = list(tokens(s, d))
     last = next((i for i in range(len(toks) - 1, -1, -1) if not toks[i].is_punct(";")), None)
     if last is None or any(x.is_punct(";") for x in toks[:last]):
         return None
