@@ -133,6 +133,11 @@ export const isWrite = (q) => q.kind === "write";
 export const isReplicaSafe = (q) => isRead(q) && !q.inTransaction;
 export const tables = (q) => [...q.tablesRead, ...q.tablesWritten];
 
+export const readsTable = (q, pattern) => q.tablesRead.some((t) => nameMatches(t, pattern));
+export const touchesTable = (q, pattern) => tables(q).some((t) => nameMatches(t, pattern));
+/** A read outside a transaction, not volatile, a single statement. */
+export const isCacheable = (q) => isReplicaSafe(q) && !q.flags.volatile && !q.flags.multiStatement;
+
 export function attribute(q, name) {
   const hit = q.attributes.find(([k]) => k === name);
   return hit === undefined ? undefined : hit[1];
@@ -157,6 +162,10 @@ export function forward(route = DEFAULT) {
 }
 
 export const readWriteRoute = (q) => (isReplicaSafe(q) ? REPLICA : PRIMARY);
+
+export function cache(d, ttlMs, namespace = undefined, shared = false) {
+  return { ...d, cache: { ttlMs, namespace, shared } };
+}
 
 export function block(d, reason) {
   return { ...d, action: { tag: "block", val: reason }, cache: undefined };

@@ -135,6 +135,19 @@ def tables(q):
     return list(q.tables_read) + list(q.tables_written)
 
 
+def reads_table(q, pattern):
+    return any(name_matches(x, pattern) for x in q.tables_read)
+
+
+def touches_table(q, pattern):
+    return any(name_matches(x, pattern) for x in tables(q))
+
+
+def is_cacheable(q):
+    """A read outside a transaction, not volatile, a single statement."""
+    return is_replica_safe(q) and not has_flag(q, F.VOLATILE) and not has_flag(q, F.MULTI_STATEMENT)
+
+
 def dialect(q):
     return DIALECTS[q.protocol]
 
@@ -161,6 +174,11 @@ def read_write_route(q):
 
 def to_pool(name):
     return t.Route_Pool(name)
+
+
+def cache(d, ttl_ms, namespace=None, shared=False):
+    d.cache = t.CacheDirective(ttl_ms, namespace, shared)
+    return d
 
 
 def block(d, reason):
