@@ -269,3 +269,32 @@ fn python_and_js_instances_fit_the_default_memory_cap_and_pool() {
         );
     }
 }
+
+/// componentize-js instances grow by ~0.4 KiB per call and never shrink: without retirement an
+/// instance under a 20 MiB cap fails a call after ~25k calls. The engine retires an instance that
+/// used half its headroom, so every call succeeds.
+#[test]
+fn growing_js_instances_are_retired_before_they_hit_the_cap() {
+    use switchyard::policy::{PolicyHandle, PolicySettings};
+    use switchyard_tests::policies::query_as;
+
+    let path = policy_wasm("tenant-router-js");
+    runner(&path);
+    let settings = PolicySettings {
+        path: Some(path),
+        instances: 1,
+        memory_limit: 20 << 20,
+        config: vec![("tenant_attribute".into(), "user".into())],
+        ..PolicySettings::default()
+    };
+    let handle = PolicyHandle::new(runtime().1.clone(), settings).unwrap_or_else(|e| panic!("{e}"));
+    let query = query_as("SELECT * FROM orders WHERE id = 1", "alice");
+    for i in 0..40_000 {
+        if let Err(e) = handle.decide(&query, None) {
+            panic!("call {i} failed: {e}");
+        }
+    }
+    let policy = handle.current().unwrap();
+    assert!(policy.retired() >= 1, "no instance was retired");
+    assert_eq!(handle.stats().failures_memory, 0);
+}

@@ -31,6 +31,8 @@ pub struct StoreState {
     /// Linear memory of all the instance's memories together, in bytes (a Python or JS component
     /// has several); for measurements, the cap applies to each memory.
     pub linear_memory: usize,
+    /// `linear_memory` once `init` returned: the instance's own size, before any call.
+    pub baseline_memory: usize,
     /// The running call's deadline state (see `deadline.rs`).
     pub deadline: CallDeadline,
     /// The backend view of the statement being decided; replaced before each call.
@@ -54,6 +56,7 @@ impl StoreState {
             memory_limit,
             memory_exceeded: false,
             linear_memory: 0,
+            baseline_memory: 0,
             deadline: CallDeadline::default(),
             backend: None,
             policy_name,
