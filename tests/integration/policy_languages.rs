@@ -101,6 +101,7 @@ fn guard_decides_alike_in_rust_python_and_javascript() {
 fn tenant_router_decides_alike_in_rust_python_and_javascript() {
     same_in_every_language("tenant-router", "tenant-router");
     same_in_every_language("tenant-router", "tenant-router-block");
+    same_in_every_language("tenant-router", "tenant-router-database");
 }
 
 #[test]
