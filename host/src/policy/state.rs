@@ -28,6 +28,11 @@ pub struct StoreState {
     /// Set when the guest tried to grow past `memory_limit`, so the failure is reported as such
     /// rather than as a generic trap.
     pub memory_exceeded: bool,
+    /// Linear memory of all the instance's memories together, in bytes (a Python or JS component
+    /// has several); for measurements, the cap applies to each memory.
+    pub linear_memory: usize,
+    /// `linear_memory` once `init` returned: the instance's own size, before any call.
+    pub baseline_memory: usize,
     /// The running call's deadline state (see `deadline.rs`).
     pub deadline: CallDeadline,
     /// The backend view of the statement being decided; replaced before each call.
@@ -50,6 +55,8 @@ impl StoreState {
             table: ResourceTable::new(),
             memory_limit,
             memory_exceeded: false,
+            linear_memory: 0,
+            baseline_memory: 0,
             deadline: CallDeadline::default(),
             backend: None,
             policy_name,
@@ -69,7 +76,7 @@ impl WasiView for StoreState {
 impl ResourceLimiter for StoreState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -80,6 +87,7 @@ impl ResourceLimiter for StoreState {
                 self.memory_limit
             )));
         }
+        self.linear_memory += desired.saturating_sub(current);
         Ok(true)
     }
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod run;
+mod test_cases;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +55,9 @@ enum PolicyCommand {
     /// Classify a statement and run a policy on it; prints the classification and the decision
     /// as JSON. No database needed.
     Check(check::PolicyCheckArgs),
+    /// Run a policy over a case file of statements and expected decisions; prints a diff per
+    /// mismatch and exits 1 when any case does not match.
+    Test(test_cases::PolicyTestArgs),
 }
 
 /// mimalloc: the proxy allocates many small, short-lived buffers per query on several threads;
@@ -89,6 +93,13 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check(args),
         } => check::policy_check(args).map_err(|e| (2, e)),
+        Command::Policy {
+            command: PolicyCommand::Test(args),
+        } => match test_cases::policy_test(args) {
+            Ok(0) => Ok(()),
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err((2, e)),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
