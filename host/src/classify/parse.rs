@@ -59,10 +59,57 @@ pub(crate) fn statements(protocol: Protocol, sql: &str) -> Result<Vec<Statement>
     }
     let statements = match protocol {
         Protocol::Postgres => with_dialect(&PostgreSqlDialect {}, sql),
-        Protocol::ClickhouseHttp => with_dialect(&ClickHouseDialect {}, sql),
+        Protocol::ClickhouseHttp => with_dialect(&ClickHouseDialect {}, &blank_hash_comments(sql)),
         Protocol::Mysql => with_dialect(&MySqlDialect {}, sql),
     }?;
     Ok(statements)
+}
+
+/// ClickHouse's `#` line comments, which sqlparser's ClickHouse dialect does not know, turned
+/// into spaces (positions stay the same). Quotes, `--` and `/* */` comments are skipped, so a `#`
+/// inside them stays.
+fn blank_hash_comments(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('#') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let b = sql.as_bytes();
+    let mut out = b.to_vec();
+    let mut i = 0;
+    let skip_to = |from: usize, end: &[u8]| {
+        b[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(b.len(), |p| from + p + end.len())
+    };
+    while i < b.len() {
+        match b[i] {
+            quote @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() {
+                    let escaped = b[i] == b'\\' || (b[i] == quote && b.get(i + 1) == Some(&quote));
+                    if escaped {
+                        i += 2;
+                    } else if b[i] == quote {
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_to(i, b"\n"),
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_to(i + 2, b"*/"),
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    out[i] = b' ';
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    // Only whole characters inside a comment were replaced (by ASCII spaces): still UTF-8.
+    std::borrow::Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| sql.to_owned()))
 }
 
 fn with_dialect(dialect: &dyn Dialect, sql: &str) -> Result<Vec<Statement>, ParserError> {

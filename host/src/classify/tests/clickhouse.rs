@@ -58,6 +58,15 @@ const CASES: &[Case] = &[
         &[],
     ),
     case("SELECT * FROM t LIMIT 10 OFFSET 5", Read, &["t"], &[]).flags(L),
+    // `#` comments (ClickHouse's, unknown to sqlparser's dialect) do not hide the statement.
+    case("SELECT 1 FROM t LIMIT 1 # comment", Read, &["t"], &[]).flags(L),
+    case(
+        "SELECT '#not a comment' AS x FROM t -- # also not\nLIMIT 2 #! shebang-style",
+        Read,
+        &["t"],
+        &[],
+    )
+    .flags(L),
     case(
         "WITH top AS (SELECT id FROM users ORDER BY score DESC LIMIT 10) \
          SELECT * FROM orders WHERE user_id IN (SELECT id FROM top)",
