@@ -10,6 +10,7 @@ use switchyard_tests::clickhouse::ClickHouse;
 use switchyard_tests::http::{self, enc, post, request};
 use switchyard_tests::policies::policy_wasm;
 use switchyard_tests::proxy::{Proxy, config};
+use switchyard_tests::slow::SlowRelay;
 
 pub const USERS: &str = r#"
 [[user]]
@@ -172,6 +173,74 @@ async fn authentication_methods_networks_and_refusals_look_like_clickhouse() {
     assert_eq!(empty.status, 400);
     assert!(empty.text().contains("Empty query"));
     assert_eq!(empty.x_cache(), "N/A");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_node_takes_reads_again_once_it_is_back() {
+    let ch = ClickHouse::start(2);
+    // ch1 is reached through a relay that can go away and come back on the same address.
+    let ch1: std::net::SocketAddr = ch.node(1).addr().parse().expect("ch1 address");
+    let relay = SlowRelay::start(ch1, Duration::ZERO).await;
+    let relay_addr = relay.addr();
+    let (ch0, ch1_addr) = (ch.node(0).addr(), ch.node(1).addr());
+    let config = config(&ch, "", "", USERS).replace(
+        &format!("nodes = [\"{ch0}\", \"{ch1_addr}\"]"),
+        &format!("nodes = [\"{ch0}\", \"{relay_addr}\"]"),
+    );
+    assert!(config.contains(&relay_addr.to_string()), "{config}");
+    let proxy = Proxy::start(&config).await;
+    let url = proxy.url_as("alice", "alice_pw");
+    let nodes = |replies: &[http::Reply]| -> Vec<String> {
+        replies.iter().map(|r| r.node().to_owned()).collect()
+    };
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        replies.push(post(&url, "SELECT 1").await);
+    }
+    assert!(
+        nodes(&replies).iter().any(|n| n == "ch1"),
+        "{:?}",
+        nodes(&replies)
+    );
+
+    // ch1 goes away: every read is answered by ch0 (retried there, then ch1 is banned).
+    drop(relay);
+    for i in 0..8 {
+        let r = post(&url, "SELECT 1").await;
+        assert_eq!((r.status, r.node()), (200, "ch0"), "read {i}: {}", r.text());
+    }
+    let node_up = || {
+        let text = switchyard::metrics::render(&proxy.deps.metrics).expect("metrics");
+        let series =
+            format!("switchyard_node_up{{cluster=\"ch\",pool=\"reader\",node=\"{relay_addr}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        node_up(),
+        "0.0",
+        "ch1 is out of rotation (banned or unhealthy)"
+    );
+
+    // ch1 is back on its address: after its ban (300 ms) and a passing health check it takes
+    // reads again, with no restart of the proxy.
+    let _relay = SlowRelay::start_at(relay_addr, ch1, Duration::ZERO).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = post(&url, "SELECT 1").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.node() == "ch1" {
+            assert_eq!(node_up(), "1.0");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ch1 took no read within 10 s of coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     proxy.stop().await;
 }
 

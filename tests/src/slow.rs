@@ -19,9 +19,14 @@ pub struct SlowRelay {
 
 impl SlowRelay {
     pub async fn start(target: SocketAddr, delay: Duration) -> SlowRelay {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a relay");
+        let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
+        SlowRelay::start_at(bind, target, delay).await
+    }
+
+    /// A relay listening on `bind` (e.g. the address of one that was dropped: a node that comes
+    /// back on its old address).
+    pub async fn start_at(bind: SocketAddr, target: SocketAddr, delay: Duration) -> SlowRelay {
+        let listener = TcpListener::bind(bind).await.expect("bind a relay");
         let addr = listener.local_addr().expect("relay address");
         let connections = Arc::new(AtomicU64::new(0));
         let counted = connections.clone();
