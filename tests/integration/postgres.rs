@@ -919,15 +919,34 @@ async fn replica_failover_fallback_and_lag() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Generous: the lag is seen after a health poll of the primary and then of the replica
-    // (700 ms apart each), which a loaded CI box can stretch.
-    await_reads(
-        &client,
-        20,
-        Duration::from_secs(15),
-        "lagging replica out",
-        |p| p.iter().all(|p| *p == replicas[1]),
-    )
-    .await;
+    // (700 ms apart each), which a loaded CI box can stretch. On failure, say what the proxy
+    // measured (this step failed a few times in a row once and could not be reproduced since).
+    let started = Instant::now();
+    loop {
+        let ports = read_ports(&client, 20).await;
+        if ports.iter().all(|p| *p == replicas[1]) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let metrics = switchyard::metrics::render(&proxy.deps.metrics).unwrap_or_default();
+            let nodes: Vec<&str> = metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("switchyard_replica_lag")
+                        || l.starts_with("switchyard_node_up")
+                        || l.starts_with("switchyard_node_healthy")
+                        || l.starts_with("switchyard_node_in_recovery")
+                })
+                .collect();
+            panic!(
+                "lagging replica out: reads still landed on {ports:?} after 15s; replica 0 \
+                 reports {} bytes behind; the proxy measured:\n{}",
+                pg.replica_lag_bytes(0),
+                nodes.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // And it stays out while it lags.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ports = read_ports(&client, 20).await;
