@@ -400,6 +400,109 @@ async fn the_policy_blocks_and_rewrites() {
     proxy.stop().await;
 }
 
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("deflate into memory");
+    e.finish().expect("deflate into memory")
+}
+
+/// A policy rewrites an INSERT whose statement is inside a compressed body: the rewritten
+/// statement runs, with the data decoded by the proxy as it streams (several MB, many chunks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_insert_inside_a_compressed_body_streams_its_data_decoded() {
+    let ch = ClickHouse::start(1);
+    for table in ["incoming", "landed"] {
+        ch.node(0).query(&format!(
+            "CREATE TABLE default.{table} (a UInt64, s String) ENGINE = Memory"
+        ));
+    }
+    let retarget = format!(
+        "[policy]\npath = \"{}\"\n[policy.config]\nfrom = \"default.incoming\"\nto = \"default.landed\"\n",
+        policy_wasm("retarget").display()
+    );
+    let proxy = proxy(&ch, &retarget).await;
+    let url = proxy.url_as("alice", "alice_pw");
+    let rows = 200_000u64;
+    let csv: String = (0..rows).map(|i| format!("{i},row number {i}\n")).collect();
+    let insert = format!("INSERT INTO default.incoming FORMAT CSV\n{csv}");
+    assert!(insert.len() > 4 << 20, "{} bytes decoded", insert.len());
+
+    for (encoding, body) in [
+        ("gzip", gzip(insert.as_bytes())),
+        ("deflate", deflate(insert.as_bytes())),
+    ] {
+        let r = request(Method::POST, &url, &[("Content-Encoding", encoding)], body).await;
+        assert_eq!(r.status, 200, "{encoding}: {}", r.text());
+    }
+    assert_eq!(
+        ch.node(0)
+            .query("SELECT count(), sum(a), countIf(s = concat('row number ', toString(a))) FROM default.landed"),
+        format!("{}\t{}\t{}\n", 2 * rows, rows * (rows - 1), 2 * rows)
+    );
+    assert_eq!(
+        ch.node(0).query("SELECT count() FROM default.incoming"),
+        "0\n"
+    );
+    assert_eq!(
+        ch.node(0)
+            .finished_queries("INSERT INTO default.landed FORMAT CSV"),
+        2
+    );
+
+    // A stream damaged past what the proxy reads to find the statement (an invalid deflate block
+    // after a sync flush, so everything before it decodes to whole rows and ClickHouse cannot
+    // fail first): the client gets the proxy's error about its body, not a gateway error, and
+    // nothing of that INSERT lands.
+    let half = insert.len() / 2;
+    let half = insert[..half].rfind('\n').map_or(half, |i| i + 1);
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&insert.as_bytes()[..half])
+        .expect("gzip into memory");
+    e.flush().expect("gzip into memory");
+    let mut corrupt = e.get_ref().clone();
+    corrupt.extend_from_slice(&[0xff; 64]);
+    let r = request(Method::POST, &url, &[("Content-Encoding", "gzip")], corrupt).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        "Code: 36, e.displayText() = DB::Exception: Cannot read the request body: cannot decompress \
+         it: corrupt deflate stream, e.what() = DB::Exception\n"
+    );
+    assert_eq!(
+        ch.node(0).query("SELECT count() FROM default.landed"),
+        format!("{}\n", 2 * rows)
+    );
+    // The proxy still serves the next request.
+    let r = post(&url, "SELECT count() FROM default.landed").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    proxy.stop().await;
+
+    // `max_body_size` counts the compressed bytes, those read to find the statement included;
+    // crossing it while the data streams is the client's 413, as on every other path.
+    let limited = config(&ch, "", "", &format!("{USERS}\n{retarget}")).replacen(
+        "cluster = \"ch\"\n",
+        "cluster = \"ch\"\nmax_body_size = \"256KiB\"\n",
+        1,
+    );
+    let proxy = Proxy::start(&limited).await;
+    let body = gzip(insert.as_bytes());
+    assert!(body.len() > 512 << 10, "{} compressed bytes", body.len());
+    let r = request(
+        Method::POST,
+        &proxy.url_as("alice", "alice_pw"),
+        &[("Content-Encoding", "gzip")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().starts_with("Code: 307"), "{}", r.text());
+    assert_eq!(
+        ch.node(0).query("SELECT count() FROM default.landed"),
+        format!("{}\n", 2 * rows)
+    );
+    proxy.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_keeps_its_node_and_its_temporary_tables() {
     let ch = ClickHouse::start(2);

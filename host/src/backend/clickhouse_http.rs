@@ -39,9 +39,14 @@ pub enum BackendError {
     /// No connection could be made: nothing was sent, so any query may go elsewhere.
     #[error("cannot connect to ClickHouse at {node}: {reason}")]
     Connect { node: String, reason: String },
-    /// The connection failed after the request (or part of it) was sent.
+    /// The connection failed after the request (or part of it) was sent, or the request's own
+    /// body failed (see [`BackendError::body_error`]).
     #[error("request to ClickHouse at {node} failed: {reason}")]
-    Request { node: String, reason: String },
+    Request {
+        node: String,
+        reason: String,
+        source: hyper_util::client::legacy::Error,
+    },
     #[error("invalid request to ClickHouse at {node}: {reason}")]
     Build { node: String, reason: String },
 }
@@ -50,6 +55,20 @@ impl BackendError {
     /// Whether nothing reached the server (a write may then be sent elsewhere too).
     pub fn nothing_sent(&self) -> bool {
         matches!(self, BackendError::Connect { .. })
+    }
+
+    /// The error of type `E` somewhere in the causes: a request body that fails with its own
+    /// error type (a client's corrupt or oversized upload) is found again this way, so that the
+    /// caller can answer with it rather than with a failed request.
+    pub fn body_error<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            if let Some(found) = e.downcast_ref::<E>() {
+                return Some(found);
+            }
+            cause = e.source();
+        }
+        None
     }
 }
 
@@ -125,6 +144,7 @@ impl ChBackend {
                     Err(BackendError::Request {
                         node: node.addr().to_owned(),
                         reason,
+                        source: err,
                     })
                 }
             }

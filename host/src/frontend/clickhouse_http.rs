@@ -23,22 +23,27 @@
 //! | `max_execution_time` / `request_timeout` (the query is killed) | 504 | 159 |
 //! | no reachable node | 502 | 210 |
 //! | policy failure (fail-closed) | 500 | 1001 |
-//! | body over `max_body_size` | 413 | 307 |
+//! | body over `max_body_size` (also found while it streams to the backend) | 413 | 307 |
+//! | unreadable body (corrupt or truncated gzip/deflate, also while it streams) | 400 | 36 |
 //!
 //! Everything else is the backend's own answer, passed through.
 
 mod auth;
 mod body;
 mod compress;
+mod decode;
 mod error;
 mod fill;
 mod forward;
 mod head;
+mod inflate;
 mod mirror;
 mod params;
 mod query;
 mod relay;
 mod respond;
+#[cfg(test)]
+mod tests;
 mod trace;
 
 use std::collections::HashMap;

@@ -1,5 +1,8 @@
 //! Body helpers: fixed bodies, and request bodies made of the chunks already read plus the rest
 //! of the client's stream (bounded by `max_body_size`).
+//!
+//! Errors these bodies yield are [`ChError`]s: when one makes the backend request fail, the client
+//! is answered with it (see `forward::send`), not with a gateway error.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -10,7 +13,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
-use super::head::too_large;
+use super::error::ChError;
+use super::head::{body_error, too_large};
 use crate::backend::clickhouse_http::{Body, BoxError};
 
 pub fn full(bytes: Bytes) -> Body {
@@ -25,21 +29,37 @@ pub fn empty() -> Body {
         .boxed_unsync()
 }
 
+/// A client's request body, boxed so that the code reading it does not depend on hyper's
+/// connection type (and unit tests can feed it chunks of their choosing).
+pub fn client(incoming: Incoming) -> Body {
+    incoming
+        .map_err(|e| -> BoxError { Box::new(e) })
+        .boxed_unsync()
+}
+
 /// Chunks already read, then the rest of a client's body.
 pub struct Chain {
     chunks: VecDeque<Bytes>,
-    rest: Option<Incoming>,
+    rest: Option<Body>,
     /// Bytes still allowed from `rest` (`None`: no limit).
     remaining: Option<u64>,
     max: u64,
 }
 
 impl Chain {
-    /// `received` raw bytes were already read (they are in `chunks`); `max_body` bounds the total.
-    pub fn new(chunks: VecDeque<Bytes>, rest: Option<Incoming>, max_body: Option<u64>) -> Chain {
+    /// `chunks` were already read and are sent first; `max_body` bounds them and the rest together.
+    pub fn new(chunks: VecDeque<Bytes>, rest: Option<Body>, max_body: Option<u64>) -> Chain {
         let received: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let mut chain = Chain::after(received, rest, max_body);
+        chain.chunks = chunks;
+        chain
+    }
+
+    /// The rest of a body of which `received` raw bytes were already read and are used elsewhere
+    /// (a decompressor has them): they count towards `max_body` but are not sent again.
+    pub fn after(received: u64, rest: Option<Body>, max_body: Option<u64>) -> Chain {
         Chain {
-            chunks,
+            chunks: VecDeque::new(),
             rest,
             remaining: max_body.map(|m| m.saturating_sub(received)),
             max: max_body.unwrap_or(u64::MAX),
@@ -71,8 +91,8 @@ impl HttpBody for Chain {
                     let len = data.len() as u64;
                     if len > remaining {
                         self.rest = None;
-                        let err = too_large(self.max);
-                        return Poll::Ready(Some(Err(err.message.into())));
+                        let err: ChError = too_large(self.max);
+                        return Poll::Ready(Some(Err(Box::new(err))));
                     }
                     self.remaining = Some(remaining - len);
                 }
@@ -80,7 +100,7 @@ impl HttpBody for Chain {
             }
             Poll::Ready(Some(Err(e))) => {
                 self.rest = None;
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(Box::new(body_error(e)))))
             }
             Poll::Ready(None) => {
                 self.rest = None;

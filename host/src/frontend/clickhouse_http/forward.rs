@@ -117,6 +117,11 @@ pub async fn send(
                 if err.nothing_sent() {
                     kill.disarm();
                 }
+                // The client's body failed (corrupt, too large, cut off): that is the client's
+                // answer, and the body is spent, so there is nothing to retry.
+                if let Some(e) = err.body_error::<ChError>() {
+                    return Err(e.clone());
+                }
                 tracing::warn!(node = node.addr(), attempt, error = %err, "ClickHouse request failed");
                 last_error = Some(ChError::bad_gateway(err.to_string()));
                 continue;

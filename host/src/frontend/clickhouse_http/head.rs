@@ -3,29 +3,27 @@
 //! ClickHouse runs `query` parameter + `\n` + body. For `INSERT ... FORMAT X` (and `VALUES`) the
 //! body is mostly data: the proxy reads only as much of it as it needs to see the statement head,
 //! classifies that head, and forwards the bytes it read plus the rest of the stream untouched
-//! (compressed bodies stay compressed; the head is found in a decoded copy).
+//! (compressed bodies stay compressed; the head is found in a decoded copy). When the policy
+//! rewrites such an INSERT, the data must go without its statement: a compressed body's
+//! decompressor is kept ([`Tail::Compressed`]) so that the rest can be decoded on the way out.
 
 mod scan;
 
 use std::collections::VecDeque;
-use std::io::Write as _;
 
 use bytes::{Bytes, BytesMut};
-use flate2::write::{GzDecoder, ZlibDecoder};
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
+use super::decode::Decoder;
 use super::error::{ChError, code};
+use super::inflate::Resume;
+use crate::backend::clickhouse_http::Body;
 pub use scan::{HeadKind, insert_head};
 
 /// Most query text read before the statement must have shown its head (ClickHouse's own
 /// `max_query_size` default is the same).
 pub const MAX_QUERY_TEXT: usize = 256 * 1024;
-
-/// Decoded bytes fed to a decompressor at a time, so one small compressed chunk cannot expand
-/// into a huge buffer before the size check.
-const DECODE_STEP: usize = 4096;
 
 /// The statement of one request and where its bytes are.
 pub struct QueryText {
@@ -43,15 +41,26 @@ pub enum Data {
     /// The statement was all in the `query` parameter: the whole body is data.
     Body,
     /// The data starts inside the decoded text (`param \n body`): the part of it read while
-    /// looking for the head, and whether that is all of it.
-    Decoded { prefix: Bytes, complete: bool },
+    /// looking for the head, and what follows that part.
+    Decoded { prefix: Bytes, tail: Tail },
+}
+
+/// What follows the decoded part of an INSERT's data.
+pub enum Tail {
+    /// Nothing: the body ended.
+    Ended,
+    /// The rest of an identity body (its decoded bytes are its raw bytes).
+    Identity,
+    /// The rest of a compressed body, decoded from where the search for the head stopped
+    /// (boxed: a decompressor's state is large, and most requests have none).
+    Compressed(Box<Resume>),
 }
 
 /// The body's raw bytes: what was read, and the stream of the rest.
 pub struct RawBody {
     pub chunks: VecDeque<Bytes>,
     /// `None` once the body ended.
-    pub rest: Option<Incoming>,
+    pub rest: Option<Body>,
     /// The request's `Content-Encoding`, when not identity.
     pub encoding: Option<String>,
 }
@@ -78,71 +87,6 @@ impl RawBody {
     }
 }
 
-enum Decoder {
-    Identity(Vec<u8>),
-    Gzip(GzDecoder<Vec<u8>>),
-    Zlib(ZlibDecoder<Vec<u8>>),
-}
-
-impl Decoder {
-    fn new(encoding: Option<&str>) -> Option<Decoder> {
-        match encoding {
-            None => Some(Decoder::Identity(Vec::new())),
-            Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
-                Some(Decoder::Gzip(GzDecoder::new(Vec::new())))
-            }
-            Some(e) if e.eq_ignore_ascii_case("deflate") => {
-                Some(Decoder::Zlib(ZlibDecoder::new(Vec::new())))
-            }
-            Some(_) => None,
-        }
-    }
-
-    fn decoded(&self) -> &[u8] {
-        match self {
-            Decoder::Identity(v) => v,
-            Decoder::Gzip(d) => d.get_ref(),
-            Decoder::Zlib(d) => d.get_ref(),
-        }
-    }
-
-    /// Feeds raw bytes, stopping early once `limit` decoded bytes are there.
-    /// The body ended: decode what the decompressor still holds.
-    fn finish(&mut self) -> std::io::Result<()> {
-        match self {
-            Decoder::Identity(_) => Ok(()),
-            Decoder::Gzip(d) => d.try_finish(),
-            Decoder::Zlib(d) => d.try_finish(),
-        }
-    }
-
-    /// Identity keeps every byte (the chunk is in memory anyway, and the decoded text must equal
-    /// the raw bytes so that data can be cut from it).
-    fn feed(&mut self, mut raw: &[u8], limit: usize) -> std::io::Result<()> {
-        if let Decoder::Identity(v) = self {
-            v.extend_from_slice(raw);
-            return Ok(());
-        }
-        while !raw.is_empty() && self.decoded().len() < limit {
-            let step = raw.len().min(DECODE_STEP);
-            // Flushing pushes what was decoded so far into the buffer.
-            match self {
-                Decoder::Identity(_) => {}
-                Decoder::Gzip(d) => {
-                    d.write_all(&raw[..step])?;
-                    d.flush()?;
-                }
-                Decoder::Zlib(d) => {
-                    d.write_all(&raw[..step])?;
-                    d.flush()?;
-                }
-            }
-            raw = &raw[step..];
-        }
-        Ok(())
-    }
-}
-
 fn encoding(headers: &HeaderMap) -> Option<String> {
     headers
         .get(http::header::CONTENT_ENCODING)
@@ -151,7 +95,7 @@ fn encoding(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty() && !v.eq_ignore_ascii_case("identity"))
 }
 
-fn body_error(e: impl std::fmt::Display) -> ChError {
+pub fn body_error(e: impl std::fmt::Display) -> ChError {
     ChError::bad_request(
         code::BAD_ARGUMENTS,
         format!("Cannot read the request body: {e}"),
@@ -162,7 +106,7 @@ fn body_error(e: impl std::fmt::Display) -> ChError {
 pub async fn read(
     method: &Method,
     param: Option<&str>,
-    body: Incoming,
+    body: Body,
     headers: &HeaderMap,
     max_body: Option<u64>,
 ) -> Result<QueryText, ChError> {
@@ -198,17 +142,17 @@ pub async fn read(
     };
     let prefix_len = if param.is_empty() { 0 } else { param.len() + 1 };
     let mut received: u64 = 0;
+    // The part of the last chunk the decoder did not take (it stops at `MAX_QUERY_TEXT`).
+    let mut unfed = Bytes::new();
     loop {
-        if decoder.decoded().len() + prefix_len >= MAX_QUERY_TEXT {
+        if decoder.decoded().len() + prefix_len >= MAX_QUERY_TEXT || !unfed.is_empty() {
             break;
         }
         let Some(rest) = raw.rest.as_mut() else { break };
         match rest.frame().await {
             None => {
                 raw.rest = None;
-                decoder
-                    .finish()
-                    .map_err(|e| body_error(format!("cannot decompress it: {e}")))?;
+                decoder.finish().map_err(body_error)?;
             }
             Some(Err(e)) => return Err(body_error(e)),
             Some(Ok(frame)) => {
@@ -219,21 +163,30 @@ pub async fn read(
                 if max_body.is_some_and(|max| received > max) {
                     return Err(too_large(max_body.unwrap_or_default()));
                 }
-                decoder
-                    .feed(&data, MAX_QUERY_TEXT)
-                    .map_err(|e| body_error(format!("cannot decompress it: {e}")))?;
+                let used = decoder.feed(&data, MAX_QUERY_TEXT).map_err(body_error)?;
+                unfed = data.slice(used..);
                 raw.chunks.push_back(data);
             }
         }
     }
-    let decoded = decoder.decoded();
-    let mut text = Vec::with_capacity(prefix_len + decoded.len());
-    if !param.is_empty() {
+    let decoded = decoder.take();
+    let text = if param.is_empty() {
+        decoded
+    } else {
+        let mut text = Vec::with_capacity(prefix_len + decoded.len());
         text.extend_from_slice(param.as_bytes());
         text.push(b'\n');
-    }
-    text.extend_from_slice(decoded);
-    split(text, raw)
+        text.extend_from_slice(&decoded);
+        text
+    };
+    let tail = if raw.rest.is_none() {
+        Tail::Ended
+    } else if raw.encoding.is_none() {
+        Tail::Identity
+    } else {
+        Tail::Compressed(Box::new(Resume::new(decoder, unfed)))
+    };
+    split(text, raw, tail)
 }
 
 pub fn too_large(max: u64) -> ChError {
@@ -245,8 +198,8 @@ pub fn too_large(max: u64) -> ChError {
 }
 
 /// Cuts the decoded text into statement and data.
-fn split(text: Vec<u8>, raw: RawBody) -> Result<QueryText, ChError> {
-    let complete = raw.rest.is_none();
+fn split(text: Vec<u8>, raw: RawBody, tail: Tail) -> Result<QueryText, ChError> {
+    let complete = matches!(tail, Tail::Ended);
     // The head is ASCII-safe to find in a lossy view; the cut is at a char boundary.
     let lossy = String::from_utf8_lossy(&text);
     let head = insert_head(&lossy).filter(|h| h.end <= text.len() && lossy.is_char_boundary(h.end));
@@ -255,10 +208,7 @@ fn split(text: Vec<u8>, raw: RawBody) -> Result<QueryText, ChError> {
             let data = Bytes::copy_from_slice(skip_separator(&text[head.end..]));
             Ok(QueryText {
                 sql: lossy[..head.end].to_owned(),
-                data: Some(Data::Decoded {
-                    prefix: data,
-                    complete,
-                }),
+                data: Some(Data::Decoded { prefix: data, tail }),
                 body: raw,
             })
         }
@@ -300,24 +250,5 @@ fn skip_separator(data: &[u8]) -> &[u8] {
         &data[i + 1..]
     } else {
         data
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use super::Decoder;
-
-    #[test]
-    fn a_small_gzip_body_decodes_completely() {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(b"SELECT 7").unwrap();
-        let gz = e.finish().unwrap();
-        let mut d = Decoder::new(Some("gzip")).unwrap();
-        d.feed(&gz, 1 << 20).unwrap();
-        d.finish().unwrap();
-        assert_eq!(d.decoded(), b"SELECT 7");
-        assert!(Decoder::new(Some("br")).is_none());
     }
 }

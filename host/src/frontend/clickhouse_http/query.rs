@@ -16,7 +16,8 @@ use super::body::{self, Chain};
 use super::compress::Compress;
 use super::error::{ChError, code};
 use super::forward::{self, Plan, PlannedBody};
-use super::head::{self, Data, QueryText, RawBody};
+use super::head::{self, Data, QueryText, RawBody, Tail};
+use super::inflate;
 use super::mirror;
 use super::params::Params;
 use super::relay::Deadline;
@@ -90,7 +91,7 @@ impl ChFrontend {
         let text = head::read(
             &parts.method,
             params.get("query"),
-            incoming,
+            body::client(incoming),
             &parts.headers,
             self.listener.max_body_size,
         )
@@ -350,7 +351,7 @@ impl ChFrontend {
             rewrite.as_deref(),
             &extra,
             self.listener.max_body_size,
-        )?;
+        );
         let retry = is_read && sticky.is_none() && matches!(shape.body, PlannedBody::Replayable(_));
         // A streamed body can be sent once: such requests (inserts, mostly) are not mirrored.
         if let PlannedBody::Replayable(bytes) = &shape.body
@@ -417,7 +418,7 @@ fn shape(
     rewrite: Option<&str>,
     extra: &[(&str, &str)],
     max_body: Option<u64>,
-) -> Result<Shape, ChError> {
+) -> Shape {
     let mut headers = forwarded_headers(&p.headers);
     let mut extra = extra.to_vec();
     // The client's body as received (still compressed if it was).
@@ -453,31 +454,30 @@ fn shape(
             extra.push(("query", sql));
             (Method::POST, original(raw, &mut headers))
         }
-        (Some(sql), Some(Data::Decoded { prefix, complete })) => {
+        (Some(sql), Some(Data::Decoded { prefix, tail })) => {
             extra.push(("query", sql));
-            let body = if complete {
-                PlannedBody::Replayable(prefix)
-            } else if raw.encoding.is_none() {
-                // Identity: the decoded prefix is the raw bytes from the cut on.
-                let chunks = std::iter::once(prefix).collect();
-                PlannedBody::Stream(Some(Chain::new(chunks, raw.rest, max_body).boxed()))
-            } else {
-                return Err(ChError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    code::NOT_IMPLEMENTED,
-                    "the policy rewrote an INSERT whose statement is inside a compressed body; \
-                     send the statement in the `query` parameter",
-                ));
+            let body = match tail {
+                Tail::Ended => PlannedBody::Replayable(prefix),
+                Tail::Identity => {
+                    // The decoded prefix is the raw bytes from the cut on.
+                    let chunks = std::iter::once(prefix).collect();
+                    PlannedBody::Stream(Some(Chain::new(chunks, raw.rest, max_body).boxed()))
+                }
+                // The client's bytes begin with the original statement: the data goes decoded,
+                // and `headers` does not carry the client's Content-Encoding.
+                Tail::Compressed(resume) => {
+                    PlannedBody::Stream(Some(inflate::body(prefix, resume, raw, max_body)))
+                }
             };
             (Method::POST, body)
         }
     };
-    Ok(Shape {
+    Shape {
         method,
         query_string: p.params.backend_query_string(&extra),
         headers,
         body,
-    })
+    }
 }
 
 /// Request headers passed to the backend: content type, format hints, anything but the client's
