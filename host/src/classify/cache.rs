@@ -84,37 +84,57 @@ impl Classifier {
         {
             return entry.classification.clone();
         }
-        let classification = self.classify_shape(protocol, sql);
-        slot.store(Some(Arc::new(Entry {
-            protocol,
-            sql: sql.into(),
-            classification: classification.clone(),
-        })));
+        let (classification, remember) = self.classify_shape(protocol, sql);
+        if remember {
+            slot.store(Some(Arc::new(Entry {
+                protocol,
+                sql: sql.into(),
+                classification: classification.clone(),
+            })));
+        }
         classification
     }
 }
 
 impl Classifier {
     /// The classification of a text not seen before: from the shape cache when another text of
-    /// the same shape was classified, else by parsing.
-    fn classify_shape(&self, protocol: Protocol, sql: &str) -> Classification {
-        let (fingerprint, key) = super::fingerprint::shape_key(protocol, sql, self.seed);
+    /// the same shape was classified, else by parsing. The flag says whether the exact text is
+    /// worth remembering: not when it carries inline literals and its shape was known (every
+    /// `pgbench -S` text is new; storing each would cost an allocation and a slot write per
+    /// statement for no later hit), but always after a parse.
+    fn classify_shape(&self, protocol: Protocol, sql: &str) -> (Classification, bool) {
+        let shape = super::fingerprint::shape_key(protocol, sql, self.seed);
+        let key = shape.key;
         let Some(slot) = self.shapes.get(key as usize & self.mask) else {
-            return super::classify_with_fingerprint(protocol, sql, fingerprint);
+            let parsed = super::classify_with_fingerprint(protocol, sql, shape.fingerprint);
+            return (parsed, true);
         };
         if let Some(entry) = slot.load().as_deref()
             && entry.protocol == protocol
             && entry.key == key
         {
-            return entry.classification.clone();
+            return (entry.classification.clone(), !shape.inline_literals);
         }
-        let classification = super::classify_with_fingerprint(protocol, sql, fingerprint);
+        let classification = super::classify_with_fingerprint(protocol, sql, shape.fingerprint);
         slot.store(Some(Arc::new(ShapeEntry {
             protocol,
             key,
             classification: classification.clone(),
         })));
-        classification
+        (classification, true)
+    }
+}
+
+#[cfg(test)]
+impl Classifier {
+    /// Whether this exact text has its own slot (for tests of what is remembered).
+    pub(crate) fn remembers(&self, protocol: Protocol, sql: &str) -> bool {
+        let hash = xxh3_64_with_seed(sql.as_bytes(), self.seed ^ protocol as u64);
+        self.slots.get(hash as usize & self.mask).is_some_and(|slot| {
+            slot.load()
+                .as_deref()
+                .is_some_and(|e| e.protocol == protocol && *e.sql == *sql)
+        })
     }
 }
 

@@ -27,9 +27,26 @@ pub fn fingerprint(protocol: Protocol, sql: &str) -> u64 {
 /// `seed`: the key of the classifier's shape cache. The public fingerprint is a 64-bit hash with
 /// a known seed, so collisions could be searched for; an entry keyed by it could be made to
 /// answer for another statement (a write classified as a read). The keyed hash cannot be aimed.
-pub fn shape_key(protocol: Protocol, sql: &str, seed: u64) -> (u64, u128) {
-    let (fingerprint, keyed) = shape(protocol, sql, Some(seed));
-    (fingerprint, keyed.unwrap_or(0))
+pub fn shape_key(protocol: Protocol, sql: &str, seed: u64) -> ShapeKey {
+    let mut sink = Sink::new(Some(seed));
+    let inline_literals = walk(protocol, sql, &mut sink);
+    let (fingerprint, keyed) = sink.finish();
+    ShapeKey {
+        fingerprint,
+        key: keyed.unwrap_or(0),
+        inline_literals,
+    }
+}
+
+/// A statement's shape, as [`shape_key`] computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShapeKey {
+    pub fingerprint: u64,
+    /// 128-bit hash of the shape keyed with the caller's seed.
+    pub key: u128,
+    /// The text carries literal values (not only `$n` parameters): such a text rarely repeats
+    /// exactly, its shape does.
+    pub inline_literals: bool,
 }
 
 fn shape(protocol: Protocol, sql: &str, seed: Option<u64>) -> (u64, Option<u128>) {
@@ -61,7 +78,8 @@ trait Shape {
     fn placeholder(&mut self);
 }
 
-fn walk(protocol: Protocol, sql: &str, sink: &mut impl Shape) {
+/// Feeds the statement's shape to `sink`; returns whether it had literal values inline.
+fn walk(protocol: Protocol, sql: &str, sink: &mut impl Shape) -> bool {
     let text = match protocol {
         Protocol::ClickhouseHttp => clickhouse::insert_format_header(sql).unwrap_or(sql),
         _ => sql,
@@ -69,6 +87,7 @@ fn walk(protocol: Protocol, sql: &str, sink: &mut impl Shape) {
     let mut lexer = Lexer::new(protocol, text);
     // A `;` only counts when another statement follows it, so `SELECT 1;` == `SELECT 1`.
     let mut pending_semicolon = false;
+    let mut inline_literals = false;
     while let Some(token) = lexer.next() {
         if token.is_punct(b';') {
             pending_semicolon = true;
@@ -79,29 +98,34 @@ fn walk(protocol: Protocol, sql: &str, sink: &mut impl Shape) {
             pending_semicolon = false;
         }
         if token.is_literal() {
+            inline_literals |= token.kind != TokenKind::Param;
             sink.placeholder();
             continue;
         }
         match token.kind {
             TokenKind::Word => {
                 sink.word(token.text);
+                // A collapsed list may hold only parameters; counting it as inline keeps
+                // the answer conservative (the text is then not remembered exactly).
                 if token.is_word("in") {
-                    collapse_groups(&mut lexer, sink, false);
+                    inline_literals |= collapse_groups(&mut lexer, sink, false);
                 } else if token.is_word("values") {
-                    collapse_groups(&mut lexer, sink, true);
+                    inline_literals |= collapse_groups(&mut lexer, sink, true);
                 }
             }
             TokenKind::QuotedIdent => sink.quoted(super::lexer::unquote(token.text)),
             _ => sink.punct(token.text.as_bytes().first().copied().unwrap_or(0)),
         }
     }
+    inline_literals
 }
 
 /// After `IN` or `VALUES`: replaces `(lit, lit, ...)` (and for `VALUES` any following
 /// `, (lit, ...)` rows) with a single `(?)`, so list length does not change the fingerprint.
-fn collapse_groups(lexer: &mut Lexer<'_>, sink: &mut impl Shape, rows: bool) {
+/// Returns whether it collapsed anything.
+fn collapse_groups(lexer: &mut Lexer<'_>, sink: &mut impl Shape, rows: bool) -> bool {
     if !skip_literal_group(lexer) {
-        return;
+        return false;
     }
     if rows {
         loop {
@@ -116,6 +140,7 @@ fn collapse_groups(lexer: &mut Lexer<'_>, sink: &mut impl Shape, rows: bool) {
     sink.punct(b'(');
     sink.placeholder();
     sink.punct(b')');
+    true
 }
 
 /// Consumes a parenthesised group if it holds only literals (and commas / signs); otherwise leaves

@@ -119,3 +119,28 @@ fn texts_of_one_shape_share_a_classification_and_equal_a_fresh_parse() {
     assert_eq!(a, b);
     assert_eq!(a.kind, StatementKind::Write);
 }
+
+#[test]
+fn texts_with_inline_literals_are_answered_by_shape_without_taking_a_slot() {
+    let classifier = Classifier::new(1024);
+    let pg = Protocol::Postgres;
+    // The first text of a shape is parsed and remembered exactly.
+    let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 1";
+    classifier.classify(pg, first);
+    assert!(classifier.remembers(pg, first));
+    // Later texts of that shape with other literals come from the shape level and are not
+    // stored one by one: they would never be asked for again.
+    let later = "SELECT abalance FROM pgbench_accounts WHERE aid = 2";
+    assert_eq!(classifier.classify(pg, later), classify(pg, later));
+    assert!(!classifier.remembers(pg, later));
+    let listed = "DELETE FROM t WHERE id IN (1, 2)";
+    classifier.classify(pg, listed);
+    let longer = "DELETE FROM t WHERE id IN (3, 4, 5)";
+    assert_eq!(classifier.classify(pg, longer), classify(pg, longer));
+    assert!(!classifier.remembers(pg, longer));
+    // A parameterised text repeats exactly, so it is remembered even when its shape was known.
+    classifier.classify(pg, "SELECT abalance FROM pgbench_accounts WHERE aid = $1");
+    let respelled = "select abalance from pgbench_accounts where aid = $1";
+    assert_eq!(classifier.classify(pg, respelled), classify(pg, respelled));
+    assert!(classifier.remembers(pg, respelled));
+}

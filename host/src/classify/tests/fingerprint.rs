@@ -227,3 +227,21 @@ fn digest_text_replaces_literals_and_normalises_spacing() {
     }
     assert_eq!(digest_text(pg, "SELECT 1, 2, 3", 8), "SELECT ?");
 }
+
+#[test]
+fn shape_key_tells_inline_literals_from_parameters() {
+    use crate::classify::fingerprint::shape_key;
+    let pg = Protocol::Postgres;
+    let inline = |sql: &str| shape_key(pg, sql, 7).inline_literals;
+    assert!(inline("SELECT * FROM t WHERE id = 1"));
+    assert!(inline("SELECT * FROM t WHERE name = 'x'"));
+    assert!(inline("SELECT * FROM t WHERE ok = true"));
+    assert!(inline("INSERT INTO t VALUES (1, 2), (3, 4)"));
+    assert!(!inline("SELECT * FROM t WHERE id = $1"));
+    assert!(!inline("SELECT a, b FROM t"));
+    // Literals and parameters hash alike: one shape.
+    assert_eq!(
+        shape_key(pg, "SELECT * FROM t WHERE id = $1", 7).key,
+        shape_key(pg, "SELECT * FROM t WHERE id = 42", 7).key
+    );
+}
