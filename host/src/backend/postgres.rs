@@ -94,6 +94,40 @@ struct BucketKey {
     login: Login,
 }
 
+/// The buckets one client session used, so its next checkout skips building the bucket key,
+/// hashing it and taking the backend's map lock. Valid because a session logs in to a pool
+/// with one login for its whole life (or until it clears the memo); keyed by the pool's
+/// identity (the memo holds the pool, so its address cannot be reused) and the node index.
+#[derive(Default)]
+pub struct BucketMemo {
+    entries: Vec<(Arc<Pool>, usize, Arc<Bucket>)>,
+}
+
+impl BucketMemo {
+    /// Pools x nodes a session touches is small; past this the memo starts over (a reload
+    /// left it holding old pools).
+    const MAX: usize = 16;
+
+    fn get(&self, pool: &Arc<Pool>, node: usize) -> Option<&Arc<Bucket>> {
+        self.entries
+            .iter()
+            .find(|(p, n, _)| *n == node && Arc::ptr_eq(p, pool))
+            .map(|(_, _, b)| b)
+    }
+
+    fn put(&mut self, pool: &Arc<Pool>, node: usize, bucket: Arc<Bucket>) {
+        if self.entries.len() >= Self::MAX {
+            self.entries.clear();
+        }
+        self.entries.push((pool.clone(), node, bucket));
+    }
+
+    /// Forgets everything (the session's logins or backend changed).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
 /// The backend of one PostgreSQL cluster.
 pub struct PgBackend {
     router: Arc<Router>,
@@ -173,7 +207,9 @@ impl PgBackend {
     }
 
     /// A connection on a node of `pool` picked by its strategy; when a node cannot be reached,
-    /// the next one is tried (nothing was sent yet, so this is always safe).
+    /// the next one is tried (nothing was sent yet, so this is always safe). `memo` must only
+    /// ever be used with this backend and, per pool, with this `login`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn checkout(
         &self,
         pool: &Arc<Pool>,
@@ -181,12 +217,20 @@ impl PgBackend {
         login: &Login,
         exclude: &[usize],
         tenant: &Tenant,
+        memo: &mut BucketMemo,
     ) -> Result<PooledConn, PgBackendError> {
         let mut tried: Vec<usize> = exclude.to_vec();
         let mut last_error = None;
         while let Some(node) = pool.pick(affinity, &tried) {
-            let Some(bucket) = self.bucket(pool, node.index(), login) else {
-                break;
+            let bucket = match memo.get(pool, node.index()) {
+                Some(bucket) => bucket.clone(),
+                None => {
+                    let Some(bucket) = self.bucket(pool, node.index(), login) else {
+                        break;
+                    };
+                    memo.put(pool, node.index(), bucket.clone());
+                    bucket
+                }
             };
             match bucket.checkout(tenant).await {
                 Ok(conn) => return Ok(conn),

@@ -426,7 +426,14 @@ impl PgFrontend {
         };
         let mut conn = self
             .backend
-            .checkout(&pool, None, &login, &[], &crate::limits::Tenant::internal())
+            .checkout(
+                &pool,
+                None,
+                &login,
+                &[],
+                &crate::limits::Tenant::internal(),
+                &mut crate::backend::postgres::BucketMemo::default(),
+            )
             .await
             .ok()?;
         let params = conn

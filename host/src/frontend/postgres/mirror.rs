@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::statements::Statement;
-use crate::backend::postgres::{Login, PgBackend, send_cancel};
+use crate::backend::postgres::{BucketMemo, Login, PgBackend, send_cancel};
 use crate::postgres::protocol::FrontendMessage;
 use crate::postgres::protocol::TransactionStatus;
 use crate::postgres::protocol::backend::ready_status;
@@ -19,7 +19,7 @@ use crate::route::MirrorTicket;
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `bytes` (a Query, or Parse/Bind/Execute/Sync) on the ticket's pool as `login`.
-pub(super) fn spawn(backend: Arc<PgBackend>, ticket: MirrorTicket, login: Login, bytes: Bytes) {
+pub(super) fn spawn(backend: Arc<PgBackend>, ticket: MirrorTicket, login: Arc<Login>, bytes: Bytes) {
     tokio::spawn(async move {
         match run(&backend, &ticket, &login, &bytes).await {
             Ok(()) => ticket.succeeded(),
@@ -40,7 +40,7 @@ async fn run(
     // burst of copies takes turns with the shadow's real clients instead of crowding them out.
     let tenant = crate::limits::Tenant::new("mirror");
     let mut conn = backend
-        .checkout(pool, None, login, &[], &tenant)
+        .checkout(pool, None, login, &[], &tenant, &mut BucketMemo::default())
         .await
         .map_err(|e| e.to_string())?;
     let _in_flight = conn.bucket().node().begin();

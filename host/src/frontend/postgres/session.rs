@@ -32,7 +32,7 @@ use super::observe::{Observed, Text, cache_outcome};
 use super::settings::{self, Settings};
 use super::statements::Statement;
 use super::users::User;
-use crate::backend::postgres::{Login, PgBackendError, PooledConn};
+use crate::backend::postgres::{BucketMemo, Login, PgBackendError, PooledConn};
 use crate::cache::{CacheKey, FillGuard, Lookup, TableRef};
 use crate::config::PoolMode;
 use crate::frontend::Drain;
@@ -146,7 +146,9 @@ pub struct Session<S> {
     pub(super) cancel: super::cancel::CancelHandle,
     /// `ip:port`, formatted once (the policy gets it with every statement).
     client_addr: String,
-    logins: HashMap<String, Login>,
+    /// The backend login per pool name (few pools: a scan beats hashing the name).
+    logins: Vec<(Box<str>, Arc<Login>)>,
+    buckets: BucketMemo,
     statements: HashMap<String, Arc<Statement>>,
     unnamed: Option<Arc<Statement>>,
     held: Option<Held>,
@@ -193,7 +195,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             settings,
             cancel,
             client_addr: peer.to_string(),
-            logins: HashMap::new(),
+            logins: Vec::new(),
+            buckets: BucketMemo::default(),
             statements: HashMap::new(),
             unnamed: None,
             held: None,
@@ -957,7 +960,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut conn = self
             .fe
             .backend
-            .checkout(pool, affinity, &login, exclude, &tenant)
+            .checkout(pool, affinity, &login, exclude, &tenant, &mut self.buckets)
             .await?;
         let in_flight = conn.bucket().node().begin();
         let session_mode = pool.config().mode == PoolMode::Session;
@@ -987,17 +990,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
-    fn login(&mut self, pool: &Pool) -> Login {
-        if let Some(login) = self.logins.get(pool.name()) {
+    fn login(&mut self, pool: &Pool) -> Arc<Login> {
+        if let Some((_, login)) = self.logins.iter().find(|(name, _)| **name == *pool.name()) {
             return login.clone();
         }
         let credentials = self.user.config.backend_credentials(pool.config());
-        let login = Login {
+        let login = Arc::new(Login {
             user: credentials.user,
             password: credentials.password.map(|p| p.expose().to_owned()),
             database: self.database.clone(),
-        };
-        self.logins.insert(pool.name().to_owned(), login.clone());
+        });
+        self.logins.push((pool.name().into(), login.clone()));
         login
     }
 
@@ -1388,6 +1391,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.user_limits = next.shared.admission.user(&user.config.name);
         }
         self.logins.clear();
+        self.buckets.clear();
         self.fe = next;
     }
 
