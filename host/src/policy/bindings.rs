@@ -10,6 +10,8 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "policy",
+        // The query record is lowered straight from borrowed strings: no per-call copies.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -17,9 +19,12 @@ pub use generated::switchyard::policy::host::{Host as HostImports, Level};
 pub use generated::switchyard::policy::types as wit;
 pub use generated::{Policy, PolicyPre};
 
-/// Builds the WIT `query` record for one statement. The strings are copied because the generated
-/// record owns them; the copy is a few small allocations next to a ~1 µs call.
-pub fn query_to_wit(q: &QueryContext) -> wit::Query {
+use smallvec::SmallVec;
+
+/// Builds the WIT `query` record for one statement and hands it to `f`. The record borrows the
+/// context's strings (they are copied once, straight into the guest's memory, when the call
+/// lowers them); only the lists of names need small arrays of `&str`, kept on the stack.
+pub fn with_wit_query<R>(q: &QueryContext, f: impl FnOnce(wit::Query<'_>) -> R) -> R {
     let c = &q.classification;
     let mut flags = wit::QueryFlags::empty();
     if c.flags.has_where {
@@ -34,13 +39,21 @@ pub fn query_to_wit(q: &QueryContext) -> wit::Query {
     if c.flags.multi_statement {
         flags |= wit::QueryFlags::MULTI_STATEMENT;
     }
-    wit::Query {
+    let tables_read = names(&c.tables_read);
+    let tables_written = names(&c.tables_written);
+    let functions = names(&c.functions);
+    let attributes: SmallVec<[(&str, &str); 8]> = q
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    f(wit::Query {
         protocol: match q.protocol {
             Protocol::Postgres => wit::Protocol::Postgres,
             Protocol::ClickhouseHttp => wit::Protocol::ClickhouseHttp,
             Protocol::Mysql => wit::Protocol::Mysql,
         },
-        sql: q.sql.clone(),
+        sql: &q.sql,
         fingerprint: c.fingerprint,
         kind: match c.kind {
             StatementKind::Read => wit::StatementKind::Read,
@@ -52,15 +65,19 @@ pub fn query_to_wit(q: &QueryContext) -> wit::Query {
             StatementKind::Unknown => wit::StatementKind::Unknown,
         },
         flags,
-        tables_read: c.tables_read.to_vec(),
-        tables_written: c.tables_written.to_vec(),
-        functions: c.functions.to_vec(),
-        user: q.user.clone(),
-        database: q.database.clone(),
-        client_addr: q.client_addr.clone(),
+        tables_read: &tables_read,
+        tables_written: &tables_written,
+        functions: &functions,
+        user: &q.user,
+        database: &q.database,
+        client_addr: &q.client_addr,
         in_transaction: q.in_transaction,
-        attributes: q.attributes.clone(),
-    }
+        attributes: &attributes,
+    })
+}
+
+fn names(list: &[String]) -> SmallVec<[&str; 8]> {
+    list.iter().map(String::as_str).collect()
 }
 
 /// Maps the guest's decision to the host's.

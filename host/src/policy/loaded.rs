@@ -13,7 +13,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use wasmtime::Store;
 
-use super::bindings::{Policy, PolicyPre, decision_from_wit, query_to_wit};
+use super::bindings::{Policy, PolicyPre, decision_from_wit, with_wit_query};
 use super::deadline::Verdict;
 use super::runtime::PolicyRuntime;
 use super::state::{BackendStateSource, StoreState};
@@ -214,10 +214,9 @@ impl LoadedPolicy {
             .deadline
             .start(self.limits.deadline);
         instance.store.set_epoch_deadline(ticks);
-        let wit_query = query_to_wit(query);
-        let result = instance
-            .bindings
-            .call_on_query(&mut instance.store, &wit_query);
+        let result = with_wit_query(query, |q| {
+            instance.bindings.call_on_query(&mut instance.store, q)
+        });
         match result {
             Ok(decision) => {
                 let state = instance.store.data_mut();
@@ -267,7 +266,12 @@ impl LoadedPolicy {
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallFailure::Instantiate(format!("{e:#}")))?;
-        match bindings.call_init(&mut store, &self.config) {
+        let config: Vec<(&str, &str)> = self
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        match bindings.call_init(&mut store, &config) {
             Ok(Ok(())) => {
                 let state = store.data_mut();
                 state.baseline_memory = state.linear_memory;
