@@ -21,7 +21,7 @@ export CH_INSTANCES=1 CH_HTTP_PORT_BASE=${CH_HTTP_PORT_BASE:-58323} CH_TCP_PORT_
 CH=127.0.0.1:$CH_HTTP_PORT_BASE
 MISS_PORT=18325 HIT_PORT=18326
 SQL='SELECT number FROM system.numbers LIMIT 10'
-BIN=target/release/switchyard
+BIN=${SWITCHYARD_BIN:-target/release/switchyard}
 
 log() { echo "[bench] $*" >&2; }
 command -v wrk >/dev/null || { log "wrk is missing: apt-get install -y wrk"; exit 1; }
@@ -94,7 +94,11 @@ start_proxy() { # port policy cache
   log "proxy on $1 did not start:"; cat "$STATE/proxy-$1.log" >&2; exit 1
 }
 start_proxy "$MISS_PORT" rw-split false
+MISS_PID=${pids[-1]}
 start_proxy "$HIT_PORT" cache-rules true
+HIT_PID=${pids[-1]}
+CH_PID=$(cat "$STATE/clickhouse/"*/server.pid 2>/dev/null | head -n 1)
+ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 q=$(printf '%s' "$SQL" | sed 's/ /%20/g')
 direct="http://$CH/?user=reader&password=reader_pass&query=$q"
@@ -104,11 +108,19 @@ hit="http://127.0.0.1:$HIT_PORT/?user=bench&password=bench&query=$q"
 curl -s -o /dev/null -D - "$hit" | grep -qi 'x-cache: MISS' && curl -s -o /dev/null -D - "$hit" | grep -qi 'x-cache: HIT' \
   || { log "the cache-on proxy does not hit"; exit 1; }
 
-measure() { # url -> "rps p50 p99 errors"
-  local out; out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+# CPU time per request (user + system, from /proc/PID/stat ticks) of the proxy and of ClickHouse:
+# on a shared 2-core machine it says where the cycles go better than req/s alone.
+measure() { # url proxy-pid -> "rps p50 p99 proxy-us/req ch-us/req errors"
+  local p0 c0 p1 c1 out
+  p0=$(ticks "$2"); c0=$(ticks "$CH_PID")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1")
+  p1=$(ticks "$2"); c1=$(ticks "$CH_PID")
   echo "$out" >>"$STATE/wrk.txt"
   local errors; errors=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' \n' ' ' || true)
-  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(awk '$1 == "50%" {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out") ${errors:-}"
+  local reqs hz; reqs=$(awk '/requests in/ {print $1}' <<<"$out"); hz=$(getconf CLK_TCK)
+  echo "$(awk '/^Requests\/sec:/ {print $2}' <<<"$out") $(awk '$1 == "50%" {print $2}' <<<"$out") $(awk '$1 == "99%" {print $2}' <<<"$out")" \
+    "$(awk -v t=$((p1 - p0)) -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.1f", n ? t * 1e6 / hz / n : 0}')" \
+    "$(awk -v t=$((c1 - c0)) -v n="$reqs" -v hz="$hz" 'BEGIN {printf "%.1f", n ? t * 1e6 / hz / n : 0}')" "${errors:-}"
 }
 
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
@@ -119,19 +131,21 @@ echo "($(nproc) cores shared by wrk, ClickHouse and the proxy; proxy worker thre
 names=(direct miss hit)
 labels=("direct to ClickHouse" "switchyard, cache off" "switchyard, cache on (hits)")
 urls=("$direct" "$miss" "$hit")
+proxy_pids=("" "$MISS_PID" "$HIT_PID")
 for i in 0 1 2; do wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${urls[$i]}" >/dev/null; done # warm-up
 declare -A rows
 for round in $(seq 1 "$ROUNDS"); do
   for i in 0 1 2; do
-    rows[${names[$i]}]+="$(measure "${urls[$i]}")"$'\n'
+    rows[${names[$i]}]+="$(measure "${urls[$i]}" "${proxy_pids[$i]}")"$'\n'
   done
 done
 for i in 0 1 2; do
   all=${rows[${names[$i]}]}
   rps=$(awk 'NF {print $1}' <<<"$all" | median)
   line=$(awk -v r="$rps" 'NF && $1 == r {print; exit}' <<<"$all")
-  printf '%-28s %10s req/s (rounds: %s)  p50 %-8s p99 %-8s %s\n' "${labels[$i]}" "$rps" \
-    "$(awk 'NF {printf "%s%s", sep, $1; sep="/"}' <<<"$all")" "$(cut -d' ' -f2 <<<"$line")" "$(cut -d' ' -f3 <<<"$line")" "$(cut -d' ' -f4- <<<"$line")"
+  printf '%-28s %10s req/s (rounds: %s)  p50 %-8s p99 %-8s CPU/req: proxy %s us, ClickHouse %s us %s\n' "${labels[$i]}" "$rps" \
+    "$(awk 'NF {printf "%s%s", sep, $1; sep="/"}' <<<"$all")" "$(cut -d' ' -f2 <<<"$line")" "$(cut -d' ' -f3 <<<"$line")" \
+    "$(cut -d' ' -f4 <<<"$line")" "$(cut -d' ' -f5 <<<"$line")" "$(cut -d' ' -f6- <<<"$line")"
   eval "RPS_${names[$i]}=$rps"
 done
 awk -v d="$RPS_direct" -v m="$RPS_miss" -v h="$RPS_hit" 'BEGIN {
