@@ -15,11 +15,11 @@ fn query(sql: &str) -> QueryContext {
         protocol: Protocol::Postgres,
         sql: sql.to_owned(),
         classification: classify(Protocol::Postgres, sql),
-        user: "alice".to_owned(),
-        database: "app".to_owned(),
-        client_addr: "127.0.0.1:40000".to_owned(),
+        user: "alice".into(),
+        database: "app".into(),
+        client_addr: "127.0.0.1:40000".into(),
         in_transaction: false,
-        attributes: vec![("startup.application_name".to_owned(), "billing".to_owned())],
+        attributes: vec![("startup.application_name".to_owned(), "billing".to_owned())].into(),
     }
 }
 

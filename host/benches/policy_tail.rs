@@ -57,11 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         protocol: Protocol::Postgres,
         sql: SQL.to_owned(),
         classification: classify(Protocol::Postgres, SQL),
-        user: "alice".to_owned(),
-        database: "app".to_owned(),
-        client_addr: "127.0.0.1:40000".to_owned(),
+        user: "alice".into(),
+        database: "app".into(),
+        client_addr: "127.0.0.1:40000".into(),
         in_transaction: false,
-        attributes: vec![("startup.application_name".to_owned(), "billing".to_owned())],
+        attributes: vec![("startup.application_name".to_owned(), "billing".to_owned())].into(),
     };
     println!(
         "| Policy | Median | p99 | Max | Linear memory per instance | New instance + init (median of 20) |"

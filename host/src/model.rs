@@ -116,12 +116,14 @@ pub struct QueryContext {
     pub protocol: Protocol,
     pub sql: String,
     pub classification: Classification,
-    pub user: String,
-    pub database: String,
-    pub client_addr: String,
+    /// Shared, not copied per statement: a session builds a context for every statement, and
+    /// these stay the same for its whole life.
+    pub user: Arc<str>,
+    pub database: Arc<str>,
+    pub client_addr: Arc<str>,
     pub in_transaction: bool,
     /// Protocol attributes (HTTP params without `password`, PostgreSQL startup params, ...).
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Arc<[(String, String)]>,
 }
 
 /// What a pool is for.

@@ -36,11 +36,11 @@ pub fn query_as(sql: &str, user: &str) -> QueryContext {
         protocol: Protocol::Postgres,
         sql: sql.to_owned(),
         classification: switchyard::classify::classify(Protocol::Postgres, sql),
-        user: user.to_owned(),
-        database: "app".to_owned(),
-        client_addr: "127.0.0.1:40000".to_owned(),
+        user: user.into(),
+        database: "app".into(),
+        client_addr: "127.0.0.1:40000".into(),
         in_transaction: false,
-        attributes: Vec::new(),
+        attributes: Vec::new().into(),
     }
 }
 

@@ -130,11 +130,13 @@ impl Classifier {
     /// Whether this exact text has its own slot (for tests of what is remembered).
     pub(crate) fn remembers(&self, protocol: Protocol, sql: &str) -> bool {
         let hash = xxh3_64_with_seed(sql.as_bytes(), self.seed ^ protocol as u64);
-        self.slots.get(hash as usize & self.mask).is_some_and(|slot| {
-            slot.load()
-                .as_deref()
-                .is_some_and(|e| e.protocol == protocol && *e.sql == *sql)
-        })
+        self.slots
+            .get(hash as usize & self.mask)
+            .is_some_and(|slot| {
+                slot.load()
+                    .as_deref()
+                    .is_some_and(|e| e.protocol == protocol && *e.sql == *sql)
+            })
     }
 }
 

@@ -218,11 +218,11 @@ pub fn query(case: &Case) -> QueryContext {
         protocol: case.protocol,
         sql: case.sql.clone(),
         classification: classify(case.protocol, &case.sql),
-        user: case.user.clone(),
-        database: case.database.clone(),
-        client_addr: case.client_addr.clone(),
+        user: case.user.as_str().into(),
+        database: case.database.as_str().into(),
+        client_addr: case.client_addr.as_str().into(),
         in_transaction: case.in_transaction,
-        attributes: case.attributes.to_pairs(),
+        attributes: case.attributes.to_pairs().into(),
     }
 }
 

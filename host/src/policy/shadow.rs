@@ -87,7 +87,7 @@ impl ShadowStats {
             tracing::info!(
                 target: "switchyard::policy::shadow",
                 candidate,
-                user = query.user,
+                user = &*query.user,
                 fingerprint = %format_args!("{:016x}", query.classification.fingerprint),
                 fields = ?fields,
                 active = ?active,
@@ -137,7 +137,7 @@ mod tests {
             database: "d".into(),
             client_addr: "127.0.0.1:1".into(),
             in_transaction: false,
-            attributes: Vec::new(),
+            attributes: Vec::new().into(),
         };
         let active = Decision::forward_default();
         let mut shadow = Decision::forward_default();

@@ -67,11 +67,11 @@ pub fn policy_check(args: PolicyCheckArgs) -> anyhow::Result<()> {
         protocol: args.protocol,
         sql: args.sql,
         classification,
-        user: args.user,
-        database: args.database,
-        client_addr: args.client_addr,
+        user: args.user.into(),
+        database: args.database.into(),
+        client_addr: args.client_addr.into(),
         in_transaction: args.in_transaction,
-        attributes: args.attributes,
+        attributes: args.attributes.into(),
     };
     let verdict = pipeline::decide(&classifier, &handle, &query, None)?;
     let policy = match handle.current() {

@@ -111,13 +111,13 @@ impl ChFrontend {
             protocol: Protocol::ClickhouseHttp,
             sql: text.sql.clone(),
             classification,
-            user: user.config.name.clone(),
-            database: database.clone(),
-            client_addr: peer.to_string(),
+            user: user.config.name.as_str().into(),
+            database: database.as_str().into(),
+            client_addr: peer.to_string().into(),
             // Session state (temporary tables, SET) lives on one node: a request in a session is
             // routed like a statement inside a transaction, and pinned by its session id.
             in_transaction: params.has("session_id"),
-            attributes: params.attributes(),
+            attributes: params.attributes().into(),
         };
 
         // The policy's word.

@@ -47,7 +47,7 @@ impl Trace {
     /// is not needed after the decision).
     pub fn decided(&self, context: &mut QueryContext, verdict: Option<&Verdict>, pool: &str) {
         let statement = Statement {
-            user: context.user.clone(),
+            user: context.user.to_string(),
             route: verdict.map_or("none", |v| v.decision.route.kind()),
             pool: pool.to_owned(),
             outcome: verdict.map_or(Outcome::PolicyError, |v| Outcome::of(&v.decision.action)),

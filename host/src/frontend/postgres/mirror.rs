@@ -19,7 +19,12 @@ use crate::route::MirrorTicket;
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `bytes` (a Query, or Parse/Bind/Execute/Sync) on the ticket's pool as `login`.
-pub(super) fn spawn(backend: Arc<PgBackend>, ticket: MirrorTicket, login: Arc<Login>, bytes: Bytes) {
+pub(super) fn spawn(
+    backend: Arc<PgBackend>,
+    ticket: MirrorTicket,
+    login: Arc<Login>,
+    bytes: Bytes,
+) {
     tokio::spawn(async move {
         match run(&backend, &ticket, &login, &bytes).await {
             Ok(()) => ticket.succeeded(),

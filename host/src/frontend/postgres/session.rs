@@ -141,11 +141,15 @@ pub struct Session<S> {
     pub(super) user: Arc<User>,
     pub(super) database: String,
     pub(super) peer: SocketAddr,
-    pub(super) attributes: Vec<(String, String)>,
     pub(super) settings: Settings,
     pub(super) cancel: super::cancel::CancelHandle,
-    /// `ip:port`, formatted once (the policy gets it with every statement).
-    client_addr: String,
+    /// What every statement's policy context shares, built once: `ip:port`, names, and the
+    /// startup attributes (plain and with `extended = true`).
+    client_addr: Arc<str>,
+    user_name: Arc<str>,
+    database_name: Arc<str>,
+    attributes_simple: Arc<[(String, String)]>,
+    attributes_extended: Arc<[(String, String)]>,
     /// The backend login per pool name (few pools: a scan beats hashing the name).
     logins: Vec<(Box<str>, Arc<Login>)>,
     buckets: BucketMemo,
@@ -183,6 +187,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         cancel: super::cancel::CancelHandle,
     ) -> Self {
         let user_limits = fe.shared.admission.user(&user.config.name);
+        let user_name: Arc<str> = user.config.name.as_str().into();
+        let database_name: Arc<str> = database.as_str().into();
+        let attributes_simple: Arc<[(String, String)]> = attributes.as_slice().into();
+        let attributes_extended = attributes
+            .iter()
+            .cloned()
+            .chain([("extended".to_owned(), "true".to_owned())])
+            .collect();
         Session {
             user_limits,
             work: None,
@@ -191,10 +203,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             user,
             database,
             peer,
-            attributes,
             settings,
             cancel,
-            client_addr: peer.to_string(),
+            client_addr: peer.to_string().into(),
+            user_name,
+            database_name,
+            attributes_simple,
+            attributes_extended,
             logins: Vec::new(),
             buckets: BucketMemo::default(),
             statements: HashMap::new(),
@@ -327,16 +342,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     fn context(&self, sql: &str, in_transaction: bool, extended: bool) -> QueryContext {
-        let mut attributes = self.attributes.clone();
-        if extended {
-            attributes.push(("extended".to_owned(), "true".to_owned()));
-        }
+        let attributes = if extended {
+            self.attributes_extended.clone()
+        } else {
+            self.attributes_simple.clone()
+        };
         QueryContext {
             protocol: Protocol::Postgres,
             sql: sql.to_owned(),
             classification: self.fe.shared.classifier.classify(Protocol::Postgres, sql),
-            user: self.user.config.name.clone(),
-            database: self.database.clone(),
+            user: self.user_name.clone(),
+            database: self.database_name.clone(),
             client_addr: self.client_addr.clone(),
             in_transaction,
             attributes,

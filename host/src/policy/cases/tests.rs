@@ -62,10 +62,10 @@ fn a_full_file_parses_with_defaults_and_flattened_keys() {
         ]
     );
     let q = query(&file.cases[0]);
-    assert_eq!(q.user, "postgres");
+    assert_eq!(&*q.user, "postgres");
     assert_eq!(q.protocol, crate::model::Protocol::ClickhouseHttp);
     assert_eq!(
-        q.attributes,
+        q.attributes.to_vec(),
         vec![("startup.application_name".to_owned(), "acme".to_owned())]
     );
     assert_eq!(file.config_errors[0].error, "nope");
