@@ -22,6 +22,7 @@
 #   so both can run)  PGBOUNCER_PORT=56432  SY_PORT_BASE=16432 (+0 cache off, +1 cache on,
 #   +2 split)  SWITCHYARD_BIN=target/release/switchyard (built when missing)
 #   BENCH_SKIP_SWITCHYARD=1: leave Switchyard out (no build, no policies)
+#   WORKERS=N: Switchyard's runtime threads ([server] worker_threads; default one per core)
 #   BENCH_WAIT_IDLE=10: before each run, wait up to this many seconds for the CPU to be >= 90 %
 #   idle; the table's foreign% column is the share of the run during which some other process
 #   (a parallel build...) was running, which makes the figure suspect.
@@ -255,7 +256,8 @@ TOML
   cat <<TOML
 
 [server]
-drain_timeout = "2s"
+drain_timeout = "2s"${WORKERS:+
+worker_threads = $WORKERS}
 
 [log]
 level = "warn"

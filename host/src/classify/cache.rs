@@ -2,6 +2,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -31,6 +32,10 @@ pub struct Classifier {
     /// that differ only in literals — every `pgbench -S` query, ORMs that inline values — are
     /// parsed once per shape instead of once per text. A lexer pass costs a fraction of a parse.
     shapes: Box<[ArcSwapOption<ShapeEntry>]>,
+    /// Per slot, the hash of the last text with inline literals answered by its shape and not
+    /// remembered: such a text is remembered on its second sighting only (hot keys repeat,
+    /// `pgbench -S` literals do not), at the cost of one plain store for a one-off text.
+    seen: Box<[AtomicU64]>,
     mask: usize,
     seed: u64,
 }
@@ -59,6 +64,7 @@ impl Classifier {
         Classifier {
             slots: (0..len).map(|_| ArcSwapOption::empty()).collect(),
             shapes: (0..len).map(|_| ArcSwapOption::empty()).collect(),
+            seen: (0..len).map(|_| AtomicU64::new(0)).collect(),
             mask: len.saturating_sub(1),
             seed: std::collections::hash_map::RandomState::new().hash_one(0u64),
         }
@@ -85,7 +91,7 @@ impl Classifier {
             return entry.classification.clone();
         }
         let (classification, remember) = self.classify_shape(protocol, sql);
-        if remember {
+        if remember || self.seen_before(hash) {
             slot.store(Some(Arc::new(Entry {
                 protocol,
                 sql: sql.into(),
@@ -97,11 +103,23 @@ impl Classifier {
 }
 
 impl Classifier {
+    /// Whether a text with this hash was let go before in its slot; notes it if not.
+    fn seen_before(&self, hash: u64) -> bool {
+        let Some(seen) = self.seen.get(hash as usize & self.mask) else {
+            return false;
+        };
+        if seen.load(Ordering::Relaxed) == hash {
+            return true;
+        }
+        seen.store(hash, Ordering::Relaxed);
+        false
+    }
+
     /// The classification of a text not seen before: from the shape cache when another text of
     /// the same shape was classified, else by parsing. The flag says whether the exact text is
-    /// worth remembering: not when it carries inline literals and its shape was known (every
-    /// `pgbench -S` text is new; storing each would cost an allocation and a slot write per
-    /// statement for no later hit), but always after a parse.
+    /// worth remembering at once: not when it carries inline literals and its shape was known
+    /// (every `pgbench -S` text is new; storing each would cost an allocation and a slot write
+    /// per statement for no later hit; see `seen`), but always after a parse.
     fn classify_shape(&self, protocol: Protocol, sql: &str) -> (Classification, bool) {
         let shape = super::fingerprint::shape_key(protocol, sql, self.seed);
         let key = shape.key;

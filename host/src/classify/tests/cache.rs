@@ -121,7 +121,7 @@ fn texts_of_one_shape_share_a_classification_and_equal_a_fresh_parse() {
 }
 
 #[test]
-fn texts_with_inline_literals_are_answered_by_shape_without_taking_a_slot() {
+fn texts_with_inline_literals_take_a_slot_only_when_they_repeat() {
     let classifier = Classifier::new(1024);
     let pg = Protocol::Postgres;
     // The first text of a shape is parsed and remembered exactly.
@@ -133,6 +133,9 @@ fn texts_with_inline_literals_are_answered_by_shape_without_taking_a_slot() {
     let later = "SELECT abalance FROM pgbench_accounts WHERE aid = 2";
     assert_eq!(classifier.classify(pg, later), classify(pg, later));
     assert!(!classifier.remembers(pg, later));
+    // ... until the same text comes again: a hot key is remembered on its second sighting.
+    assert_eq!(classifier.classify(pg, later), classify(pg, later));
+    assert!(classifier.remembers(pg, later));
     let listed = "DELETE FROM t WHERE id IN (1, 2)";
     classifier.classify(pg, listed);
     let longer = "DELETE FROM t WHERE id IN (3, 4, 5)";
