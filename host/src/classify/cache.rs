@@ -80,13 +80,12 @@ impl Classifier {
         if self.slots.is_empty() || sql.len() > MAX_CACHED_SQL {
             return super::classify(protocol, sql);
         }
-        let hash = xxh3_64_with_seed(sql.as_bytes(), self.seed ^ protocol as u64);
-        let Some(slot) = self.slots.get(hash as usize & self.mask) else {
+        let (hash, slot) = self.slot(protocol, sql);
+        let Some(slot) = slot else {
             return super::classify(protocol, sql);
         };
         if let Some(entry) = slot.load().as_deref()
-            && entry.protocol == protocol
-            && *entry.sql == *sql
+            && entry.holds(protocol, sql)
         {
             return entry.classification.clone();
         }
@@ -102,7 +101,19 @@ impl Classifier {
     }
 }
 
+impl Entry {
+    fn holds(&self, protocol: Protocol, sql: &str) -> bool {
+        self.protocol == protocol && *self.sql == *sql
+    }
+}
+
 impl Classifier {
+    /// The exact-text slot of `sql`, and the hash that chose it.
+    fn slot(&self, protocol: Protocol, sql: &str) -> (u64, Option<&ArcSwapOption<Entry>>) {
+        let hash = xxh3_64_with_seed(sql.as_bytes(), self.seed ^ protocol as u64);
+        (hash, self.slots.get(hash as usize & self.mask))
+    }
+
     /// Whether a text with this hash was let go before in its slot; notes it if not.
     fn seen_before(&self, hash: u64) -> bool {
         let Some(seen) = self.seen.get(hash as usize & self.mask) else {
@@ -147,14 +158,11 @@ impl Classifier {
 impl Classifier {
     /// Whether this exact text has its own slot (for tests of what is remembered).
     pub(crate) fn remembers(&self, protocol: Protocol, sql: &str) -> bool {
-        let hash = xxh3_64_with_seed(sql.as_bytes(), self.seed ^ protocol as u64);
-        self.slots
-            .get(hash as usize & self.mask)
-            .is_some_and(|slot| {
-                slot.load()
-                    .as_deref()
-                    .is_some_and(|e| e.protocol == protocol && *e.sql == *sql)
-            })
+        self.slot(protocol, sql).1.is_some_and(|slot| {
+            slot.load()
+                .as_deref()
+                .is_some_and(|e| e.holds(protocol, sql))
+        })
     }
 }
 
