@@ -7,17 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::{Body, basic_auth, send_whole};
+use super::{Body, PoolConns, basic_auth, send_whole};
 use crate::route::{NodeState, Pool};
 
-pub(super) async fn run(
-    client: Client<HttpConnector, Body>,
-    pool: Arc<Pool>,
-    node: Arc<NodeState>,
-) {
+pub(super) async fn run(conns: Arc<PoolConns>, pool: Arc<Pool>, node: Arc<NodeState>) {
     let health = pool.config().health.clone();
     let mut ticker = tokio::time::interval(health.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -26,7 +20,7 @@ pub(super) async fn run(
         if node.is_banned() {
             continue;
         }
-        match tokio::time::timeout(health.timeout, check(&client, &pool, &node)).await {
+        match tokio::time::timeout(health.timeout, check(&conns, &pool, &node)).await {
             Ok(Ok(())) => node.record_success(),
             Ok(Err(reason)) => {
                 node.record_failure(&health, &reason);
@@ -39,20 +33,16 @@ pub(super) async fn run(
     }
 }
 
-async fn check(
-    client: &Client<HttpConnector, Body>,
-    pool: &Pool,
-    node: &NodeState,
-) -> Result<(), String> {
+async fn check(conns: &Arc<PoolConns>, pool: &Pool, node: &NodeState) -> Result<(), String> {
     let config = pool.config();
     let uri = match &config.health.query {
         Some(query) => {
             let encoded: String = form_urlencoded::Serializer::new(String::new())
                 .append_pair("query", query)
                 .finish();
-            format!("http://{}/?{encoded}", node.addr())
+            format!("/?{encoded}")
         }
-        None => format!("http://{}/ping", node.addr()),
+        None => "/ping".to_owned(),
     };
     let mut request = Request::builder().method(Method::GET).uri(uri);
     if config.health.query.is_some()
@@ -65,7 +55,7 @@ async fn check(
         .map_err(|never| match never {})
         .boxed_unsync();
     let request = request.body(body).map_err(|e| e.to_string())?;
-    let (status, body) = send_whole(client, request).await?;
+    let (status, body) = send_whole(conns, node, request).await?;
     if status == StatusCode::OK {
         Ok(())
     } else {

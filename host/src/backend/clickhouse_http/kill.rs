@@ -6,10 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::{Body, basic_auth, send_whole};
+use super::{Body, PoolConns, basic_auth, send_whole};
 use crate::config::Credentials;
 use crate::route::NodeState;
 
@@ -29,13 +27,13 @@ pub fn kill_statement(query_id: &str) -> String {
 }
 
 pub(super) async fn kill(
-    client: Client<HttpConnector, Body>,
+    conns: Arc<PoolConns>,
     node: Arc<NodeState>,
     credentials: Credentials,
     query_id: String,
 ) {
     let result =
-        tokio::time::timeout(KILL_TIMEOUT, send(&client, &node, &credentials, &query_id)).await;
+        tokio::time::timeout(KILL_TIMEOUT, send(&conns, &node, &credentials, &query_id)).await;
     match result {
         Ok(Ok(answer)) => {
             tracing::info!(
@@ -53,7 +51,7 @@ pub(super) async fn kill(
 }
 
 async fn send(
-    client: &Client<HttpConnector, Body>,
+    conns: &Arc<PoolConns>,
     node: &NodeState,
     credentials: &Credentials,
     query_id: &str,
@@ -63,14 +61,14 @@ async fn send(
         .boxed_unsync();
     let request = Request::builder()
         .method(Method::POST)
-        .uri(format!("http://{}/", node.addr()))
+        .uri("/")
         .header(
             http::header::AUTHORIZATION,
             basic_auth(credentials).map_err(|e| e.to_string())?,
         )
         .body(body)
         .map_err(|e| e.to_string())?;
-    let (status, body) = send_whole(client, request).await?;
+    let (status, body) = send_whole(conns, node, request).await?;
     let text = String::from_utf8_lossy(&body).into_owned();
     if status.is_success() {
         Ok(text)

@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ChError, code};
-use crate::backend::clickhouse_http::{BoxError, ChBackend};
+use crate::backend::clickhouse_http::{BoxError, ChBackend, ResponseBody};
 use crate::config::Credentials;
 use crate::limits::Admitted;
 use crate::route::{InFlight, NodeState, Pool};
@@ -113,7 +112,7 @@ impl Deadline {
 /// The backend's body with the first chunk (already read to be sure the node answered) put back.
 pub struct Relay {
     first: VecDeque<Bytes>,
-    inner: Option<Incoming>,
+    inner: Option<ResponseBody>,
     deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
     held: Option<Held>,
 }
@@ -121,7 +120,7 @@ pub struct Relay {
 impl Relay {
     pub fn new(
         first: VecDeque<Bytes>,
-        inner: Option<Incoming>,
+        inner: Option<ResponseBody>,
         deadline: Option<Deadline>,
         held: Held,
     ) -> Relay {
