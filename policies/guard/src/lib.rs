@@ -93,34 +93,48 @@ impl Policy for Guard {
 
 impl Guard {
     /// Why the statement is refused, if it is.
+    ///
+    /// This runs for every statement, so the common case (nothing to refuse) allocates
+    /// nothing: keywords are compared ignoring case instead of upper-casing copies, and a
+    /// message is only formatted for a statement that is actually refused.
     fn refusal(&self, q: &Query) -> Option<String> {
         let dialect = q.dialect();
         // One statement the host parsed: its flags describe it. Otherwise look at each
         // statement of the text ourselves.
         let parsed_single = !q.is_multi_statement() && !q.is_unknown();
-        let statements = if parsed_single {
-            vec![q.sql.as_str()]
+        let whole = q.sql.as_str();
+        let split;
+        let statements: &[&str] = if parsed_single {
+            std::slice::from_ref(&whole)
         } else {
-            q.statements()
+            split = q.statements();
+            &split
         };
-        for stmt in statements {
-            let keyword = sql::first_keyword(stmt, dialect)
-                .unwrap_or_default()
-                .to_ascii_uppercase();
-            match keyword.as_str() {
-                "DROP" | "TRUNCATE"
-                    if matches!(q.kind, StatementKind::Ddl | StatementKind::Unknown) =>
-                {
-                    return Some(format!("guard: {keyword} is not allowed"));
-                }
-                "UPDATE" | "DELETE" if parsed_single && q.is_write() && !q.has_where() => {
-                    return Some(format!("guard: {keyword} without WHERE is not allowed"));
-                }
-                _ => {}
+        for &stmt in statements {
+            let keyword = sql::first_keyword(stmt, dialect).unwrap_or_default();
+            let is = |k: &str| keyword.eq_ignore_ascii_case(k);
+            if (is("DROP") || is("TRUNCATE"))
+                && matches!(q.kind, StatementKind::Ddl | StatementKind::Unknown)
+            {
+                return Some(format!(
+                    "guard: {} is not allowed",
+                    keyword.to_ascii_uppercase()
+                ));
             }
-            if let Some(keyword) = sql::update_or_delete_without_where(stmt, dialect) {
-                let keyword = keyword.to_ascii_uppercase();
-                return Some(format!("guard: {keyword} without WHERE is not allowed"));
+            let without_where = if (is("UPDATE") || is("DELETE"))
+                && parsed_single
+                && q.is_write()
+                && !q.has_where()
+            {
+                Some(keyword)
+            } else {
+                sql::update_or_delete_without_where(stmt, dialect)
+            };
+            if let Some(keyword) = without_where {
+                return Some(format!(
+                    "guard: {} without WHERE is not allowed",
+                    keyword.to_ascii_uppercase()
+                ));
             }
         }
         for table in q.tables() {
@@ -164,8 +178,14 @@ fn denied(lists: &BTreeMap<String, Vec<String>>, user: &str, name: &str) -> bool
 
 /// The query with `LIMIT n` added, if it is a single unbounded SELECT.
 fn limited(q: &Query, n: u64) -> Option<String> {
-    let select = q.starts_with_keyword("SELECT") || q.starts_with_keyword("WITH");
-    if !q.is_read() || q.has_limit() || q.is_multi_statement() || !select {
+    // The flags first: they are free, the keyword needs the lexer.
+    if !q.is_read() || q.has_limit() || q.is_multi_statement() {
+        return None;
+    }
+    let select = q
+        .first_keyword()
+        .is_some_and(|k| k.eq_ignore_ascii_case("SELECT") || k.eq_ignore_ascii_case("WITH"));
+    if !select {
         return None;
     }
     sql::append_limit(&q.sql, n, Dialect::of(q.protocol))

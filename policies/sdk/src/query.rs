@@ -14,17 +14,20 @@ pub fn name_matches(name: &str, pattern: &str) -> bool {
     if pattern == "*" {
         return true;
     }
-    let unquote = |s: &str| -> String { s.chars().filter(|c| *c != '"' && *c != '`').collect() };
-    let name = unquote(name);
-    let pattern = unquote(pattern);
-    if name.len() < pattern.len() {
-        return false;
+    // Called for every table of every statement against every configured name: compare from
+    // the end, skipping quote characters, instead of building unquoted copies (no allocation).
+    // Bytes are enough: ASCII case folding never touches a multi-byte UTF-8 sequence, and a
+    // UTF-8 pattern cannot match starting inside one of the name's characters.
+    let is_quote = |b: &u8| *b == b'"' || *b == b'`';
+    let mut name = name.bytes().rev().filter(|b| !is_quote(b));
+    for p in pattern.bytes().rev().filter(|b| !is_quote(b)) {
+        match name.next() {
+            Some(n) if n.eq_ignore_ascii_case(&p) => {}
+            _ => return false,
+        }
     }
-    let split = name.len() - pattern.len();
-    // Byte slicing is safe only on a char boundary; a mismatch there means no match anyway.
-    name.is_char_boundary(split)
-        && name[split..].eq_ignore_ascii_case(&pattern)
-        && (split == 0 || name.as_bytes()[split - 1] == b'.')
+    // The whole name, or a whole trailing part of it.
+    matches!(name.next(), None | Some(b'.'))
 }
 
 impl StatementKind {
@@ -261,6 +264,11 @@ mod tests {
         assert!(name_matches("pg_catalog.pg_read_file", "pg_read_file"));
         assert!(!name_matches("ö", "x"));
         assert!(!name_matches("aö", "ö.x"));
+        // Quotes are ignored on both sides, and before the dot that separates the parts.
+        assert!(name_matches("hr.payroll", "\"HR\".\"PAYROLL\""));
+        assert!(name_matches("\"db\".\"hr\".payroll", " `hr`.payroll "));
+        assert!(!name_matches("\"my\"payroll", "payroll"));
+        assert!(!name_matches("", "payroll"));
     }
 
     #[test]
