@@ -1,7 +1,8 @@
 //! SQL classification: what a statement does, which tables it reads and writes, which functions it
 //! calls, and a fingerprint that ignores literals. This is what the policy sees of the SQL.
 //!
-//! Flow: the fingerprint comes from a hand-written lexer over the raw text (`fingerprint`); the
+//! Flow: the fingerprint comes from a hand-written lexer over the raw text (`fingerprint`); a
+//! plain SELECT in a small subset is classified from the same lexer's tokens (`fast`); any other
 //! text is parsed with sqlparser in the protocol's dialect (`parse`); one visitor walk collects
 //! tables, functions and nested effects (`collect`, `statement`); a text that does not parse is
 //! tried against a short keyword list (`fallback`) and is otherwise `Unknown`. `Classifier` adds
@@ -42,6 +43,7 @@ mod cache;
 mod clickhouse;
 mod collect;
 mod fallback;
+mod fast;
 mod fingerprint;
 mod functions;
 mod lexer;
@@ -72,6 +74,16 @@ fn classify_with_fingerprint(protocol: Protocol, sql: &str, fingerprint: u64) ->
         Protocol::ClickhouseHttp => clickhouse::insert_format_header(sql).unwrap_or(sql),
         _ => sql,
     };
+    // Plain SELECTs in a small subset are read from our lexer's tokens (`fast`); the rest, and
+    // anything the fast path is not sure of, is parsed.
+    if let Some(classification) = fast::classify(protocol, text, fingerprint) {
+        return classification;
+    }
+    classify_parsed(protocol, text, fingerprint)
+}
+
+/// The full path: sqlparser, the AST walk, and the keyword fallback for what does not parse.
+fn classify_parsed(protocol: Protocol, text: &str, fingerprint: u64) -> Classification {
     match parse::statements(protocol, text) {
         Ok(statements) if !statements.is_empty() => {
             analyze::classification(protocol, &statements, fingerprint)

@@ -3,6 +3,7 @@
 
 mod cache;
 mod clickhouse;
+mod fast;
 mod fingerprint;
 mod mysql;
 mod postgres;
