@@ -46,7 +46,6 @@ pub enum ConnError {
 
 /// One connection: the handle that sends requests and the state machine that does the I/O.
 struct Conn {
-    created: Instant,
     sender: http1::SendRequest<Body>,
     /// `None` once the connection finished (closed by either side, or failed).
     driver: Option<Driver>,
@@ -87,7 +86,6 @@ pub struct PoolConns {
     connector: HttpConnector,
     max_idle: usize,
     idle_timeout: Option<Duration>,
-    lifetime: Option<Duration>,
     nodes: Vec<NodeConns>,
 }
 
@@ -114,7 +112,6 @@ impl PoolConns {
             connector,
             max_idle: config.size as usize,
             idle_timeout: (!config.idle_timeout.is_zero()).then_some(config.idle_timeout),
-            lifetime: (!config.server_lifetime.is_zero()).then_some(config.server_lifetime),
             nodes,
         }
     }
@@ -183,7 +180,6 @@ impl PoolConns {
             .await
             .map_err(|e| ConnError::Connect(super::error_chain(&e)))?;
         Ok(Conn {
-            created: Instant::now(),
             sender,
             driver: Some(driver),
         })
@@ -197,16 +193,12 @@ impl PoolConns {
         }
     }
 
-    /// Past the pool's `idle_timeout` or `server_lifetime`.
     fn expired(&self, idle: &Idle, now: Instant) -> bool {
         self.idle_timeout
             .is_some_and(|limit| now.duration_since(idle.since) >= limit)
-            || self
-                .lifetime
-                .is_some_and(|limit| now.duration_since(idle.conn.created) >= limit)
     }
 
-    /// Closes idle connections past the idle timeout or lifetime, or closed by the server. Run now and then
+    /// Closes idle connections past the idle timeout or closed by the server. Run now and then
     /// so that a quiet pool does not keep sockets open on the nodes.
     pub fn prune(&self) {
         let now = Instant::now();
@@ -219,10 +211,7 @@ impl PoolConns {
 
     /// How often [`PoolConns::prune`] should run.
     pub fn prune_interval(&self) -> Duration {
-        [self.idle_timeout, self.lifetime]
-            .into_iter()
-            .flatten()
-            .min()
+        self.idle_timeout
             .map_or(Duration::from_secs(30), |t| t / 2)
             .clamp(Duration::from_secs(1), Duration::from_secs(30))
     }

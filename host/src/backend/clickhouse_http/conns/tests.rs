@@ -15,10 +15,6 @@ use crate::route::{NodeState, Router};
 
 /// A pool of one node at `addr`, and that node.
 fn pool(addr: &str, idle_timeout: &str) -> (Arc<PoolConns>, Arc<NodeState>) {
-    pool_with(addr, &format!("idle_timeout = \"{idle_timeout}\""))
-}
-
-fn pool_with(addr: &str, settings: &str) -> (Arc<PoolConns>, Arc<NodeState>) {
     let text = format!(
         r#"
 [[listener]]
@@ -36,7 +32,7 @@ protocol = "clickhouse-http"
 [cluster.main.pool.p]
 role = "primary"
 nodes = ["{addr}"]
-{settings}
+idle_timeout = "{idle_timeout}"
 "#
     );
     let config = Config::parse_with_env(&text, &|_| None).expect("valid config");
@@ -199,18 +195,6 @@ async fn prune_closes_connections_past_the_idle_timeout() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     conns.prune();
     assert_eq!(conns.idle_count(), 0);
-}
-
-#[tokio::test]
-async fn a_connection_past_its_lifetime_is_not_reused() {
-    let (addr, accepted) = server(0, true).await;
-    let (conns, node) = pool_with(&addr, "server_lifetime = \"100ms\"");
-    text(&conns, &node, "/").await;
-    text(&conns, &node, "/").await;
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    text(&conns, &node, "/").await;
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
