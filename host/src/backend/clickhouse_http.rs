@@ -1,28 +1,30 @@
-//! The ClickHouse HTTP backend: keep-alive connections per node of each pool (driven by the
-//! request's own task, see [`conns`]), heartbeat health checks per node, and `KILL QUERY` for
-//! queries the proxy gives up on.
+//! The ClickHouse HTTP backend: a hyper keep-alive client per pool (hyper keeps idle connections
+//! per node), heartbeat health checks per node, and `KILL QUERY` for queries the proxy gives up on.
 //!
 //! The backend knows nothing about proxy users or the policy: it sends a [`BackendRequest`] with
 //! the credentials it is given to the node it is given, and reports failures to the node's
 //! health state so that an unreachable node leaves rotation.
 
-mod conns;
 mod health;
 mod kill;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderValue};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
-use crate::config::Credentials;
+use crate::config::{Credentials, PoolConfig};
 use crate::route::{NodeState, Pool, Router};
 
-pub use conns::{PoolConns, ResponseBody};
 pub use kill::kill_statement;
 
 /// Errors inside bodies: hyper's, ours, the client's.
@@ -43,7 +45,7 @@ pub enum BackendError {
     Request {
         node: String,
         reason: String,
-        source: hyper::Error,
+        source: hyper_util::client::legacy::Error,
     },
     #[error("invalid request to ClickHouse at {node}: {reason}")]
     Build { node: String, reason: String },
@@ -81,38 +83,36 @@ pub struct BackendRequest {
     pub credentials: Credentials,
 }
 
-/// The connections of every pool of one cluster, and their health checkers.
+/// The clients of every pool of one cluster, and their health checkers.
 pub struct ChBackend {
     router: Arc<Router>,
-    conns: BTreeMap<String, Arc<PoolConns>>,
-    /// Health checkers and idle-connection pruners, stopped with the backend.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    clients: BTreeMap<String, Client<HttpConnector, Body>>,
+    checkers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ChBackend {
-    /// Sets up the connections of each pool and starts the health checkers of pools that enable
-    /// them. Must be called inside a tokio runtime.
+    /// Builds a client per pool and starts the health checkers of pools that enable them. Must
+    /// be called inside a tokio runtime.
     pub fn start(router: Arc<Router>) -> ChBackend {
-        let mut conns = BTreeMap::new();
-        let mut tasks = Vec::new();
+        let mut clients = BTreeMap::new();
+        let mut checkers = Vec::new();
         for pool in router.pools() {
-            let pool_conns = Arc::new(PoolConns::new(pool.config(), pool.nodes()));
+            let client = client_for(pool.config());
             if pool.config().health.enabled {
                 for node in pool.nodes() {
-                    tasks.push(tokio::spawn(health::run(
-                        pool_conns.clone(),
+                    checkers.push(tokio::spawn(health::run(
+                        client.clone(),
                         pool.clone(),
                         node.clone(),
                     )));
                 }
             }
-            tasks.push(tokio::spawn(prune(Arc::downgrade(&pool_conns))));
-            conns.insert(pool.name().to_owned(), pool_conns);
+            clients.insert(pool.name().to_owned(), client);
         }
         ChBackend {
             router,
-            conns,
-            tasks,
+            clients,
+            checkers,
         }
     }
 
@@ -127,23 +127,27 @@ impl ChBackend {
         pool: &Pool,
         node: &NodeState,
         request: BackendRequest,
-    ) -> Result<Response<ResponseBody>, BackendError> {
-        let conns = self.conns(pool)?;
+    ) -> Result<Response<Incoming>, BackendError> {
+        let client = self.client(pool)?;
         let http_request = build(node, request)?;
-        match conns.send(node, http_request).await {
+        match client.request(http_request).await {
             Ok(response) => Ok(response),
-            Err(conns::ConnError::Connect(reason)) => {
-                node.record_failure(&pool.config().health, &reason);
-                Err(BackendError::Connect {
-                    node: node.addr().to_owned(),
-                    reason,
-                })
+            Err(err) => {
+                let reason = error_chain(&err);
+                if err.is_connect() {
+                    node.record_failure(&pool.config().health, &reason);
+                    Err(BackendError::Connect {
+                        node: node.addr().to_owned(),
+                        reason,
+                    })
+                } else {
+                    Err(BackendError::Request {
+                        node: node.addr().to_owned(),
+                        reason,
+                        source: err,
+                    })
+                }
             }
-            Err(conns::ConnError::Request(err)) => Err(BackendError::Request {
-                node: node.addr().to_owned(),
-                reason: error_chain(&err),
-                source: err,
-            }),
         }
     }
 
@@ -156,61 +160,56 @@ impl ChBackend {
         credentials: &Credentials,
         query_id: &str,
     ) {
-        let Ok(conns) = self.conns(pool) else {
+        let Ok(client) = self.client(pool) else {
             return;
         };
         tokio::spawn(kill::kill(
-            conns.clone(),
+            client.clone(),
             node.clone(),
             credentials.clone(),
             query_id.to_owned(),
         ));
     }
 
-    fn conns(&self, pool: &Pool) -> Result<&Arc<PoolConns>, BackendError> {
-        self.conns
+    fn client(&self, pool: &Pool) -> Result<&Client<HttpConnector, Body>, BackendError> {
+        self.clients
             .get(pool.name())
             .ok_or_else(|| BackendError::Build {
                 node: pool.name().to_owned(),
-                reason: "no connections for this pool".to_owned(),
+                reason: "no client for this pool".to_owned(),
             })
     }
 }
 
 impl Drop for ChBackend {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        for checker in &self.checkers {
+            checker.abort();
         }
     }
 }
 
-/// Closes a pool's stale idle connections now and then, until the pool is gone.
-async fn prune(conns: std::sync::Weak<PoolConns>) {
-    let Some(interval) = conns.upgrade().map(|c| c.prune_interval()) else {
-        return;
-    };
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match conns.upgrade() {
-            Some(conns) => conns.prune(),
-            None => return,
-        }
-    }
+fn client_for(pool: &PoolConfig) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(pool.connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let idle = (!pool.idle_timeout.is_zero()).then_some(pool.idle_timeout);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(pool.size as usize)
+        .pool_idle_timeout(idle)
+        .build(connector)
 }
 
-/// The HTTP request for a node: origin-form URI (the connection knows the node), Basic
-/// credentials, passed-on headers.
+/// The HTTP request for a node: URL, Basic credentials, passed-on headers.
 pub(crate) fn build(
     node: &NodeState,
     request: BackendRequest,
 ) -> Result<Request<Body>, BackendError> {
     let uri = if request.query_string.is_empty() {
-        "/".to_owned()
+        format!("http://{}/", node.addr())
     } else {
-        format!("/?{}", request.query_string)
+        format!("http://{}/?{}", node.addr(), request.query_string)
     };
     let mut builder = Request::builder().method(request.method).uri(uri);
     if let Some(headers) = builder.headers_mut() {
@@ -238,18 +237,15 @@ pub(crate) fn basic_auth(credentials: &Credentials) -> Result<HeaderValue, Backe
     Ok(value)
 }
 
+/// An error and its causes on one line (hyper's top-level messages say little on their own).
 /// Sends a small control request (heartbeat, KILL QUERY) and reads the whole answer, so the
 /// connection goes back to the pool.
 pub(crate) async fn send_whole(
-    conns: &Arc<PoolConns>,
-    node: &NodeState,
+    client: &Client<HttpConnector, Body>,
     request: Request<Body>,
 ) -> Result<(http::StatusCode, Bytes), String> {
     use http_body_util::BodyExt as _;
-    let response = conns
-        .send(node, request)
-        .await
-        .map_err(|e| error_chain(&e))?;
+    let response = client.request(request).await.map_err(|e| error_chain(&e))?;
     let status = response.status();
     let body = response
         .into_body()
@@ -260,7 +256,6 @@ pub(crate) async fn send_whole(
     Ok((status, body))
 }
 
-/// An error and its causes on one line (hyper's top-level messages say little on their own).
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();

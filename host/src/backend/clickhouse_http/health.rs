@@ -7,11 +7,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::{Body, PoolConns, basic_auth, send_whole};
+use super::{Body, basic_auth, send_whole};
 use crate::route::{NodeState, Pool};
 
-pub(super) async fn run(conns: Arc<PoolConns>, pool: Arc<Pool>, node: Arc<NodeState>) {
+pub(super) async fn run(
+    client: Client<HttpConnector, Body>,
+    pool: Arc<Pool>,
+    node: Arc<NodeState>,
+) {
     let health = pool.config().health.clone();
     let mut ticker = tokio::time::interval(health.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -20,7 +26,7 @@ pub(super) async fn run(conns: Arc<PoolConns>, pool: Arc<Pool>, node: Arc<NodeSt
         if node.is_banned() {
             continue;
         }
-        match tokio::time::timeout(health.timeout, check(&conns, &pool, &node)).await {
+        match tokio::time::timeout(health.timeout, check(&client, &pool, &node)).await {
             Ok(Ok(())) => node.record_success(),
             Ok(Err(reason)) => {
                 node.record_failure(&health, &reason);
@@ -33,16 +39,20 @@ pub(super) async fn run(conns: Arc<PoolConns>, pool: Arc<Pool>, node: Arc<NodeSt
     }
 }
 
-async fn check(conns: &Arc<PoolConns>, pool: &Pool, node: &NodeState) -> Result<(), String> {
+async fn check(
+    client: &Client<HttpConnector, Body>,
+    pool: &Pool,
+    node: &NodeState,
+) -> Result<(), String> {
     let config = pool.config();
     let uri = match &config.health.query {
         Some(query) => {
             let encoded: String = form_urlencoded::Serializer::new(String::new())
                 .append_pair("query", query)
                 .finish();
-            format!("/?{encoded}")
+            format!("http://{}/?{encoded}", node.addr())
         }
-        None => "/ping".to_owned(),
+        None => format!("http://{}/ping", node.addr()),
     };
     let mut request = Request::builder().method(Method::GET).uri(uri);
     if config.health.query.is_some()
@@ -55,7 +65,7 @@ async fn check(conns: &Arc<PoolConns>, pool: &Pool, node: &NodeState) -> Result<
         .map_err(|never| match never {})
         .boxed_unsync();
     let request = request.body(body).map_err(|e| e.to_string())?;
-    let (status, body) = send_whole(conns, node, request).await?;
+    let (status, body) = send_whole(client, request).await?;
     if status == StatusCode::OK {
         Ok(())
     } else {

@@ -6,8 +6,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 
-use super::{Body, PoolConns, basic_auth, send_whole};
+use super::{Body, basic_auth, send_whole};
 use crate::config::Credentials;
 use crate::route::NodeState;
 
@@ -27,13 +29,13 @@ pub fn kill_statement(query_id: &str) -> String {
 }
 
 pub(super) async fn kill(
-    conns: Arc<PoolConns>,
+    client: Client<HttpConnector, Body>,
     node: Arc<NodeState>,
     credentials: Credentials,
     query_id: String,
 ) {
     let result =
-        tokio::time::timeout(KILL_TIMEOUT, send(&conns, &node, &credentials, &query_id)).await;
+        tokio::time::timeout(KILL_TIMEOUT, send(&client, &node, &credentials, &query_id)).await;
     match result {
         Ok(Ok(answer)) => {
             tracing::info!(
@@ -51,7 +53,7 @@ pub(super) async fn kill(
 }
 
 async fn send(
-    conns: &Arc<PoolConns>,
+    client: &Client<HttpConnector, Body>,
     node: &NodeState,
     credentials: &Credentials,
     query_id: &str,
@@ -61,14 +63,14 @@ async fn send(
         .boxed_unsync();
     let request = Request::builder()
         .method(Method::POST)
-        .uri("/")
+        .uri(format!("http://{}/", node.addr()))
         .header(
             http::header::AUTHORIZATION,
             basic_auth(credentials).map_err(|e| e.to_string())?,
         )
         .body(body)
         .map_err(|e| e.to_string())?;
-    let (status, body) = send_whole(conns, node, request).await?;
+    let (status, body) = send_whole(client, request).await?;
     let text = String::from_utf8_lossy(&body).into_owned();
     if status.is_success() {
         Ok(text)

@@ -8,12 +8,13 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tokio::time::timeout_at;
 
 use super::body;
 use super::error::ChError;
 use super::relay::{Deadline, Held, KillGuard};
-use crate::backend::clickhouse_http::{BackendRequest, Body, ChBackend, ResponseBody};
+use crate::backend::clickhouse_http::{BackendRequest, Body, ChBackend};
 use crate::config::Credentials;
 use crate::limits::Admitted;
 use crate::route::Pool;
@@ -50,7 +51,7 @@ pub struct Answer {
     /// The body's first chunks (what had arrived with the headers).
     pub first: VecDeque<Bytes>,
     /// `None` when the body ended with `first`.
-    pub rest: Option<ResponseBody>,
+    pub rest: Option<Incoming>,
     pub held: Held,
     pub node: String,
 }
@@ -209,7 +210,7 @@ pub async fn send(
 }
 
 /// The next data chunk (skipping empty ones and trailers); `None` at the end of the body.
-async fn next_data(body: &mut ResponseBody) -> Result<Option<Bytes>, hyper::Error> {
+async fn next_data(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
     loop {
         match body.frame().await {
             None => return Ok(None),

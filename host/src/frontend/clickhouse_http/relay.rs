@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
+use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{ChError, code};
-use crate::backend::clickhouse_http::{BoxError, ChBackend, ResponseBody};
+use crate::backend::clickhouse_http::{BoxError, ChBackend};
 use crate::config::Credentials;
 use crate::limits::Admitted;
 use crate::route::{InFlight, NodeState, Pool};
@@ -112,7 +113,7 @@ impl Deadline {
 /// The backend's body with the first chunk (already read to be sure the node answered) put back.
 pub struct Relay {
     first: VecDeque<Bytes>,
-    inner: Option<ResponseBody>,
+    inner: Option<Incoming>,
     deadline: Option<(Deadline, Pin<Box<Sleep>>)>,
     held: Option<Held>,
 }
@@ -120,7 +121,7 @@ pub struct Relay {
 impl Relay {
     pub fn new(
         first: VecDeque<Bytes>,
-        inner: Option<ResponseBody>,
+        inner: Option<Incoming>,
         deadline: Option<Deadline>,
         held: Held,
     ) -> Relay {
