@@ -2,8 +2,9 @@
 # PostgreSQL benchmark: pgbench -S (read-only, one primary-key lookup per transaction) straight to
 # the primary, through PgBouncer, and through Switchyard; and the memory an idle client costs.
 #
-#   examples/postgres/bench.sh tps    # TPS table: direct, pgbouncer, switchyard (cache off, cache
-#                                     # on, reads split to the replicas) x -c 32/200 x -M modes
+#   examples/postgres/bench.sh tps    # TPS table: direct, pgbouncer, haproxy (TCP relay), switchyard
+#                                     # (cache off, cache on, reads split to the replicas) x -c 32/200
+#                                     # x -M modes, with the CPU each process spends per transaction
 #   examples/postgres/bench.sh rss    # VmRSS of pgbouncer and switchyard before/with 1000 idle
 #                                     # clients, KiB per client
 #   examples/postgres/bench.sh all    # both
@@ -16,10 +17,10 @@
 # Env (defaults): DURATION=15 (s per run)  HOT_KEYS (unset: pgbench -S; N: the same query over
 #   accounts 1..N only, the workload for measuring cache hits: TARGETS="direct sy-cache")  CLIENTS="32 200"  MODES="simple extended prepared"
 #   THREADS=2 (pgbench -j)  SCALE=10 (pgbench -i -s)  RSS_CLIENTS=1000
-#   TARGETS="direct pgbouncer sy-nocache sy-cache sy-split" (any subset, in this order)
+#   TARGETS="direct pgbouncer haproxy sy-nocache sy-cache sy-split" (any subset, in this order)
 #   BENCH_STATE=/tmp/switchyard-pg-bench
 #   PG_PRIMARY_PORT=55532 PG_REPLICA1_PORT=55533 PG_REPLICA2_PORT=55534 (not the demo's ports,
-#   so both can run)  PGBOUNCER_PORT=56432  SY_PORT_BASE=16432 (+0 cache off, +1 cache on,
+#   so both can run)  PGBOUNCER_PORT=56432  HAPROXY_PORT=56433  SY_PORT_BASE=16432 (+0 cache off, +1 cache on,
 #   +2 split)  SWITCHYARD_BIN=target/release/switchyard (built when missing)
 #   BENCH_SKIP_SWITCHYARD=1: leave Switchyard out (no build, no policies)
 #   WORKERS=N: Switchyard's runtime threads ([server] worker_threads; default one per core)
@@ -32,6 +33,15 @@
 # max_client_conn 2000. Switchyard: pool size 20, transaction mode, policy rw-split (cache off,
 # split) or cache-rules with default_ttl (cache on). In transaction mode `-M prepared` fails on
 # PgBouncer 1.18; that run is kept and shown as FAILED.
+#
+# HAProxy (Debian package, `mode tcp`, one server connection per client, no pooling, no parsing)
+# is the floor: the least work any proxy can do per transaction is relaying bytes both ways, and
+# what that costs in system time on loopback is in its "proxy us/tx" column.
+#
+# CPU per transaction: the proxy's user + system time (/proc/PID/stat), PostgreSQL's (the
+# primary's postmaster, its live children and the children it reaped: /proc/PID/stat cutime) and
+# pgbench's (bash `time`), each divided by the transactions pgbench counted. The three together
+# are what the 2 cores had to give to each transaction.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -42,12 +52,13 @@ MODES=${MODES:-simple extended prepared}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 RSS_CLIENTS=${RSS_CLIENTS:-1000}
-TARGETS=${TARGETS:-direct pgbouncer sy-nocache sy-cache sy-split}
+TARGETS=${TARGETS:-direct pgbouncer haproxy sy-nocache sy-cache sy-split}
 export PG_PRIMARY_PORT=${PG_PRIMARY_PORT:-55532}
 export PG_REPLICA1_PORT=${PG_REPLICA1_PORT:-55533}
 export PG_REPLICA2_PORT=${PG_REPLICA2_PORT:-55534}
 export PG_BASE=$STATE/pg
 PGB_PORT=${PGBOUNCER_PORT:-56432}
+HAP_PORT=${HAPROXY_PORT:-56433}
 SY_BASE=${SY_PORT_BASE:-16432}
 BIN=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 SKIP_SY=${BENCH_SKIP_SWITCHYARD:-0}
@@ -71,6 +82,7 @@ target_port() {
   case $1 in
     direct) echo "$PG_PRIMARY_PORT" ;;
     pgbouncer) echo "$PGB_PORT" ;;
+    haproxy) echo "$HAP_PORT" ;;
     sy-*) sy_port "$1" ;;
     *) die "unknown target $1" ;;
   esac
@@ -83,6 +95,7 @@ install_missing() {
   local need=()
   command -v pgbench >/dev/null || need+=(postgresql-contrib)
   command -v pgbouncer >/dev/null || need+=(pgbouncer)
+  if wanted haproxy; then command -v haproxy >/dev/null || need+=(haproxy); fi
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt)"
     as_root apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
@@ -199,6 +212,44 @@ stop_pgbouncer() {
   log "stopped pgbouncer"
 }
 
+# ---------------------------------------------------------------- HAProxy
+
+hap_pid() { [ -s "$STATE/haproxy.pid" ] && kill -0 "$(head -1 "$STATE/haproxy.pid")" 2>/dev/null && head -1 "$STATE/haproxy.pid"; }
+
+start_haproxy() {
+  if hap_pid >/dev/null; then log "haproxy already running (pid $(hap_pid))"; return 0; fi
+  cat >"$STATE/haproxy.cfg" <<EOF
+# Written by examples/postgres/bench.sh: a plain TCP relay to the primary
+global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen pg
+  bind 127.0.0.1:$HAP_PORT
+  server primary 127.0.0.1:$PG_PRIMARY_PORT
+EOF
+  rm -f "$STATE/haproxy.pid"
+  haproxy -q -D -f "$STATE/haproxy.cfg" -p "$STATE/haproxy.pid" || die "haproxy did not start"
+  local i
+  for i in $(seq 1 100); do
+    psql_app "$HAP_PORT" -Atc 'SELECT 1' >/dev/null 2>&1 && { log "haproxy up on 127.0.0.1:$HAP_PORT (pid $(hap_pid))"; return 0; }
+    sleep 0.1
+  done
+  die "haproxy does not relay on $HAP_PORT"
+}
+
+stop_haproxy() {
+  local pid
+  pid=$(hap_pid) || return 0
+  kill -TERM "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
+  log "stopped haproxy"
+}
+
 # ---------------------------------------------------------------- Switchyard
 
 sy_config() { # name
@@ -299,6 +350,7 @@ stop_switchyard() { # name
 stop_proxies() {
   local t
   for t in sy-nocache sy-cache sy-split; do stop_switchyard "$t"; done
+  stop_haproxy
   stop_pgbouncer
 }
 
@@ -323,16 +375,42 @@ foreign_sampler() { # outfile
   local n=0 busy=0
   while :; do
     n=$((n + 1))
-    if awk '$3 == "R" && $4 != 2 && $1 != 2 && $2 !~ /^\((postgres|pgbench|pgbouncer|switchyard|tokio-rt.*|awk|bash|sleep)\)$/ { f = 1 } END { exit !f }' \
+    if awk '$3 == "R" && $4 != 2 && $1 != 2 && $2 !~ /^\((postgres|pgbench|pgbouncer|haproxy|switchyard|tokio-rt.*|awk|bash|sleep)\)$/ { f = 1 } END { exit !f }' \
         /proc/[0-9]*/stat 2>/dev/null; then busy=$((busy + 1)); fi
     echo "$(( 100 * busy / n ))" >"$1.tmp"; mv -f "$1.tmp" "$1"
     sleep 0.2
   done
 }
 
+proxy_pid() { # target -> pid of the process relaying it (none for direct)
+  case $1 in
+    direct) return 0 ;;
+    pgbouncer) pgb_pid ;;
+    haproxy) hap_pid ;;
+    sy-*) sy_pid "$1" ;;
+  esac
+}
+
+ticks_of() { # pid -> user + system clock ticks so far (0 without a pid)
+  if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; else echo 0; fi
+}
+
+pg_ticks() { # clock ticks of the primary: postmaster, its live children, the children it reaped
+  local pm; pm=$(head -1 "$PG_BASE/primary/postmaster.pid")
+  # (cat, not awk on the files: a process may exit between the glob and the read)
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+    awk -v pm="$pm" '$2 == "(postgres)" && ($1 == pm || $4 == pm) { t += $14 + $15 } $1 == pm && $2 == "(postgres)" { t += $16 + $17 } END { print t + 0 }'
+}
+
+per_tx() { # seconds transactions -> microseconds per transaction
+  awk -v t="$1" -v n="${2:-0}" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / n; else printf "-" }'
+}
+
 run_pgbench() { # target clients mode -> appends a line to $RESULTS
   local target=$1 c=$2 mode=$3 port out rc=0 tps lat failed foreign fs sp status
+  local pid p0 p1 g0 g1 txs hz proxy_us=- pg_us bench_us
   port=$(target_port "$target")
+  pid=$(proxy_pid "$target") || true
   wait_idle
   fs=$(mktemp); foreign_sampler "$fs" & sp=$!
   local workload=(-S)
@@ -342,8 +420,18 @@ run_pgbench() { # target clients mode -> appends a line to $RESULTS
     printf '\\set aid random(1, %s)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n' "$HOT_KEYS" >"$STATE/hot.sql"
     workload=(-f "$STATE/hot.sql")
   fi
-  out=$(pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" 2>&1) || rc=$?
+  p0=$(ticks_of "$pid"); g0=$(pg_ticks)
+  local TIMEFORMAT='%U %S'
+  { time pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" \
+      >"$STATE/pgbench.out" 2>&1; } 2>"$STATE/pgbench.time" || rc=$?
+  p1=$(ticks_of "$pid"); g1=$(pg_ticks)
+  out=$(cat "$STATE/pgbench.out")
   kill "$sp" 2>/dev/null; wait "$sp" 2>/dev/null || true
+  txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+  hz=$(getconf CLK_TCK)
+  if [ -n "$pid" ]; then proxy_us=$(per_tx "$(awk -v t=$((p1 - p0)) -v hz="$hz" 'BEGIN { print t / hz }')" "$txs"); fi
+  pg_us=$(per_tx "$(awk -v t=$((g1 - g0)) -v hz="$hz" 'BEGIN { print t / hz }')" "$txs")
+  bench_us=$(per_tx "$(awk '{ print $1 + $2 }' "$STATE/pgbench.time")" "$txs")
   foreign=$(cat "$fs" 2>/dev/null || echo '?'); rm -f "$fs" "$fs.tmp"
   printf '### %s c=%s M=%s rc=%s\n%s\n\n' "$target" "$c" "$mode" "$rc" "$out" >>"$STATE/pgbench.log"
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
@@ -354,8 +442,9 @@ run_pgbench() { # target clients mode -> appends a line to $RESULTS
     status=FAILED
     log "$target c=$c -M $mode FAILED (rc $rc): $(grep -m1 -iE 'error|fatal|abort' <<<"$out" || tail -n1 <<<"$out")"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$c" "$mode" "${tps:--}" "${lat:--}" "${failed:-0}" "$foreign" "$status" >>"$RESULTS"
-  log "$(printf '%-10s c=%-3s %-8s %10s tps  %7s ms  foreign %s%%  %s' "$target" "$c" "$mode" "${tps:--}" "${lat:--}" "$foreign" "$status")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$c" "$mode" "${tps:--}" "${lat:--}" "${failed:-0}" "$foreign" "$status" \
+    "$proxy_us" "$pg_us" "$bench_us" >>"$RESULTS"
+  log "$(printf '%-10s c=%-3s %-8s %10s tps  %7s ms  foreign %s%%  %s  us/tx: proxy %s postgres %s pgbench %s' "$target" "$c" "$mode" "${tps:--}" "${lat:--}" "$foreign" "$status" "$proxy_us" "$pg_us" "$bench_us")"
 }
 
 print_table() { # results.tsv
@@ -363,15 +452,16 @@ print_table() { # results.tsv
     { key = $2 SUBSEP $3; tps[$1, key] = ($8 == "ok") ? $4 : ""; row[NR] = $0 }
     function ratio(a, b) { return (a != "" && b != "" && b > 0) ? sprintf("%.2fx", a / b) : "-" }
     END {
-      print "| target | clients | mode | TPS | avg latency ms | failed tx | vs direct | vs pgbouncer | foreign% |"
-      print "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+      print "| target | clients | mode | TPS | avg latency ms | failed tx | vs direct | vs pgbouncer | proxy µs/tx | PostgreSQL µs/tx | pgbench µs/tx | foreign% |"
+      print "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
       for (i = 1; i <= NR; i++) {
         split(row[i], f, "\t"); key = f[2] SUBSEP f[3]
         t = (f[8] == "ok") ? f[4] : ""
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3],
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3],
           (t == "" ? "FAILED" : sprintf("%.0f", t)), f[5], f[6],
           (f[1] == "direct" ? "1.00x" : ratio(t, tps["direct", key])),
-          (f[1] == "pgbouncer" ? (t == "" ? "-" : "1.00x") : ratio(t, tps["pgbouncer", key])), f[7]
+          (f[1] == "pgbouncer" ? (t == "" ? "-" : "1.00x") : ratio(t, tps["pgbouncer", key])),
+          f[9], f[10], f[11], f[7]
       }
     }' "$1"
 }
@@ -387,6 +477,7 @@ section_tps() {
     wanted "$t" || continue
     case $t in
       pgbouncer) start_pgbouncer ;;
+      haproxy) start_haproxy ;;
       sy-*) start_switchyard "$t" ;;
     esac
   done
