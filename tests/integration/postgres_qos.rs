@@ -174,6 +174,41 @@ async fn tag_limits_apply_per_value_with_overrides() {
     proxy.stop().await;
 }
 
+/// A pool's `max_concurrent_queries` belongs to the pool: two listeners in front of the same
+/// cluster share its slots (each listener used to count its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_limit_is_shared_by_every_listener_of_the_cluster() {
+    let pg = PgCluster::start(1);
+    let config = PgConfig::new(&pg)
+        .defaults("max_concurrent_queries = 1\ncheckout_timeout = \"300ms\"")
+        .extra(&format!(
+            "[[listener]]\nname = \"second\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:0\"\ncluster = \"{}\"\n",
+            pg::CLUSTER
+        ))
+        .build();
+    let proxy = Proxy::start(&config).await;
+    let second = proxy
+        .server()
+        .and_then(|s| s.local_addr("second"))
+        .expect("the second listener's address");
+    assert_ne!(second, proxy.addr());
+    let first = pg::connect(proxy.addr()).await;
+    let other = pg::connect(second).await;
+    first.simple_query("BEGIN").await.expect("begin");
+    first
+        .simple_query("SELECT 1")
+        .await
+        .expect("inside the transaction");
+    assert_refused(
+        other.simple_query("BEGIN; SELECT 1; COMMIT").await,
+        "53300",
+        "pool \"primary\"",
+    );
+    first.simple_query("COMMIT").await.expect("commit");
+    assert_eq!(pg::query_one_text(&other, "SELECT 'freed'").await, "freed");
+    proxy.stop().await;
+}
+
 /// `n` sequential `SELECT pg_sleep(0.1)` latencies through `client` (long enough that the
 /// machine's scheduling noise is small beside it).
 async fn trickle(client: &tokio_postgres::Client, n: usize) -> Vec<Duration> {

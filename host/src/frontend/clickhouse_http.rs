@@ -46,7 +46,6 @@ mod respond;
 mod tests;
 mod trace;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +57,7 @@ use crate::backend::clickhouse_http::{Body, ChBackend};
 use crate::cache::QueryCache;
 use crate::classify::Classifier;
 use crate::config::{Config, ListenerConfig};
-use crate::limits::{Admission, LimitError, Limits};
+use crate::limits::{Admission, LimitError};
 use crate::policy::PolicyHandle;
 
 pub use error::ChError;
@@ -81,7 +80,6 @@ pub struct ChFrontend {
     listener: ListenerConfig,
     backend: Arc<ChBackend>,
     users: auth::Users,
-    pool_limits: HashMap<String, Limits>,
     shared: Shared,
     invalidate_on_write: bool,
     query_ids: QueryIds,
@@ -94,18 +92,10 @@ impl ChFrontend {
         backend: Arc<ChBackend>,
         shared: Shared,
     ) -> ChFrontend {
-        let pool_limits = backend
-            .router()
-            .pools()
-            .filter_map(|pool| {
-                Limits::for_pool(pool.name(), pool.config()).map(|l| (pool.name().to_owned(), l))
-            })
-            .collect();
         ChFrontend {
             listener,
             backend,
             users: auth::Users::new(&config.users, &shared.admission),
-            pool_limits,
             shared,
             invalidate_on_write: config.cache.invalidate_on_write,
             query_ids: QueryIds::new(),
@@ -114,11 +104,6 @@ impl ChFrontend {
 
     pub fn listener(&self) -> &ListenerConfig {
         &self.listener
-    }
-
-    /// A pool's `max_concurrent_queries` limit, if it has one (for the admin API and metrics).
-    pub fn pool_limits(&self, pool: &str) -> Option<&Limits> {
-        self.pool_limits.get(pool)
     }
 
     /// Answers one request; every failure becomes a ClickHouse-style error response.

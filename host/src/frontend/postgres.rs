@@ -26,7 +26,6 @@ mod settings;
 mod statements;
 mod users;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,7 +41,7 @@ pub use session::SessionEnd;
 use crate::backend::postgres::PgBackend;
 use crate::config::{Config, ListenerConfig};
 use crate::frontend::clickhouse_http::Shared;
-use crate::limits::{LimitError, LimitErrorKind, Limits};
+use crate::limits::{LimitError, LimitErrorKind};
 use crate::postgres::protocol::ErrorFields;
 
 /// The admin console's database name.
@@ -63,8 +62,6 @@ pub struct PgFrontend {
     default_database: Option<String>,
     backend: Arc<PgBackend>,
     users: users::Users,
-    /// Pools' `max_concurrent_queries`, by pool name.
-    pool_limits: HashMap<String, Limits>,
     shared: Shared,
     cancels: Arc<CancelRegistry>,
     read_your_writes: Option<Duration>,
@@ -97,14 +94,6 @@ impl PgFrontend {
             default_database: cluster.and_then(|c| c.database.clone()),
             read_your_writes: cluster.and_then(|c| c.read_your_writes),
             listener,
-            pool_limits: backend
-                .router()
-                .pools()
-                .filter_map(|pool| {
-                    Limits::for_pool(pool.name(), pool.config())
-                        .map(|l| (pool.name().to_owned(), l))
-                })
-                .collect(),
             backend,
             users: users::Users::new(&config.users),
             max_cached_payload: shared.cache.as_ref().map_or(0, |c| {
@@ -177,11 +166,6 @@ impl PgFrontend {
 
     fn set_paused(&self, paused: bool) {
         let _ = self.pause.send(paused);
-    }
-
-    /// A pool's `max_concurrent_queries` limit, if it has one (for the admin API and metrics).
-    pub fn pool_limits(&self, pool: &str) -> Option<&Limits> {
-        self.pool_limits.get(pool)
     }
 }
 

@@ -8,6 +8,7 @@ use super::mirror::MirrorStats;
 use super::node::{NodeState, now_ms};
 use super::strategy::{self, Candidate, Draw};
 use crate::config::{PoolConfig, Strategy};
+use crate::limits::Limits;
 use crate::model::{PoolRole, PoolState};
 
 /// Pools up to this many nodes pick without allocating.
@@ -25,6 +26,9 @@ pub struct Pool {
     no_node: AtomicU64,
     /// This pool as a mirror target.
     mirror: MirrorStats,
+    /// `max_concurrent_queries`, here rather than in a frontend so every listener in front of
+    /// the cluster counts against the same slots.
+    limits: Option<Limits>,
 }
 
 impl Pool {
@@ -39,6 +43,7 @@ impl Pool {
         let addr_hashes = nodes.iter().map(|n| strategy::hash_str(n.addr())).collect();
         let name = name.into();
         Pool {
+            limits: Limits::for_pool(&name, config),
             random: AtomicU64::new(strategy::hash_str(&name) | 1),
             name,
             config: config.clone(),
@@ -52,6 +57,11 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The pool's `max_concurrent_queries` slots, if it sets that limit.
+    pub fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref()
     }
 
     pub fn role(&self) -> PoolRole {

@@ -293,7 +293,7 @@ impl ChFrontend {
             .admit(&p.user.limits, &p.verdict.decision.tags, false)
             .await
             .map_err(limit_error)?;
-        if let Some(limits) = self.pool_limits.get(p.pool.name()) {
+        if let Some(limits) = p.pool.limits() {
             let permit = limits
                 .acquire(admitted.tenant())
                 .await

@@ -923,10 +923,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Takes the pool's `max_concurrent_queries` slot for the unit of work starting.
     async fn pool_permit(&mut self, pool: &Pool) -> Result<(), ErrorFields> {
-        if self.fe.pool_limits.is_empty() {
-            return Ok(());
-        }
-        let Some(limits) = self.fe.pool_limits.get(pool.name()) else {
+        let Some(limits) = pool.limits() else {
             return Ok(());
         };
         let Some(work) = self.work.as_mut() else {
