@@ -349,6 +349,7 @@ stop_switchyard() { # name
 
 stop_proxies() {
   local t
+  if [ -n "${SAMPLER:-}" ]; then kill "$SAMPLER" 2>/dev/null || true; SAMPLER=; fi
   for t in sy-nocache sy-cache sy-split; do stop_switchyard "$t"; done
   stop_haproxy
   stop_pgbouncer
@@ -413,6 +414,7 @@ run_pgbench() { # target clients mode -> appends a line to $RESULTS
   pid=$(proxy_pid "$target") || true
   wait_idle
   fs=$(mktemp); foreign_sampler "$fs" & sp=$!
+  SAMPLER=$sp # stopped by the EXIT trap if this run dies
   local workload=(-S)
   if [ -n "${HOT_KEYS:-}" ]; then
     # The cache benchmark: the same -S query over only HOT_KEYS accounts, so repeated reads can

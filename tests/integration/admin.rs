@@ -51,6 +51,7 @@ async fn every_admin_endpoint_answers() {
     std::fs::copy(policy_wasm("guard"), &policy_path).expect("copy guard.wasm");
     let config = PgConfig::new(&pg)
         .app_user("max_concurrent_queries = 8")
+        .replica_pool("max_concurrent_queries = 16")
         .extra(&format!(
             "{}\n[cache]\nenabled = true\n[policy]\npath = \"{}\"\n[log]\nslow_query_threshold = \"1ms\"\n",
             admin_section(),
@@ -175,6 +176,23 @@ async fn every_admin_endpoint_answers() {
             r#"switchyard_limit_admitted_total{kind="user",owner="app"}"#
         )
         .is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+    let pools = get_json(&proxy, "/pools").await;
+    let replicas = &pools["clusters"]["pg"]["pools"]["replicas"];
+    assert_eq!(replicas["limit"]["max_concurrent_queries"], 16, "{pools}");
+    assert_eq!(replicas["limit"]["admitted"], 4, "{pools}");
+    assert!(
+        pools["clusters"]["pg"]["pools"]["primary"]["limit"].is_null(),
+        "{pools}"
+    );
+    // A pool's limit has its own series: the four reads above ran on the replicas.
+    assert_eq!(
+        metric(
+            &text,
+            r#"switchyard_limit_admitted_total{kind="pool",owner="pg.replicas"}"#
+        ),
+        Some(4.0),
         "{text}"
     );
     for name in [

@@ -379,7 +379,9 @@ async fn the_policy_blocks_and_rewrites() {
     .await;
     assert_eq!(get.text(), "0\n1\n2\n");
     assert_eq!(
-        ch.node(0).finished_queries("FROM system.numbers LIMIT 3"),
+        ch.node(0)
+            .finished_queries_settled("FROM system.numbers LIMIT 3", 2)
+            .await,
         2
     );
     proxy.stop().await;
@@ -445,7 +447,8 @@ async fn a_rewritten_insert_inside_a_compressed_body_streams_its_data_decoded() 
     );
     assert_eq!(
         ch.node(0)
-            .finished_queries("INSERT INTO default.landed FORMAT CSV"),
+            .finished_queries_settled("INSERT INTO default.landed FORMAT CSV", 2)
+            .await,
         2
     );
 

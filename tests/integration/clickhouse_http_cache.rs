@@ -105,7 +105,7 @@ async fn x_cache_tells_hit_miss_and_not_applicable() {
     );
 
     // The server ran it once per key, and for each request that bypassed the cache.
-    assert_eq!(ch.node(0).finished_queries(sql), 7);
+    assert_eq!(ch.node(0).finished_queries_settled(sql, 7).await, 7);
     proxy.stop().await;
 }
 
@@ -152,7 +152,7 @@ async fn gzip_and_plain_clients_share_one_entry() {
         .read_to_end(&mut text)
         .expect("a zlib body");
     assert_eq!(text, plain.body);
-    assert_eq!(ch.node(0).finished_queries(sql), 2);
+    assert_eq!(ch.node(0).finished_queries_settled(sql, 2).await, 2);
     proxy.stop().await;
 }
 
@@ -211,6 +211,11 @@ async fn identical_concurrent_queries_run_once() {
     }
     statuses.sort();
     assert_eq!(statuses, ["HIT", "HIT", "HIT", "HIT", "HIT", "MISS"]);
-    assert_eq!(ch.node(0).finished_queries("sleepEachRow(0.2)"), 1);
+    assert_eq!(
+        ch.node(0)
+            .finished_queries_settled("sleepEachRow(0.2)", 1)
+            .await,
+        1
+    );
     proxy.stop().await;
 }

@@ -134,6 +134,21 @@ impl Node {
         self.query(&sql).trim().parse().unwrap_or(0)
     }
 
+    /// [`finished_queries`](Self::finished_queries) once it has reached `expected` (or after
+    /// 5 s), read again a moment later. ClickHouse logs a query's end after the last byte of
+    /// its answer has left, so right after a client got its response the entry may not be
+    /// there yet; the second read catches a run too many that was still being logged.
+    pub async fn finished_queries_settled(&self, needle: &str, expected: u64) -> u64 {
+        let started = std::time::Instant::now();
+        while self.finished_queries(needle) < expected
+            && started.elapsed() < std::time::Duration::from_secs(5)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.finished_queries(needle)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()

@@ -428,6 +428,7 @@ fn pools(ctx: &AdminContext) -> Value {
                     "healthy_nodes": pool.healthy_nodes(),
                     "nodes": nodes,
                     "connections": connections,
+                    "limit": pool.limits().map(|l| limit_view(l, pool.config().max_concurrent_queries)),
                 }),
             );
         }
@@ -437,6 +438,22 @@ fn pools(ctx: &AdminContext) -> Value {
         );
     }
     json!({"clusters": clusters})
+}
+
+/// A pool's `max_concurrent_queries` slots and what they did.
+fn limit_view(limits: &crate::limits::Limits, max: Option<u32>) -> Value {
+    use crate::limits::LimitErrorKind;
+    let stats = limits.stats();
+    json!({
+        "max_concurrent_queries": max,
+        "waiting": limits.waiting(),
+        "admitted": stats.admitted(),
+        "queued": stats.queued(),
+        "wait_us_total": stats.wait_us(),
+        "rejected_busy": stats.rejected(LimitErrorKind::Concurrency),
+        "rejected_queue_full": stats.rejected(LimitErrorKind::QueueFull),
+        "rejected_queue_timeout": stats.rejected(LimitErrorKind::QueueTimeout),
+    })
 }
 
 fn config(ctx: &AdminContext) -> Response<Reply> {

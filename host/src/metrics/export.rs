@@ -507,12 +507,11 @@ fn nodes(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
 
 fn limits(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
     use crate::limits::{LimitErrorKind, Limits};
-    let Some(admission) = sources.admission.load_full() else {
-        return Ok(());
-    };
-    // (owner kind, owner, limits): users, then each tag rule's tracked values.
+    let admission = sources.admission.load_full();
+    let routers = sources.routers();
+    // (owner kind, owner, limits): users, each tag rule's tracked values, then pools.
     let mut rows: Vec<([(&'static str, String); 2], &Limits)> = Vec::new();
-    for (name, user) in admission.users() {
+    for (name, user) in admission.iter().flat_map(|a| a.users()) {
         if user.limits.is_limited() {
             rows.push((
                 [("kind", "user".to_owned()), ("owner", name.to_owned())],
@@ -521,8 +520,8 @@ fn limits(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
         }
     }
     let tagged: Vec<(String, Arc<crate::limits::TagValue>)> = admission
-        .rules()
         .iter()
+        .flat_map(|a| a.rules().iter())
         .flat_map(|rule| {
             let tag = rule.tag().to_owned();
             rule.values()
@@ -536,10 +535,23 @@ fn limits(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
             &value.limits,
         ));
     }
+    for router in &routers {
+        for pool in router.pools() {
+            if let Some(limits) = pool.limits() {
+                rows.push((
+                    [
+                        ("kind", "pool".to_owned()),
+                        ("owner", format!("{}.{}", router.cluster(), pool.name())),
+                    ],
+                    limits,
+                ));
+            }
+        }
+    }
     counters(
         enc,
         "switchyard_limit_admitted",
-        "Queries (PostgreSQL: units of work) a user or tag limit let through.",
+        "Queries (PostgreSQL: units of work) a user, tag or pool limit let through.",
         rows.iter()
             .map(|(l, lim)| (l.clone(), lim.stats().admitted())),
     )?;
