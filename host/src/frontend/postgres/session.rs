@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::PgFrontend;
@@ -33,7 +34,7 @@ use super::settings::{self, Settings};
 use super::statements::Statement;
 use super::users::User;
 use crate::backend::postgres::{BucketMemo, Login, PgBackendError, PooledConn};
-use crate::cache::{CacheKey, FillGuard, Lookup, TableRef};
+use crate::cache::{CacheKey, FillGuard, KeyEncoder, Lookup, TableRef};
 use crate::config::PoolMode;
 use crate::frontend::Drain;
 use crate::limits::{Admitted, Tenant, UserLimits};
@@ -166,7 +167,12 @@ pub struct Session<S> {
     copy_in: bool,
     /// The pool of the server connection that failed last, for the client's error message.
     lost_pool: Option<String>,
+    /// The last cache key's tables, by the classification's list they came from.
+    key_tables: Option<KeyTables>,
 }
+
+/// A classification's tables read, and the same as a cache key's tables.
+type KeyTables = (Arc<[String]>, Arc<[TableRef]>);
 
 enum Wake {
     Client(Result<(), ClientError>),
@@ -221,6 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             batch_bytes: 0,
             copy_in: false,
             lost_pool: None,
+            key_tables: None,
         }
     }
 
@@ -1425,8 +1432,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         tables(&self.database, names)
     }
 
-    /// The cache key of a read the policy wants cached, if it may be.
-    fn cache_key(&self, verdict: &Verdict, sql: &str, params: Option<&[u8]>) -> Option<CacheKey> {
+    /// The cache key of a read the policy wants cached, if it may be. Runs for every cached
+    /// read, hits included: see `postgres_key`.
+    fn cache_key(
+        &mut self,
+        verdict: &Verdict,
+        sql: &str,
+        params: Option<&[u8]>,
+    ) -> Option<CacheKey> {
         let cache = self.fe.shared.cache.as_ref()?;
         let directive = verdict.decision.cache.as_ref()?;
         let cacheable = directive.ttl_ms > 0
@@ -1438,35 +1451,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !cacheable {
             return None;
         }
-        let mut builder = CacheKey::builder(
-            Protocol::Postgres,
-            self.database.as_str(),
-            self.user.config.name.as_str(),
-        )
-        .shared(directive.shared || cache.config().shared)
-        .namespace(directive.namespace.as_deref())
-        .sql(sql)
-        .tables(self.tables(&verdict.effective.tables_read));
-        builder = builder.setting(
-            "protocol",
-            if params.is_some() {
-                "extended"
-            } else {
-                "simple"
-            },
-        );
-        if let Some(params) = params {
-            builder = builder.setting("bind", hex::encode(params));
+        let shared = directive.shared || cache.config().shared;
+        let tables = self.key_tables(&verdict.effective.tables_read);
+        Some(postgres_key(
+            &self.database,
+            &self.user.config.name,
+            shared,
+            directive.namespace.as_deref(),
+            sql,
+            params,
+            self.settings.iter(),
+            tables,
+        ))
+    }
+
+    /// The tables of a key, sorted and deduplicated as `CacheKeyBuilder::build` leaves them.
+    /// Statements of one shape share their classification's list, so the last one is kept.
+    fn key_tables(&mut self, names: &Arc<[String]>) -> Arc<[TableRef]> {
+        if let Some((last, tables)) = &self.key_tables
+            && (Arc::ptr_eq(last, names) || **last == **names)
+        {
+            return tables.clone();
         }
-        for (name, set) in self.settings.iter() {
-            builder = builder.setting(format!("set:{name}"), set);
-        }
-        Some(builder.build())
+        let mut tables = self.tables(names);
+        tables.sort();
+        tables.dedup();
+        let tables: Arc<[TableRef]> = tables.into();
+        self.key_tables = Some((names.clone(), tables.clone()));
+        tables
     }
 
     /// A batch of the shape `[Parse] Bind [Describe portal] Execute Sync` whose statement the
     /// policy caches.
-    fn extended_cache_key(&self, verdict: &Verdict, items: &[Item]) -> Option<CacheKey> {
+    fn extended_cache_key(&mut self, verdict: &Verdict, items: &[Item]) -> Option<CacheKey> {
         let mut bind = None;
         let mut executes = 0;
         for item in items {
@@ -1580,6 +1597,48 @@ fn encode_parse(out: &mut BytesMut, name: &str, stmt: &Statement) {
     .encode(out);
 }
 
+/// The key `CacheKey::builder` gives for `sql` with the settings `protocol` (`simple`, or
+/// `extended` with `params`), `bind` (the Bind's parameters in hex) and `set:<name>` per session
+/// setting; encoded without copying any of them. `tables` are sorted and deduplicated.
+#[allow(clippy::too_many_arguments)]
+fn postgres_key<'a>(
+    database: &str,
+    user: &str,
+    shared: bool,
+    namespace: Option<&str>,
+    sql: &str,
+    params: Option<&[u8]>,
+    settings: impl Iterator<Item = (&'a str, &'a str)>,
+    tables: Arc<[TableRef]>,
+) -> CacheKey {
+    // The builder's order: by name ("bind" < "protocol" < "set:..."), the session's own settings
+    // by their names behind the common "set:" (a session has each name once).
+    let mut set: SmallVec<[(&str, &str); 8]> = settings.collect();
+    set.sort_by(|a, b| a.0.cmp(b.0));
+    let mut encoder = KeyEncoder::new(
+        Protocol::Postgres,
+        database,
+        user,
+        shared,
+        namespace,
+        sql,
+        1 + usize::from(params.is_some()) + set.len(),
+    );
+    if let Some(params) = params {
+        encoder.setting_hex("bind", params);
+    }
+    let protocol = if params.is_some() {
+        "extended"
+    } else {
+        "simple"
+    };
+    encoder.setting(&["protocol"], protocol.as_bytes());
+    for (name, value) in set {
+        encoder.setting(&["set:", name], value.as_bytes());
+    }
+    encoder.finish(namespace, tables)
+}
+
 /// Tables as the cache tags them: `(database, table)`, with PostgreSQL's default schema
 /// `public.` dropped so `t` and `public.t` are one table.
 fn tables(database: &str, names: &[String]) -> Vec<TableRef> {
@@ -1590,4 +1649,91 @@ fn tables(database: &str, names: &[String]) -> Vec<TableRef> {
             TableRef::new(database, t)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the session built before `postgres_key`, through the builder.
+    fn by_builder(
+        shared: bool,
+        namespace: Option<&str>,
+        sql: &str,
+        params: Option<&[u8]>,
+        settings: &[(&str, &str)],
+        tables: &[String],
+    ) -> CacheKey {
+        let mut builder = CacheKey::builder(Protocol::Postgres, "appdb", "app")
+            .shared(shared)
+            .namespace(namespace)
+            .sql(sql)
+            .tables(super::tables("appdb", tables));
+        builder = builder.setting(
+            "protocol",
+            if params.is_some() {
+                "extended"
+            } else {
+                "simple"
+            },
+        );
+        if let Some(params) = params {
+            builder = builder.setting("bind", hex::encode(params));
+        }
+        for (name, set) in settings {
+            builder = builder.setting(format!("set:{name}"), *set);
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn postgres_key_is_the_builders_key() {
+        let tables: Vec<String> = vec!["public.b".into(), "a".into(), "b".into()];
+        let mut sorted = super::tables("appdb", &tables);
+        sorted.sort();
+        sorted.dedup();
+        let sorted: Arc<[TableRef]> = sorted.into();
+        let long_sql = "SELECT 1 -- ".to_owned() + &"x".repeat(1000);
+        let params: &[u8] = &[0, 1, 0, 0xff, 0x10, 0xab, 0, 0, 0, 1, b'7'];
+        for shared in [false, true] {
+            for namespace in [None, Some("reports")] {
+                for sql in [
+                    "SELECT abalance FROM t WHERE aid = 1",
+                    long_sql.as_str(),
+                    "",
+                ] {
+                    for params in [None, Some(params), Some(&[][..])] {
+                        for settings in [
+                            &[][..],
+                            &[("application_name", "SET application_name = 'x'")][..],
+                            &[
+                                ("timezone", "SET timezone = 'UTC'"),
+                                ("application_name", "SET application_name = 'x'"),
+                                ("datestyle", "SET datestyle = 'ISO'"),
+                            ][..],
+                        ] {
+                            let fast = postgres_key(
+                                "appdb",
+                                "app",
+                                shared,
+                                namespace,
+                                sql,
+                                params,
+                                settings.iter().copied(),
+                                sorted.clone(),
+                            );
+                            let old = by_builder(shared, namespace, sql, params, settings, &tables);
+                            assert_eq!(
+                                fast.digest(),
+                                old.digest(),
+                                "{shared} {namespace:?} {params:?} {settings:?}"
+                            );
+                            assert_eq!(fast.namespace(), old.namespace());
+                            assert_eq!(fast.tables(), old.tables());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
