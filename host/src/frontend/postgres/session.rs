@@ -446,12 +446,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(v) => v,
             Err(e) => return self.answer_error(e, true).await,
         };
-        let final_sql = verdict.sql(&sql).to_owned();
-        let rewritten = final_sql != sql;
+        let verdict = Arc::new(verdict);
+        let rewritten = matches!(&verdict.decision.action, Action::Rewrite(new) if *new != sql);
         let mut capture = None;
-        let key = self.cache_key(&verdict, &final_sql, None);
+        let key = self.cache_key(&verdict, verdict.sql(&sql), None);
         let cache = cache_outcome(&verdict, key.is_some());
-        let observed = Observed::new(query_id, started, &verdict, Text::Sql(sql), cache);
+        // The client's text moves into `observed` (metrics) rather than being copied; what runs
+        // is read back from there.
+        let observed = Observed::new(query_id, started, verdict.clone(), Text::Sql(sql), cache);
         if let Some(key) = key {
             match self.lookup(key, ttl_of(&verdict), false).await? {
                 CacheStep::Answered { failed } => {
@@ -470,13 +472,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.refused(observed);
             return self.answer_error(e, true).await;
         }
+        let final_sql = verdict.sql(observed.sql());
         if let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
-            self.spawn_mirror(ticket, mirror::simple(&final_sql));
+            self.spawn_mirror(ticket, mirror::simple(final_sql));
         }
         let bytes = if rewritten {
             let mut out = BytesMut::new();
             FrontendMessage::Query {
-                sql: final_sql.clone(),
+                sql: final_sql.to_owned(),
             }
             .encode(&mut out);
             out.freeze()
@@ -484,18 +487,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             raw.into_bytes()
         };
         let kind = verdict.effective.kind;
+        // A multi-statement SET string is not tracked (documented): recording it under its
+        // first name would replay it wrongly.
+        let setting = if kind == StatementKind::Session
+            && !in_transaction
+            && !verdict.effective.flags.multi_statement
+        {
+            settings::parse_change(final_sql)
+        } else {
+            None
+        };
         let pending = Pending {
             capture,
-            // A multi-statement SET string is not tracked (documented): recording it under its
-            // first name would replay it wrongly.
-            setting: if kind == StatementKind::Session
-                && !in_transaction
-                && !verdict.effective.flags.multi_statement
-            {
-                settings::parse_change(&final_sql)
-            } else {
-                None
-            },
+            setting,
             wrote: matches!(kind, StatementKind::Write | StatementKind::Ddl),
             invalidate: self.tables(&verdict.effective.tables_written),
             retry: (kind == StatementKind::Read && !in_transaction).then(|| bytes.clone()),
@@ -585,7 +589,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let o = Observed::new(
                 query_id,
                 started,
-                &verdict,
+                verdict.clone(),
                 Text::Prepared(stmt.clone()),
                 cache,
             );
@@ -671,7 +675,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     } else {
                         conn.prepared.insert(stmt.hash);
                         pending.new_prepared.push(stmt.hash);
-                        encode_parse(&mut out, &stmt.server_name, &stmt);
+                        encode_parse(&mut out, &stmt.server_name(), &stmt);
                     }
                 }
                 Item::Bind {
@@ -685,11 +689,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         if conn.prepared.insert(stmt.hash) {
                             pending.new_prepared.push(stmt.hash);
                             pending.swallow_parse += 1;
-                            encode_parse(&mut out, &stmt.server_name, &stmt);
+                            encode_parse(&mut out, &stmt.server_name(), &stmt);
                         }
                         FrontendMessage::Bind {
                             portal,
-                            statement: stmt.server_name.clone(),
+                            statement: stmt.server_name(),
                             rest,
                         }
                         .encode(&mut out);
@@ -707,11 +711,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if conn.prepared.insert(stmt.hash) {
                         pending.new_prepared.push(stmt.hash);
                         pending.swallow_parse += 1;
-                        encode_parse(&mut out, &stmt.server_name, &stmt);
+                        encode_parse(&mut out, &stmt.server_name(), &stmt);
                     }
                     FrontendMessage::Describe {
                         target: Target::Statement,
-                        name: stmt.server_name.clone(),
+                        name: stmt.server_name(),
                     }
                     .encode(&mut out);
                 }
@@ -757,8 +761,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     ));
                 }
                 let verdict = Arc::new(self.decide(&sql, true, query_id, started)?);
-                let final_sql = verdict.sql(&sql).to_owned();
-                let rewritten = final_sql != sql;
+                // The decoded text is the statement's own unless the policy changed it.
+                let (final_sql, rewritten) = match &verdict.decision.action {
+                    Action::Rewrite(new) if *new != sql => (new.clone(), true),
+                    _ => (sql, false),
+                };
                 let stmt = Arc::new(Statement::new(final_sql, param_types, verdict.clone()));
                 route.get_or_insert(verdict);
                 let named = !name.is_empty();
@@ -1382,12 +1389,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let conn = held.conn.conn();
         let mut out = BytesMut::new();
         for stmt in self.statements.values() {
-            if bytes
-                .windows(stmt.server_name.len())
-                .any(|w| w == stmt.server_name.as_bytes())
+            let name = stmt.server_name();
+            if bytes.windows(name.len()).any(|w| w == name.as_bytes())
                 && conn.prepared.insert(stmt.hash)
             {
-                encode_parse(&mut out, &stmt.server_name, stmt);
+                encode_parse(&mut out, &name, stmt);
                 pending.swallow_parse += 1;
                 pending.new_prepared.push(stmt.hash);
             }
