@@ -177,7 +177,17 @@ type KeyTables = (Arc<[String]>, Arc<[TableRef]>);
 enum Wake {
     Client(Result<(), ClientError>),
     Server(Result<(), PgBackendError>),
-    Drain,
+    /// The drain state changed (with the receiver, to wait for the next change), or its
+    /// sender is gone (`None`).
+    Drain(Option<tokio::sync::watch::Receiver<Drain>>),
+}
+
+/// Resolves when `rx` sees a value it has not seen yet.
+async fn drain_changed(
+    mut rx: tokio::sync::watch::Receiver<Drain>,
+) -> Option<tokio::sync::watch::Receiver<Drain>> {
+    rx.changed().await.ok()?;
+    Some(rx)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -267,6 +277,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn serve(&mut self) -> Result<(), SessionEnd> {
         let mut drain = self.fe.shared.drain.clone();
+        // One wait for a drain change, kept until the state changes, rather than a new one per
+        // wake-up: a new wait joins, and a dropped one leaves, the waiter list that every
+        // session shares, each under its lock.
+        let mut changed = Box::pin(drain_changed(drain.clone()));
+        let mut drain_open = true;
         loop {
             self.process_buffered().await?;
             self.io.flush().await.map_err(SessionEnd::Client)?;
@@ -282,19 +297,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     tokio::select! {
                         r = io.read_more() => Wake::Client(r),
                         r = held.conn.conn().fill() => Wake::Server(r),
-                        Ok(()) = drain.changed() => Wake::Drain,
+                        w = &mut changed, if drain_open => Wake::Drain(w),
                     }
                 }
                 None => tokio::select! {
                     r = self.io.read_more() => Wake::Client(r),
-                    Ok(()) = drain.changed() => Wake::Drain,
+                    w = &mut changed, if drain_open => Wake::Drain(w),
                 },
             };
             match wake {
                 Wake::Client(r) => r?,
                 Wake::Server(Ok(())) => self.relay().await?,
                 Wake::Server(Err(e)) => self.server_failed(e).await?,
-                Wake::Drain => {}
+                // The state itself is read at the top of the loop.
+                Wake::Drain(Some(rx)) => changed.set(drain_changed(rx)),
+                // The sender is gone: no change will ever come.
+                Wake::Drain(None) => drain_open = false,
             }
         }
     }
@@ -1518,10 +1536,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         ttl: Duration,
         parse_complete: bool,
     ) -> Result<CacheStep, SessionEnd> {
-        let Some(cache) = self.fe.shared.cache.clone() else {
+        let Some(cache) = self.fe.shared.cache.as_ref() else {
             return Ok(CacheStep::Run);
         };
-        match cache.lookup(&key).await {
+        // A local hit, the common case, without the async lookup's future (or an `Arc` of the
+        // cache, shared by every session).
+        let found = match cache.lookup_local(&key) {
+            Some(entry) => Lookup::Hit(entry),
+            None => {
+                let cache = cache.clone();
+                cache
+                    .lookup_past_local(&key, cache.config().grace_time)
+                    .await
+            }
+        };
+        match found {
             Lookup::Hit(entry) => {
                 self.drain().await?;
                 // Replays exactly what the server sent, including a ParseComplete if the
