@@ -73,7 +73,7 @@ use std::time::Duration;
 pub use config::{CacheConfig, Compression, RedisConfig, parse_redis_url};
 pub use error::CacheError;
 pub use fill::{CONCURRENT_FAILURE_PREFIX, FillGuard};
-pub use key::{CacheKey, CacheKeyBuilder, TableRef};
+pub use key::{CacheKey, CacheKeyBuilder, KeyEncoder, TableRef};
 pub use response::CachedResponse;
 pub use stats::{CacheStats, CacheStatsSnapshot};
 

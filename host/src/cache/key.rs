@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 use crate::model::Protocol;
 
@@ -184,54 +185,112 @@ impl CacheKeyBuilder {
         self.settings.sort_by(|a, b| a.0.cmp(&b.0));
         self.tables.sort();
         self.tables.dedup();
-
-        // One buffer and one hash call: many small `update`s cost more than the hashing.
-        let mut buf = Vec::with_capacity(
-            128 + self.user.len()
-                + self.database.len()
-                + self.sql.len()
-                + self.namespace.as_ref().map_or(0, String::len)
-                + self
-                    .settings
-                    .iter()
-                    .map(|(k, v)| 16 + k.len() + v.len())
-                    .sum::<usize>(),
+        let mut encoder = KeyEncoder::new(
+            self.protocol,
+            &self.database,
+            &self.user,
+            self.shared,
+            self.namespace.as_deref(),
+            &self.sql,
+            self.settings.len(),
         );
+        for (name, value) in &self.settings {
+            encoder.setting(&[name], value.as_bytes());
+        }
+        encoder.finish(self.namespace.as_deref(), Arc::from(self.tables))
+    }
+}
+
+/// Encodes a key's fields straight from borrowed text, for a frontend's hot path: no owned copy
+/// of the SQL, the names or the settings. It writes exactly what [`CacheKeyBuilder::build`]
+/// writes, so both give the same key for the same inputs, provided the caller passes the settings
+/// in the builder's order (sorted by name, stable) and the tables sorted and deduplicated.
+pub struct KeyEncoder {
+    /// Inline for a typical statement: a short key input needs no allocation.
+    buf: SmallVec<[u8; 512]>,
+    settings_left: usize,
+}
+
+impl KeyEncoder {
+    /// Everything up to the settings; `settings` is how many [`Self::setting`] calls follow.
+    pub fn new(
+        protocol: Protocol,
+        database: &str,
+        user: &str,
+        shared: bool,
+        namespace: Option<&str>,
+        sql: &str,
+        settings: usize,
+    ) -> KeyEncoder {
+        let mut buf = SmallVec::new();
+        buf.reserve(128 + user.len() + database.len() + sql.len() + namespace.map_or(0, str::len));
         field(&mut buf, KEY_VERSION);
-        field(&mut buf, self.protocol.as_str().as_bytes());
-        if self.shared {
+        field(&mut buf, protocol.as_str().as_bytes());
+        if shared {
             field(&mut buf, b"shared");
         } else {
             field(&mut buf, b"user");
-            field(&mut buf, self.user.as_bytes());
+            field(&mut buf, user.as_bytes());
         }
-        match &self.namespace {
+        match namespace {
             Some(ns) => {
                 field(&mut buf, b"ns");
                 field(&mut buf, ns.as_bytes());
             }
             None => field(&mut buf, b"no-ns"),
         }
-        field(&mut buf, self.database.as_bytes());
-        field(&mut buf, self.sql.as_bytes());
-        buf.extend_from_slice(&(self.settings.len() as u64).to_le_bytes());
-        for (name, value) in &self.settings {
-            field(&mut buf, name.as_bytes());
-            field(&mut buf, value.as_bytes());
+        field(&mut buf, database.as_bytes());
+        field(&mut buf, sql.as_bytes());
+        buf.extend_from_slice(&(settings as u64).to_le_bytes());
+        KeyEncoder {
+            buf,
+            settings_left: settings,
         }
-        let out = Sha256::digest(&buf);
+    }
+
+    /// One setting; its name is the concatenation of `name`'s pieces (`["set:", "timezone"]`).
+    pub fn setting(&mut self, name: &[&str], value: &[u8]) {
+        self.settings_left = self.settings_left.wrapping_sub(1);
+        let len: usize = name.iter().map(|p| p.len()).sum();
+        self.buf.extend_from_slice(&(len as u64).to_le_bytes());
+        for piece in name {
+            self.buf.extend_from_slice(piece.as_bytes());
+        }
+        field(&mut self.buf, value);
+    }
+
+    /// One setting whose value is `value` in lowercase hex (as `hex::encode` writes it).
+    pub fn setting_hex(&mut self, name: &str, value: &[u8]) {
+        self.settings_left = self.settings_left.wrapping_sub(1);
+        field(&mut self.buf, name.as_bytes());
+        self.buf
+            .extend_from_slice(&((value.len() * 2) as u64).to_le_bytes());
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        self.buf.reserve(value.len() * 2);
+        for b in value {
+            self.buf.push(DIGITS[usize::from(b >> 4)]);
+            self.buf.push(DIGITS[usize::from(b & 0xf)]);
+        }
+    }
+
+    /// The key; `namespace` must be the one given to [`Self::new`].
+    pub fn finish(self, namespace: Option<&str>, tables: Arc<[TableRef]>) -> CacheKey {
+        debug_assert_eq!(
+            self.settings_left, 0,
+            "setting count given to KeyEncoder::new"
+        );
+        let out = Sha256::digest(&self.buf);
         let mut digest = [0u8; 16];
         digest.copy_from_slice(&out[..16]);
-
         CacheKey {
             digest: u128::from_be_bytes(digest),
-            namespace: self.namespace.map(Arc::from),
-            tables: Arc::from(self.tables),
+            namespace: namespace.map(Arc::from),
+            tables,
         }
     }
 }
 
-fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
+fn field(buf: &mut SmallVec<[u8; 512]>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
     buf.extend_from_slice(bytes);
 }

@@ -33,16 +33,33 @@ impl QueryCache {
 
     /// [`lookup`](Self::lookup) with a grace time of the caller's choosing.
     pub async fn lookup_with_grace(&self, key: &CacheKey, grace: Duration) -> Lookup {
+        if let Some(hit) = self.lookup_local(key) {
+            return Lookup::Hit(hit);
+        }
+        self.lookup_past_local(key, grace).await
+    }
+
+    /// The first step of [`lookup`](Self::lookup) on its own: a hit in the local tier, counted
+    /// as `lookup` counts it, without creating (and moving) `lookup`'s future, which is the
+    /// size of its slowest path. `None`: continue with [`Self::lookup_past_local`].
+    pub fn lookup_local(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        let inner = &*self.inner;
+        if !inner.config.enabled {
+            return None;
+        }
+        let hit = inner.core.local.get(key.digest())?;
+        CacheStats::incr(&inner.core.stats.hits_local);
+        Some(hit)
+    }
+
+    /// The rest of [`lookup_with_grace`](Self::lookup_with_grace) after [`Self::lookup_local`]
+    /// found nothing: the in-flight table, then (as leader) Redis.
+    pub async fn lookup_past_local(&self, key: &CacheKey, grace: Duration) -> Lookup {
         let inner = &*self.inner;
         if !inner.config.enabled {
             return Lookup::Bypass;
         }
         let stats = &inner.core.stats;
-        if let Some(hit) = inner.core.local.get(key.digest()) {
-            CacheStats::incr(&stats.hits_local);
-            return Lookup::Hit(hit);
-        }
-
         let deadline = Instant::now() + grace;
         loop {
             let flight = match inner.flights.join(key.digest(), grace) {

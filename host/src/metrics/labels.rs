@@ -1,16 +1,18 @@
 //! A read-mostly map from label values to a metric cell, for metrics recorded on every query.
 //!
 //! Reads are lock-free (an `arc-swap` load and a hash lookup on the borrowed label values, no
-//! allocation); a new label set copies the map under a mutex that only writers take, which happens
-//! once per distinct label set. Past `cap` label sets, new ones share one overflow cell whose
-//! labels are all `_other`, so a policy that tags with unbounded values cannot grow the process
-//! (or the scrape) without bound.
+//! allocation, and no reference count touched: the cells are shared by every worker thread, and
+//! bumping an `Arc` of one costs a contended cache line per query); a new label set copies the
+//! map under a mutex that only writers take, which happens once per distinct label set. Past
+//! `cap` label sets, new ones share one overflow cell whose labels are all `_other`, so a policy
+//! that tags with unbounded values cannot grow the process (or the scrape) without bound.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub const OVERFLOW: &str = "_other";
 
@@ -20,12 +22,17 @@ pub struct Entry<T> {
     pub value: T,
 }
 
-type Buckets<T> = HashMap<u64, Vec<Arc<Entry<T>>>>;
+/// Keyed by [`LabelMap::hash`], already a seeded hash: the map uses it as is instead of hashing it
+/// again with SipHash.
+type Buckets<T> = HashMap<u64, Vec<Arc<Entry<T>>>, BuildHasherDefault<Prehashed>>;
 
 #[derive(Debug)]
 pub struct LabelMap<T> {
     map: ArcSwap<Buckets<T>>,
-    hasher: RandomState,
+    /// Per map, random: label values can come from clients (user names, policy tags), so nobody
+    /// can aim them at one bucket. A collision only lengthens a bucket: `find` compares the
+    /// labels themselves.
+    seed: u64,
     write: Mutex<()>,
     cap: usize,
 }
@@ -33,8 +40,8 @@ pub struct LabelMap<T> {
 impl<T: Default> LabelMap<T> {
     pub fn new(cap: usize) -> Self {
         LabelMap {
-            map: ArcSwap::from_pointee(HashMap::new()),
-            hasher: RandomState::new(),
+            map: ArcSwap::from_pointee(HashMap::default()),
+            seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u64),
             write: Mutex::new(()),
             cap,
         }
@@ -42,26 +49,37 @@ impl<T: Default> LabelMap<T> {
 
     /// Runs `f` on the cell of `labels`, creating it on first use.
     pub fn with<R>(&self, labels: &[&str], f: impl FnOnce(&T) -> R) -> R {
-        let hash = self.hasher.hash_one(labels);
-        if let Some(entry) = find(&self.map.load(), hash, labels) {
-            return f(&entry.value);
+        let hash = self.hash(labels);
+        {
+            // The guard keeps the map, and so the cell, alive while `f` runs.
+            let map = self.map.load();
+            if let Some(entry) = find(&map, hash, labels) {
+                return f(&entry.value);
+            }
         }
         let entry = self.insert(hash, labels);
         f(&entry.value)
+    }
+
+    /// Each label's length goes in with it, so `["ab", "c"]` and `["a", "bc"]` differ.
+    fn hash(&self, labels: &[&str]) -> u64 {
+        labels.iter().fold(self.seed, |h, l| {
+            xxh3_64_with_seed(l.as_bytes(), h ^ (l.len() as u64).rotate_left(32))
+        })
     }
 
     fn insert(&self, hash: u64, labels: &[&str]) -> Arc<Entry<T>> {
         let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.map.load_full();
         if let Some(entry) = find(&current, hash, labels) {
-            return entry;
+            return entry.clone();
         }
         let count: usize = current.values().map(Vec::len).sum();
         let (hash, labels): (u64, Vec<&str>) = if count >= self.cap {
             let other = vec![OVERFLOW; labels.len()];
-            let hash = self.hasher.hash_one(other.as_slice());
+            let hash = self.hash(&other);
             if let Some(entry) = find(&current, hash, &other) {
-                return entry;
+                return entry.clone();
             }
             (hash, other)
         } else {
@@ -85,13 +103,31 @@ impl<T: Default> LabelMap<T> {
     }
 }
 
-fn find<T>(map: &Buckets<T>, hash: u64, labels: &[&str]) -> Option<Arc<Entry<T>>> {
-    map.get(&hash)?
-        .iter()
-        .find(|e| {
-            e.labels.len() == labels.len() && e.labels.iter().zip(labels).all(|(a, b)| &**a == *b)
-        })
-        .cloned()
+fn find<'m, T>(map: &'m Buckets<T>, hash: u64, labels: &[&str]) -> Option<&'m Arc<Entry<T>>> {
+    map.get(&hash)?.iter().find(|e| {
+        e.labels.len() == labels.len() && e.labels.iter().zip(labels).all(|(a, b)| &**a == *b)
+    })
+}
+
+/// Passes a `u64` key through (see [`Buckets`]).
+#[derive(Debug, Default)]
+pub struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed with it; fold anything else in rather than lose it.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 #[cfg(test)]

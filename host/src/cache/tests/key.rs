@@ -94,3 +94,37 @@ fn tables_are_sorted_deduplicated_and_not_hashed() {
     assert_eq!(names, ["a", "b"]);
     assert_eq!(k, base().build());
 }
+
+/// The encoding is what entries in a shared Redis are found by: it must not drift (digests
+/// computed independently from the documented layout, with Python's hashlib).
+#[test]
+fn the_encoding_is_stable() {
+    let simple = CacheKey::builder(Protocol::Postgres, "db", "alice")
+        .sql("SELECT 1")
+        .setting("set:application_name", "SET application_name = 'x'")
+        .setting("protocol", "simple")
+        .build();
+    assert_eq!(simple.to_string(), "29caf5f95704318d88857a665cff676d");
+    let extended = CacheKey::builder(Protocol::Postgres, "db", "alice")
+        .shared(true)
+        .namespace(Some("reports"))
+        .sql("SELECT $1")
+        .setting("protocol", "extended")
+        .setting("bind", "00ff10")
+        .build();
+    assert_eq!(extended.to_string(), "f1b22b06045e8553249a8bd0fdd84606");
+    let mut encoder = crate::cache::KeyEncoder::new(
+        Protocol::Postgres,
+        "db",
+        "alice",
+        true,
+        Some("reports"),
+        "SELECT $1",
+        2,
+    );
+    encoder.setting_hex("bind", &[0x00, 0xff, 0x10]);
+    encoder.setting(&["proto", "col"], b"extended");
+    let key = encoder.finish(Some("reports"), Vec::new().into());
+    assert_eq!(key, extended);
+    assert_eq!(key.namespace(), Some("reports"));
+}

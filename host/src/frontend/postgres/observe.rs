@@ -29,11 +29,11 @@ pub(super) struct Observed {
     pub started: Instant,
     /// When it was handed to a server.
     pub sent: Option<Instant>,
-    fingerprint: u64,
-    route: &'static str,
+    /// Shared, not copied: fingerprint, route and tags are read from it when the answer is
+    /// counted (the tags would cost allocations per statement, cache hits included).
+    verdict: Arc<Verdict>,
     outcome: Outcome,
     pub cache: CacheOutcome,
-    tags: Vec<(String, String)>,
     policy: Duration,
     text: Text,
 }
@@ -42,7 +42,7 @@ impl Observed {
     pub fn new(
         query_id: u64,
         started: Instant,
-        verdict: &Verdict,
+        verdict: Arc<Verdict>,
         text: Text,
         cache: CacheOutcome,
     ) -> Observed {
@@ -50,14 +50,17 @@ impl Observed {
             query_id,
             started,
             sent: None,
-            fingerprint: verdict.effective.fingerprint,
-            route: verdict.decision.route.kind(),
             outcome: Outcome::of(&verdict.decision.action),
             cache,
-            tags: verdict.decision.tags.clone(),
             policy: verdict.policy_time,
+            verdict,
             text,
         }
+    }
+
+    /// The statement's text as the client sent it.
+    pub fn sql(&self) -> &str {
+        self.text.as_str()
     }
 
     pub fn without_policy_call(mut self) -> Observed {
@@ -77,13 +80,13 @@ impl Observed {
             query_id: self.query_id,
             protocol: Protocol::Postgres,
             user,
-            route: self.route,
+            route: self.verdict.decision.route.kind(),
             pool,
             outcome: self.outcome,
             cache: self.cache,
-            fingerprint: self.fingerprint,
+            fingerprint: self.verdict.effective.fingerprint,
             sql: self.text.as_str(),
-            tags: &self.tags,
+            tags: &self.verdict.decision.tags,
             elapsed: now.saturating_duration_since(self.started),
             backend: self.sent.map(|s| now.saturating_duration_since(s)),
             policy: self.policy,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::PgFrontend;
@@ -33,7 +34,7 @@ use super::settings::{self, Settings};
 use super::statements::Statement;
 use super::users::User;
 use crate::backend::postgres::{BucketMemo, Login, PgBackendError, PooledConn};
-use crate::cache::{CacheKey, FillGuard, Lookup, TableRef};
+use crate::cache::{CacheKey, FillGuard, KeyEncoder, Lookup, TableRef};
 use crate::config::PoolMode;
 use crate::frontend::Drain;
 use crate::limits::{Admitted, Tenant, UserLimits};
@@ -166,12 +167,27 @@ pub struct Session<S> {
     copy_in: bool,
     /// The pool of the server connection that failed last, for the client's error message.
     lost_pool: Option<String>,
+    /// The last cache key's tables, by the classification's list they came from.
+    key_tables: Option<KeyTables>,
 }
+
+/// A classification's tables read, and the same as a cache key's tables.
+type KeyTables = (Arc<[String]>, Arc<[TableRef]>);
 
 enum Wake {
     Client(Result<(), ClientError>),
     Server(Result<(), PgBackendError>),
-    Drain,
+    /// The drain state changed (with the receiver, to wait for the next change), or its
+    /// sender is gone (`None`).
+    Drain(Option<tokio::sync::watch::Receiver<Drain>>),
+}
+
+/// Resolves when `rx` sees a value it has not seen yet.
+async fn drain_changed(
+    mut rx: tokio::sync::watch::Receiver<Drain>,
+) -> Option<tokio::sync::watch::Receiver<Drain>> {
+    rx.changed().await.ok()?;
+    Some(rx)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -221,6 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             batch_bytes: 0,
             copy_in: false,
             lost_pool: None,
+            key_tables: None,
         }
     }
 
@@ -260,6 +277,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn serve(&mut self) -> Result<(), SessionEnd> {
         let mut drain = self.fe.shared.drain.clone();
+        // One wait for a drain change, kept until the state changes, rather than a new one per
+        // wake-up: a new wait joins, and a dropped one leaves, the waiter list that every
+        // session shares, each under its lock.
+        let mut changed = Box::pin(drain_changed(drain.clone()));
+        let mut drain_open = true;
         loop {
             self.process_buffered().await?;
             self.io.flush().await.map_err(SessionEnd::Client)?;
@@ -275,19 +297,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     tokio::select! {
                         r = io.read_more() => Wake::Client(r),
                         r = held.conn.conn().fill() => Wake::Server(r),
-                        Ok(()) = drain.changed() => Wake::Drain,
+                        w = &mut changed, if drain_open => Wake::Drain(w),
                     }
                 }
                 None => tokio::select! {
                     r = self.io.read_more() => Wake::Client(r),
-                    Ok(()) = drain.changed() => Wake::Drain,
+                    w = &mut changed, if drain_open => Wake::Drain(w),
                 },
             };
             match wake {
                 Wake::Client(r) => r?,
                 Wake::Server(Ok(())) => self.relay().await?,
                 Wake::Server(Err(e)) => self.server_failed(e).await?,
-                Wake::Drain => {}
+                // The state itself is read at the top of the loop.
+                Wake::Drain(Some(rx)) => changed.set(drain_changed(rx)),
+                // The sender is gone: no change will ever come.
+                Wake::Drain(None) => drain_open = false,
             }
         }
     }
@@ -439,12 +464,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(v) => v,
             Err(e) => return self.answer_error(e, true).await,
         };
-        let final_sql = verdict.sql(&sql).to_owned();
-        let rewritten = final_sql != sql;
+        let verdict = Arc::new(verdict);
+        let rewritten = matches!(&verdict.decision.action, Action::Rewrite(new) if *new != sql);
         let mut capture = None;
-        let key = self.cache_key(&verdict, &final_sql, None);
+        let key = self.cache_key(&verdict, verdict.sql(&sql), None);
         let cache = cache_outcome(&verdict, key.is_some());
-        let observed = Observed::new(query_id, started, &verdict, Text::Sql(sql), cache);
+        // The client's text moves into `observed` (metrics) rather than being copied; what runs
+        // is read back from there.
+        let observed = Observed::new(query_id, started, verdict.clone(), Text::Sql(sql), cache);
         if let Some(key) = key {
             match self.lookup(key, ttl_of(&verdict), false).await? {
                 CacheStep::Answered { failed } => {
@@ -463,13 +490,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.refused(observed);
             return self.answer_error(e, true).await;
         }
+        let final_sql = verdict.sql(observed.sql());
         if let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
-            self.spawn_mirror(ticket, mirror::simple(&final_sql));
+            self.spawn_mirror(ticket, mirror::simple(final_sql));
         }
         let bytes = if rewritten {
             let mut out = BytesMut::new();
             FrontendMessage::Query {
-                sql: final_sql.clone(),
+                sql: final_sql.to_owned(),
             }
             .encode(&mut out);
             out.freeze()
@@ -477,18 +505,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             raw.into_bytes()
         };
         let kind = verdict.effective.kind;
+        // A multi-statement SET string is not tracked (documented): recording it under its
+        // first name would replay it wrongly.
+        let setting = if kind == StatementKind::Session
+            && !in_transaction
+            && !verdict.effective.flags.multi_statement
+        {
+            settings::parse_change(final_sql)
+        } else {
+            None
+        };
         let pending = Pending {
             capture,
-            // A multi-statement SET string is not tracked (documented): recording it under its
-            // first name would replay it wrongly.
-            setting: if kind == StatementKind::Session
-                && !in_transaction
-                && !verdict.effective.flags.multi_statement
-            {
-                settings::parse_change(&final_sql)
-            } else {
-                None
-            },
+            setting,
             wrote: matches!(kind, StatementKind::Write | StatementKind::Ddl),
             invalidate: self.tables(&verdict.effective.tables_written),
             retry: (kind == StatementKind::Read && !in_transaction).then(|| bytes.clone()),
@@ -578,7 +607,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let o = Observed::new(
                 query_id,
                 started,
-                &verdict,
+                verdict.clone(),
                 Text::Prepared(stmt.clone()),
                 cache,
             );
@@ -664,7 +693,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     } else {
                         conn.prepared.insert(stmt.hash);
                         pending.new_prepared.push(stmt.hash);
-                        encode_parse(&mut out, &stmt.server_name, &stmt);
+                        encode_parse(&mut out, &stmt.server_name(), &stmt);
                     }
                 }
                 Item::Bind {
@@ -678,11 +707,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         if conn.prepared.insert(stmt.hash) {
                             pending.new_prepared.push(stmt.hash);
                             pending.swallow_parse += 1;
-                            encode_parse(&mut out, &stmt.server_name, &stmt);
+                            encode_parse(&mut out, &stmt.server_name(), &stmt);
                         }
                         FrontendMessage::Bind {
                             portal,
-                            statement: stmt.server_name.clone(),
+                            statement: stmt.server_name(),
                             rest,
                         }
                         .encode(&mut out);
@@ -700,11 +729,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if conn.prepared.insert(stmt.hash) {
                         pending.new_prepared.push(stmt.hash);
                         pending.swallow_parse += 1;
-                        encode_parse(&mut out, &stmt.server_name, &stmt);
+                        encode_parse(&mut out, &stmt.server_name(), &stmt);
                     }
                     FrontendMessage::Describe {
                         target: Target::Statement,
-                        name: stmt.server_name.clone(),
+                        name: stmt.server_name(),
                     }
                     .encode(&mut out);
                 }
@@ -750,8 +779,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     ));
                 }
                 let verdict = Arc::new(self.decide(&sql, true, query_id, started)?);
-                let final_sql = verdict.sql(&sql).to_owned();
-                let rewritten = final_sql != sql;
+                // The decoded text is the statement's own unless the policy changed it.
+                let (final_sql, rewritten) = match &verdict.decision.action {
+                    Action::Rewrite(new) if *new != sql => (new.clone(), true),
+                    _ => (sql, false),
+                };
                 let stmt = Arc::new(Statement::new(final_sql, param_types, verdict.clone()));
                 route.get_or_insert(verdict);
                 let named = !name.is_empty();
@@ -1375,12 +1407,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let conn = held.conn.conn();
         let mut out = BytesMut::new();
         for stmt in self.statements.values() {
-            if bytes
-                .windows(stmt.server_name.len())
-                .any(|w| w == stmt.server_name.as_bytes())
+            let name = stmt.server_name();
+            if bytes.windows(name.len()).any(|w| w == name.as_bytes())
                 && conn.prepared.insert(stmt.hash)
             {
-                encode_parse(&mut out, &stmt.server_name, stmt);
+                encode_parse(&mut out, &name, stmt);
                 pending.swallow_parse += 1;
                 pending.new_prepared.push(stmt.hash);
             }
@@ -1425,8 +1456,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         tables(&self.database, names)
     }
 
-    /// The cache key of a read the policy wants cached, if it may be.
-    fn cache_key(&self, verdict: &Verdict, sql: &str, params: Option<&[u8]>) -> Option<CacheKey> {
+    /// The cache key of a read the policy wants cached, if it may be. Runs for every cached
+    /// read, hits included: see `postgres_key`.
+    fn cache_key(
+        &mut self,
+        verdict: &Verdict,
+        sql: &str,
+        params: Option<&[u8]>,
+    ) -> Option<CacheKey> {
         let cache = self.fe.shared.cache.as_ref()?;
         let directive = verdict.decision.cache.as_ref()?;
         let cacheable = directive.ttl_ms > 0
@@ -1438,35 +1475,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !cacheable {
             return None;
         }
-        let mut builder = CacheKey::builder(
-            Protocol::Postgres,
-            self.database.as_str(),
-            self.user.config.name.as_str(),
-        )
-        .shared(directive.shared || cache.config().shared)
-        .namespace(directive.namespace.as_deref())
-        .sql(sql)
-        .tables(self.tables(&verdict.effective.tables_read));
-        builder = builder.setting(
-            "protocol",
-            if params.is_some() {
-                "extended"
-            } else {
-                "simple"
-            },
-        );
-        if let Some(params) = params {
-            builder = builder.setting("bind", hex::encode(params));
+        let shared = directive.shared || cache.config().shared;
+        let tables = self.key_tables(&verdict.effective.tables_read);
+        Some(postgres_key(
+            &self.database,
+            &self.user.config.name,
+            shared,
+            directive.namespace.as_deref(),
+            sql,
+            params,
+            self.settings.iter(),
+            tables,
+        ))
+    }
+
+    /// The tables of a key, sorted and deduplicated as `CacheKeyBuilder::build` leaves them.
+    /// Statements of one shape share their classification's list, so the last one is kept.
+    fn key_tables(&mut self, names: &Arc<[String]>) -> Arc<[TableRef]> {
+        if let Some((last, tables)) = &self.key_tables
+            && (Arc::ptr_eq(last, names) || **last == **names)
+        {
+            return tables.clone();
         }
-        for (name, set) in self.settings.iter() {
-            builder = builder.setting(format!("set:{name}"), set);
-        }
-        Some(builder.build())
+        let mut tables = self.tables(names);
+        tables.sort();
+        tables.dedup();
+        let tables: Arc<[TableRef]> = tables.into();
+        self.key_tables = Some((names.clone(), tables.clone()));
+        tables
     }
 
     /// A batch of the shape `[Parse] Bind [Describe portal] Execute Sync` whose statement the
     /// policy caches.
-    fn extended_cache_key(&self, verdict: &Verdict, items: &[Item]) -> Option<CacheKey> {
+    fn extended_cache_key(&mut self, verdict: &Verdict, items: &[Item]) -> Option<CacheKey> {
         let mut bind = None;
         let mut executes = 0;
         for item in items {
@@ -1495,10 +1536,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         ttl: Duration,
         parse_complete: bool,
     ) -> Result<CacheStep, SessionEnd> {
-        let Some(cache) = self.fe.shared.cache.clone() else {
+        let Some(cache) = self.fe.shared.cache.as_ref() else {
             return Ok(CacheStep::Run);
         };
-        match cache.lookup(&key).await {
+        // A local hit, the common case, without the async lookup's future (or an `Arc` of the
+        // cache, shared by every session).
+        let found = match cache.lookup_local(&key) {
+            Some(entry) => Lookup::Hit(entry),
+            None => {
+                let cache = cache.clone();
+                cache
+                    .lookup_past_local(&key, cache.config().grace_time)
+                    .await
+            }
+        };
+        match found {
             Lookup::Hit(entry) => {
                 self.drain().await?;
                 // Replays exactly what the server sent, including a ParseComplete if the
@@ -1580,6 +1632,48 @@ fn encode_parse(out: &mut BytesMut, name: &str, stmt: &Statement) {
     .encode(out);
 }
 
+/// The key `CacheKey::builder` gives for `sql` with the settings `protocol` (`simple`, or
+/// `extended` with `params`), `bind` (the Bind's parameters in hex) and `set:<name>` per session
+/// setting; encoded without copying any of them. `tables` are sorted and deduplicated.
+#[allow(clippy::too_many_arguments)]
+fn postgres_key<'a>(
+    database: &str,
+    user: &str,
+    shared: bool,
+    namespace: Option<&str>,
+    sql: &str,
+    params: Option<&[u8]>,
+    settings: impl Iterator<Item = (&'a str, &'a str)>,
+    tables: Arc<[TableRef]>,
+) -> CacheKey {
+    // The builder's order: by name ("bind" < "protocol" < "set:..."), the session's own settings
+    // by their names behind the common "set:" (a session has each name once).
+    let mut set: SmallVec<[(&str, &str); 8]> = settings.collect();
+    set.sort_by(|a, b| a.0.cmp(b.0));
+    let mut encoder = KeyEncoder::new(
+        Protocol::Postgres,
+        database,
+        user,
+        shared,
+        namespace,
+        sql,
+        1 + usize::from(params.is_some()) + set.len(),
+    );
+    if let Some(params) = params {
+        encoder.setting_hex("bind", params);
+    }
+    let protocol = if params.is_some() {
+        "extended"
+    } else {
+        "simple"
+    };
+    encoder.setting(&["protocol"], protocol.as_bytes());
+    for (name, value) in set {
+        encoder.setting(&["set:", name], value.as_bytes());
+    }
+    encoder.finish(namespace, tables)
+}
+
 /// Tables as the cache tags them: `(database, table)`, with PostgreSQL's default schema
 /// `public.` dropped so `t` and `public.t` are one table.
 fn tables(database: &str, names: &[String]) -> Vec<TableRef> {
@@ -1590,4 +1684,91 @@ fn tables(database: &str, names: &[String]) -> Vec<TableRef> {
             TableRef::new(database, t)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the session built before `postgres_key`, through the builder.
+    fn by_builder(
+        shared: bool,
+        namespace: Option<&str>,
+        sql: &str,
+        params: Option<&[u8]>,
+        settings: &[(&str, &str)],
+        tables: &[String],
+    ) -> CacheKey {
+        let mut builder = CacheKey::builder(Protocol::Postgres, "appdb", "app")
+            .shared(shared)
+            .namespace(namespace)
+            .sql(sql)
+            .tables(super::tables("appdb", tables));
+        builder = builder.setting(
+            "protocol",
+            if params.is_some() {
+                "extended"
+            } else {
+                "simple"
+            },
+        );
+        if let Some(params) = params {
+            builder = builder.setting("bind", hex::encode(params));
+        }
+        for (name, set) in settings {
+            builder = builder.setting(format!("set:{name}"), *set);
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn postgres_key_is_the_builders_key() {
+        let tables: Vec<String> = vec!["public.b".into(), "a".into(), "b".into()];
+        let mut sorted = super::tables("appdb", &tables);
+        sorted.sort();
+        sorted.dedup();
+        let sorted: Arc<[TableRef]> = sorted.into();
+        let long_sql = "SELECT 1 -- ".to_owned() + &"x".repeat(1000);
+        let params: &[u8] = &[0, 1, 0, 0xff, 0x10, 0xab, 0, 0, 0, 1, b'7'];
+        for shared in [false, true] {
+            for namespace in [None, Some("reports")] {
+                for sql in [
+                    "SELECT abalance FROM t WHERE aid = 1",
+                    long_sql.as_str(),
+                    "",
+                ] {
+                    for params in [None, Some(params), Some(&[][..])] {
+                        for settings in [
+                            &[][..],
+                            &[("application_name", "SET application_name = 'x'")][..],
+                            &[
+                                ("timezone", "SET timezone = 'UTC'"),
+                                ("application_name", "SET application_name = 'x'"),
+                                ("datestyle", "SET datestyle = 'ISO'"),
+                            ][..],
+                        ] {
+                            let fast = postgres_key(
+                                "appdb",
+                                "app",
+                                shared,
+                                namespace,
+                                sql,
+                                params,
+                                settings.iter().copied(),
+                                sorted.clone(),
+                            );
+                            let old = by_builder(shared, namespace, sql, params, settings, &tables);
+                            assert_eq!(
+                                fast.digest(),
+                                old.digest(),
+                                "{shared} {namespace:?} {params:?} {settings:?}"
+                            );
+                            assert_eq!(fast.namespace(), old.namespace());
+                            assert_eq!(fast.tables(), old.tables());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

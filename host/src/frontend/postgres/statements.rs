@@ -18,7 +18,6 @@ pub struct Statement {
     pub param_types: Vec<u32>,
     /// Identifies (sql, parameter types) on server connections.
     pub hash: u64,
-    pub server_name: String,
     /// The policy's decision, taken once at Parse and used for every execution.
     pub verdict: Arc<Verdict>,
 }
@@ -32,12 +31,17 @@ impl Statement {
         }
         let hash = h.digest();
         Statement {
-            server_name: format!("sy_{hash:016x}"),
             sql,
             param_types,
             hash,
             verdict,
         }
+    }
+
+    /// The name it is prepared under on servers. Made when needed, not per Parse: the unnamed
+    /// statement (a Parse per execution with `-M extended`, most drivers) never uses it.
+    pub fn server_name(&self) -> String {
+        format!("sy_{:016x}", self.hash)
     }
 }
 
