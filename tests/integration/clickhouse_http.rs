@@ -287,15 +287,11 @@ async fn a_client_that_disconnects_gets_its_query_killed() {
     }
     // `KILL QUERY ... SYNC` returns only after the killed query is gone, so it can reach the
     // query log a moment after `system.processes` is empty: wait for it too.
-    let kills = || {
-        ch.node(0)
-            .finished_queries("KILL QUERY WHERE query_id = 'switchyard-")
-    };
-    let started = Instant::now();
-    while kills() == 0 && started.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(kills(), 1, "the proxy sent exactly one KILL QUERY");
+    let kills = ch
+        .node(0)
+        .finished_queries_settled("KILL QUERY WHERE query_id = 'switchyard-", 1)
+        .await;
+    assert_eq!(kills, 1, "the proxy sent exactly one KILL QUERY");
     proxy.stop().await;
 }
 
