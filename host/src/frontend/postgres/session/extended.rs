@@ -1,0 +1,375 @@
+//! The extended protocol: a batch of Parse/Bind/Describe/Execute/Close up to Sync or Flush.
+//! Client statement names are mapped to server names shared by every client (prepared once per
+//! server connection), so a statement survives moving between pooled connections.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::frontend::postgres::mirror;
+use crate::frontend::postgres::observe::{Observed, Text, cache_outcome};
+use crate::frontend::postgres::statements::Statement;
+use crate::model::{Action, StatementKind};
+use crate::pipeline::Verdict;
+use crate::postgres::protocol::backend::ready_for_query;
+use crate::postgres::protocol::frontend::Target;
+use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
+
+use super::cache::{CacheStep, tables, ttl_of};
+use super::{Session, SessionEnd};
+
+/// One step of an extended-protocol batch after the policy has seen it.
+pub(super) enum Item {
+    Parse {
+        named: bool,
+        stmt: Arc<Statement>,
+        raw: RawMessage,
+        rewritten: bool,
+    },
+    Bind {
+        stmt: Arc<Statement>,
+        named: bool,
+        portal: String,
+        rest: Bytes,
+        raw: RawMessage,
+    },
+    DescribeStatement(Arc<Statement>),
+    CloseStatement,
+    Sync,
+    Raw(RawMessage),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// An extended-protocol batch (ends with Sync or Flush, or is cut at `MAX_BATCH_BYTES`).
+    pub(super) async fn run_batch(&mut self) -> Result<(), SessionEnd> {
+        let msgs = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let synced = msgs.last().is_some_and(|m| m.tag() == b'S');
+        let mut items = Vec::with_capacity(msgs.len());
+        let mut route: Option<Arc<Verdict>> = None;
+        let query_id = self.fe.shared.metrics.next_query_id();
+        let started = Instant::now();
+        for raw in msgs {
+            let item = match raw.tag() {
+                b'P' | b'B' | b'D' | b'C' => {
+                    match self.plan_item(raw, &mut route, query_id, started) {
+                        Ok(item) => item,
+                        Err(e) => return self.answer_error(e, synced).await,
+                    }
+                }
+                b'S' => Item::Sync,
+                _ => Item::Raw(raw),
+            };
+            items.push(item);
+        }
+        // A lone Parse + Sync (libpq's PQprepare) of a statement that has already been prepared
+        // successfully on a server needs no server: the statement is prepared lazily on the
+        // connection of its first Bind. Besides saving a round trip, this is what keeps pgbench
+        // -M prepared from deadlocking in transaction mode (a thread blocked in PQprepare
+        // waiting for a connection that its own clients hold inside their transactions).
+        if self.held.is_none()
+            && let [
+                Item::Parse {
+                    named: true, stmt, ..
+                },
+                Item::Sync,
+            ] = items.as_slice()
+            && self.fe.known_statements.contains(stmt.hash)
+        {
+            self.io.wbuf.extend_from_slice(&[b'1', 0, 0, 0, 4]);
+            ready_for_query(&mut self.io.wbuf, self.status);
+            return Ok(());
+        }
+        let needs_server = items
+            .iter()
+            .any(|i| !matches!(i, Item::Sync | Item::CloseStatement))
+            || self.held.is_some();
+        if !needs_server {
+            // Close of named statements (and Sync): the proxy answers itself.
+            self.drain().await?;
+            for item in &items {
+                match item {
+                    Item::CloseStatement => self.io.wbuf.extend_from_slice(&[b'3', 0, 0, 0, 4]),
+                    _ => ready_for_query(&mut self.io.wbuf, self.status),
+                }
+            }
+            return Ok(());
+        }
+        let verdict = match route {
+            Some(v) => v,
+            None => Arc::new(Verdict {
+                decision: crate::model::Decision::forward_default(),
+                effective: crate::model::Classification::unknown(0),
+                policy_time: Duration::ZERO,
+            }),
+        };
+        let mut capture = None;
+        let key = if synced {
+            self.extended_cache_key(&verdict, &items)
+        } else {
+            None
+        };
+        let cache = cache_outcome(&verdict, key.is_some());
+        // The statement this batch runs (its first Parse or Bind): what metrics count.
+        let observed = items.iter().find_map(|i| {
+            let (stmt, decided_now) = match i {
+                Item::Parse { stmt, .. } => (stmt, true),
+                Item::Bind { stmt, .. } => (stmt, false),
+                _ => return None,
+            };
+            let o = Observed::new(
+                query_id,
+                started,
+                verdict.clone(),
+                Text::Prepared(stmt.clone()),
+                cache,
+            );
+            // A Bind of a statement prepared earlier made no policy call now.
+            Some(if decided_now {
+                o
+            } else {
+                o.without_policy_call()
+            })
+        });
+        if let Some(key) = key {
+            let had_parse = items.iter().any(|i| matches!(i, Item::Parse { .. }));
+            match self.lookup(key, ttl_of(&verdict), had_parse).await? {
+                CacheStep::Answered { failed } => {
+                    if let Some(o) = observed {
+                        self.answered_by_cache(o, failed);
+                    }
+                    return Ok(());
+                }
+                CacheStep::Fill(mut c) => {
+                    c.skip_parse = true;
+                    capture = Some(c);
+                }
+                CacheStep::Run => {}
+            }
+        }
+        let in_transaction = self.status != TransactionStatus::Idle;
+        if let Err(e) = self.ensure_conn(&verdict, in_transaction).await? {
+            if let Some(c) = capture {
+                c.fill.fail(&e);
+            }
+            if let Some(o) = observed {
+                self.refused(o);
+            }
+            return self.answer_error(e, synced).await;
+        }
+        if synced
+            && let Some(Item::Bind { stmt, rest, .. }) =
+                items.iter().find(|i| matches!(i, Item::Bind { .. }))
+            && stmt.verdict.effective.kind == StatementKind::Read
+            && let Some(ticket) = self.mirror_ticket(&stmt.verdict, in_transaction)
+        {
+            let bytes = mirror::extended(stmt, rest);
+            self.spawn_mirror(ticket, bytes);
+        }
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        let mut pending = held.open.take().unwrap_or_default();
+        if pending.observed.is_none() {
+            pending.observed = observed;
+        }
+        if capture.is_some() {
+            pending.capture = capture;
+        }
+        let kind = verdict.effective.kind;
+        pending.wrote |= matches!(kind, StatementKind::Write | StatementKind::Ddl);
+        if pending.wrote {
+            pending.invalidate = tables(&self.database, &verdict.effective.tables_written);
+        }
+        let conn = held.conn.conn();
+        let mut out = BytesMut::with_capacity(256);
+        for item in items {
+            match item {
+                Item::Parse {
+                    named,
+                    stmt,
+                    raw,
+                    rewritten,
+                } => {
+                    if !named {
+                        conn.unnamed = stmt.hash;
+                        if rewritten {
+                            encode_parse(&mut out, "", &stmt);
+                        } else {
+                            out.extend_from_slice(raw.bytes());
+                        }
+                    } else if conn.prepared.contains(&stmt.hash) {
+                        // Already prepared here: a Parse of the unnamed statement gives the
+                        // client the ParseComplete it expects, in order.
+                        conn.unnamed = stmt.hash;
+                        encode_parse(&mut out, "", &stmt);
+                    } else {
+                        conn.prepared.insert(stmt.hash);
+                        pending.new_prepared.push(stmt.hash);
+                        encode_parse(&mut out, &stmt.server_name(), &stmt);
+                    }
+                }
+                Item::Bind {
+                    stmt,
+                    named,
+                    portal,
+                    rest,
+                    raw,
+                } => {
+                    if named {
+                        if conn.prepared.insert(stmt.hash) {
+                            pending.new_prepared.push(stmt.hash);
+                            pending.swallow_parse += 1;
+                            encode_parse(&mut out, &stmt.server_name(), &stmt);
+                        }
+                        FrontendMessage::Bind {
+                            portal,
+                            statement: stmt.server_name(),
+                            rest,
+                        }
+                        .encode(&mut out);
+                    } else {
+                        if conn.unnamed != stmt.hash {
+                            // Parsed in an earlier transaction on another connection.
+                            pending.swallow_parse += 1;
+                            encode_parse(&mut out, "", &stmt);
+                            conn.unnamed = stmt.hash;
+                        }
+                        out.extend_from_slice(raw.bytes());
+                    }
+                }
+                Item::DescribeStatement(stmt) => {
+                    if conn.prepared.insert(stmt.hash) {
+                        pending.new_prepared.push(stmt.hash);
+                        pending.swallow_parse += 1;
+                        encode_parse(&mut out, &stmt.server_name(), &stmt);
+                    }
+                    FrontendMessage::Describe {
+                        target: Target::Statement,
+                        name: stmt.server_name(),
+                    }
+                    .encode(&mut out);
+                }
+                Item::CloseStatement => {
+                    // The server-side statement stays for other clients; closing a name that
+                    // does not exist still answers CloseComplete.
+                    FrontendMessage::Close {
+                        target: Target::Statement,
+                        name: "sy_closed".to_owned(),
+                    }
+                    .encode(&mut out);
+                }
+                Item::Sync => out.extend_from_slice(&[b'S', 0, 0, 0, 4]),
+                Item::Raw(raw) => out.extend_from_slice(raw.bytes()),
+            }
+        }
+        if synced && kind == StatementKind::Read && !in_transaction && pending.retry.is_none() {
+            pending.retry = Some(out.clone().freeze());
+        }
+        self.send(out.freeze(), pending, synced).await
+    }
+
+    /// Decodes one Parse/Bind/Describe/Close and asks the policy about Parses.
+    pub(super) fn plan_item(
+        &mut self,
+        raw: RawMessage,
+        route: &mut Option<Arc<Verdict>>,
+        query_id: u64,
+        started: Instant,
+    ) -> Result<Item, ErrorFields> {
+        let msg = FrontendMessage::decode(&raw)
+            .map_err(|e| ErrorFields::error("08P01", format!("invalid message: {e}")))?;
+        Ok(match msg {
+            FrontendMessage::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                if !name.is_empty() && self.statements.contains_key(&name) {
+                    return Err(ErrorFields::error(
+                        "42P05",
+                        format!("prepared statement \"{name}\" already exists"),
+                    ));
+                }
+                let verdict = Arc::new(self.decide(&sql, true, query_id, started)?);
+                // The decoded text is the statement's own unless the policy changed it.
+                let (final_sql, rewritten) = match &verdict.decision.action {
+                    Action::Rewrite(new) if *new != sql => (new.clone(), true),
+                    _ => (sql, false),
+                };
+                let stmt = Arc::new(Statement::new(final_sql, param_types, verdict.clone()));
+                route.get_or_insert(verdict);
+                let named = !name.is_empty();
+                if named {
+                    self.statements.insert(name, stmt.clone());
+                } else {
+                    self.unnamed = Some(stmt.clone());
+                }
+                Item::Parse {
+                    named,
+                    stmt,
+                    raw,
+                    rewritten,
+                }
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                rest,
+            } => {
+                let named = !statement.is_empty();
+                let stmt = if named {
+                    self.statements.get(&statement).cloned()
+                } else {
+                    self.unnamed.clone()
+                };
+                let Some(stmt) = stmt else {
+                    return Err(ErrorFields::error(
+                        "26000",
+                        format!("prepared statement \"{statement}\" does not exist"),
+                    ));
+                };
+                route.get_or_insert(stmt.verdict.clone());
+                Item::Bind {
+                    stmt,
+                    named,
+                    portal,
+                    rest,
+                    raw,
+                }
+            }
+            FrontendMessage::Describe {
+                target: Target::Statement,
+                name,
+            } if !name.is_empty() => {
+                let Some(stmt) = self.statements.get(&name).cloned() else {
+                    return Err(ErrorFields::error(
+                        "26000",
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
+                };
+                route.get_or_insert(stmt.verdict.clone());
+                Item::DescribeStatement(stmt)
+            }
+            FrontendMessage::Close {
+                target: Target::Statement,
+                name,
+            } if !name.is_empty() => {
+                self.statements.remove(&name);
+                Item::CloseStatement
+            }
+            _ => Item::Raw(raw),
+        })
+    }
+}
+
+pub(super) fn encode_parse(out: &mut BytesMut, name: &str, stmt: &Statement) {
+    FrontendMessage::Parse {
+        name: name.to_owned(),
+        sql: stmt.sql.clone(),
+        param_types: stmt.param_types.clone(),
+    }
+    .encode(out);
+}

@@ -1,0 +1,325 @@
+//! The held server connection's queue: each Sync or Query sent is a [`Pending`] answered by
+//! exactly one ReadyForQuery. Relays the server's answers, finishes what each unit stood for
+//! (cache fill, invalidation, a setting recorded), and releases the connection in transaction
+//! mode once the queue is empty and the server is idle.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::backend::postgres::{PgBackendError, PooledConn};
+use crate::cache::TableRef;
+use crate::frontend::postgres::client::WRITE_HIGH_WATER;
+use crate::frontend::postgres::observe::Observed;
+use crate::frontend::postgres::settings;
+use crate::postgres::protocol::backend::{ready_for_query, ready_status};
+use crate::postgres::protocol::{ErrorFields, TransactionStatus};
+use crate::route::{InFlight, Pool};
+
+use super::cache::Capture;
+use super::{Session, SessionEnd};
+
+/// The work a Sync or Query sent to the server stands for, until its ReadyForQuery.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// The proxy's own statement (settings replay, Sync of its own): the client sees nothing.
+    pub(super) silent: bool,
+    /// The ReadyForQuery is not forwarded (a Sync the proxy added).
+    pub(super) hide_ready: bool,
+    /// Parses the proxy injected; their ParseComplete is not forwarded.
+    pub(super) swallow_parse: u32,
+    /// Statements this batch prepares; forgotten if it fails (the server does not have them).
+    pub(super) new_prepared: Vec<u64>,
+    pub(super) capture: Option<Capture>,
+    pub(super) invalidate: Vec<TableRef>,
+    pub(super) setting: Option<settings::Change>,
+    pub(super) wrote: bool,
+    pub(super) failed: bool,
+    /// The bytes sent, when resending them elsewhere is safe (a read outside a transaction).
+    pub(super) retry: Option<Bytes>,
+    pub(super) relayed: bool,
+    /// The client's statement behind it, for metrics (none for the proxy's own).
+    pub(super) observed: Option<Observed>,
+    /// Answers relayed that a retry elsewhere reproduces identically (see `relay`).
+    pub(super) prefix: u32,
+    /// Answers of a retried batch not to relay again.
+    pub(super) skip: u32,
+}
+
+/// A server connection the session holds.
+pub(super) struct Held {
+    pub(super) conn: PooledConn,
+    pub(super) pool: Arc<Pool>,
+    pub(super) session_mode: bool,
+    pub(super) queue: VecDeque<Pending>,
+    /// Forwarded since the last Sync (batches that ended with Flush).
+    pub(super) open: Option<Pending>,
+    pub(super) _in_flight: InFlight,
+}
+
+impl Held {
+    pub(super) fn quiet(&self) -> bool {
+        self.queue.is_empty() && self.open.is_none()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Relays every complete server message buffered.
+    pub(super) async fn relay(&mut self) -> Result<(), SessionEnd> {
+        loop {
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            let msg = match held.conn.conn().next_buffered() {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) => return Err(SessionEnd::Server(e)),
+            };
+            let tag = msg.tag();
+            if tag == b'Z' {
+                let status = ready_status(&msg).map_err(|e| {
+                    SessionEnd::Server(PgBackendError::Protocol {
+                        addr: held.conn.conn_ref().addr.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+                let pending = held.queue.pop_front().unwrap_or_default();
+                if self.completed(pending, status) {
+                    self.io.wbuf.extend_from_slice(msg.bytes());
+                }
+                self.resync_settings().await?;
+                continue;
+            }
+            if held.queue.is_empty() && held.open.is_none() && matches!(tag, b'N' | b'S' | b'A') {
+                // Between answers (a server's "terminating connection" warning, a
+                // notification): nothing is outstanding, so it belongs to no batch.
+                self.io.wbuf.extend_from_slice(msg.bytes());
+                continue;
+            }
+            let front = match held.queue.front_mut() {
+                Some(p) => p,
+                None => held.open.get_or_insert_with(Pending::default),
+            };
+            if tag == b'1' && front.swallow_parse > 0 {
+                front.swallow_parse -= 1;
+                continue;
+            }
+            if tag == b'E' {
+                front.failed = true;
+                let conn = held.conn.conn();
+                for h in front.new_prepared.drain(..) {
+                    conn.prepared.remove(&h);
+                }
+                if let Some(c) = front.capture.take() {
+                    let error = crate::postgres::protocol::BackendMessage::decode(&msg)
+                        .ok()
+                        .map(|m| format!("{m:?}"))
+                        .unwrap_or_default();
+                    c.fill.fail(error);
+                }
+            }
+            if front.silent {
+                if tag == b'E' {
+                    tracing::warn!(client = %self.peer, "re-applying the client's settings failed on a server connection");
+                }
+                continue;
+            }
+            // Asynchronous messages (a NoticeResponse such as PostgreSQL's "terminating
+            // connection due to immediate shutdown", ParameterStatus, NotificationResponse) are
+            // no answer to the batch: resending the batch elsewhere stays safe after them.
+            if !matches!(tag, b'N' | b'S' | b'A') {
+                if front.skip > 0 {
+                    // A retried batch: the client already has this answer from the failed node.
+                    front.skip -= 1;
+                    continue;
+                }
+                // ParseComplete, BindComplete, CloseComplete and descriptions are the same from
+                // any node: after them a retry can still skip what the client already has.
+                if matches!(tag, b'1' | b'2' | b'3' | b't' | b'T' | b'n') && !front.relayed {
+                    front.prefix += 1;
+                } else {
+                    front.relayed = true;
+                }
+            }
+            match tag {
+                b'G' => self.copy_in = true,
+                b'H' => {}
+                _ => {}
+            }
+            if let Some(c) = front.capture.as_mut() {
+                let keep = !matches!(tag, b'N' | b'S' | b'A') && (tag != b'1' || !c.skip_parse);
+                if matches!(tag, b'G' | b'H' | b'W' | b's') {
+                    if let Some(c) = front.capture.take() {
+                        c.fill.skip();
+                    }
+                } else if keep {
+                    c.buf.extend_from_slice(msg.bytes());
+                    if c.buf.len() > self.fe.max_cached_payload
+                        && let Some(c) = front.capture.take()
+                    {
+                        c.fill.skip();
+                    }
+                }
+            }
+            self.io.wbuf.extend_from_slice(msg.bytes());
+            if self.io.wbuf.len() >= WRITE_HIGH_WATER {
+                self.io.flush().await?;
+            }
+        }
+        self.maybe_release();
+        Ok(())
+    }
+
+    /// A Sync or Query has its ReadyForQuery: finish what it stood for. Returns whether the
+    /// client sees the ReadyForQuery.
+    pub(super) fn completed(&mut self, mut pending: Pending, status: TransactionStatus) -> bool {
+        if pending.silent {
+            return !pending.hide_ready;
+        }
+        if let Some(observed) = pending.observed.take() {
+            let pool = self.held.as_ref().map_or("", |h| h.pool.name());
+            observed.finish(
+                &self.fe.shared.metrics,
+                &self.user.config.name,
+                pool,
+                pending.failed,
+            );
+        }
+        self.status = status;
+        if pending.failed {
+            return !pending.hide_ready;
+        }
+        for hash in pending.new_prepared.drain(..) {
+            self.fe.known_statements.insert(hash);
+        }
+        if let Some(change) = pending.setting.take() {
+            let server = self.settings.apply(&change);
+            if let Some(held) = self.held.as_mut() {
+                held.conn.conn().settings = server;
+            }
+        }
+        if pending.wrote {
+            self.last_write = Some(Instant::now());
+            if self.fe.invalidate_on_write
+                && !pending.invalidate.is_empty()
+                && let Some(cache) = self.fe.shared.cache.clone()
+            {
+                let tables = std::mem::take(&mut pending.invalidate);
+                let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
+                for t in tables {
+                    by_db.entry(t.database).or_default().push(t.table);
+                }
+                // Locally before the client sees its ReadyForQuery (its next read must not
+                // be a stale hit); other replicas are told in the background.
+                for (db, tables) in by_db {
+                    let remote = cache.invalidate_tables_now(&db, &tables);
+                    tokio::spawn(async move {
+                        if let Err(e) = remote.await {
+                            tracing::warn!(error = %e, "cache invalidation did not reach every replica");
+                        }
+                    });
+                }
+            }
+        }
+        if let Some(capture) = pending.capture.take() {
+            let response =
+                crate::cache::CachedResponse::new(Bytes::new(), capture.buf.freeze(), capture.ttl);
+            tokio::spawn(async move {
+                capture.fill.complete(response).await;
+            });
+        }
+        !pending.hide_ready
+    }
+
+    /// In session mode, re-applies the client's settings on its connection when a `RESET` left
+    /// the connection without the client's startup values (transaction mode does this at the
+    /// next checkout).
+    pub(super) async fn resync_settings(&mut self) -> Result<(), SessionEnd> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        if !held.session_mode || self.status != TransactionStatus::Idle {
+            return Ok(());
+        }
+        let server = held.conn.conn();
+        let Some(sql) = self.settings.replay_sql(server.settings) else {
+            return Ok(());
+        };
+        let mut out = BytesMut::new();
+        crate::backend::postgres::put_query(&mut out, &sql);
+        server.settings = self.settings.hash();
+        held.queue.push_back(Pending {
+            silent: true,
+            hide_ready: true,
+            ..Pending::default()
+        });
+        server.write_all(&out).await.map_err(SessionEnd::Server)
+    }
+
+    /// Ends the unit of work once nothing is outstanding and the server is outside a
+    /// transaction, and in transaction mode gives the connection back.
+    pub(super) fn maybe_release(&mut self) {
+        let idle = !self.copy_in
+            && self.status == TransactionStatus::Idle
+            && self.held.as_ref().is_none_or(Held::quiet);
+        if idle {
+            self.work = None;
+        }
+        let release = idle && self.held.as_ref().is_some_and(|h| !h.session_mode);
+        if release && let Some(held) = self.held.take() {
+            self.cancel.slot.clear();
+            held.conn.release();
+        }
+    }
+
+    /// Waits until the server has answered everything sent (adding a Sync of its own after a
+    /// Flush-ended batch), relaying as usual.
+    pub(super) async fn drain(&mut self) -> Result<(), SessionEnd> {
+        loop {
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            if let Some(mut open) = held.open.take() {
+                open.hide_ready = true;
+                held.queue.push_back(open);
+                if let Err(e) = held.conn.conn().write_all(&[b'S', 0, 0, 0, 4]).await {
+                    return Err(SessionEnd::Server(e));
+                }
+            }
+            if held.queue.is_empty() {
+                return Ok(());
+            }
+            self.relay().await?;
+            let Some(held) = self.held.as_mut() else {
+                return Ok(());
+            };
+            if held.queue.is_empty() {
+                return Ok(());
+            }
+            if let Err(e) = held.conn.conn().fill().await {
+                self.server_failed(e).await?;
+                continue;
+            }
+            self.relay().await?;
+        }
+    }
+
+    /// Answers the client with an error the proxy makes (after everything before it), and a
+    /// ReadyForQuery when the client asked for one.
+    pub(super) async fn answer_error(
+        &mut self,
+        e: ErrorFields,
+        ready: bool,
+    ) -> Result<(), SessionEnd> {
+        self.drain().await?;
+        self.io.error(&e);
+        if ready {
+            ready_for_query(&mut self.io.wbuf, self.status);
+        }
+        self.maybe_release();
+        Ok(())
+    }
+}

@@ -1,0 +1,351 @@
+//! Getting, keeping and losing a server connection: the route and pool a statement needs,
+//! limits taken per unit of work, checkout with the client's settings replayed, mirroring, and
+//! the retry of a read whose server failed before answering.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::backend::postgres::{Login, PgBackendError};
+use crate::config::PoolMode;
+use crate::frontend::postgres::mirror;
+use crate::limits::Tenant;
+use crate::model::{PoolRole, Route, StatementKind};
+use crate::pipeline::Verdict;
+use crate::postgres::protocol::{ErrorFields, TransactionStatus};
+use crate::route::{MirrorTicket, Pool};
+
+use super::extended::encode_parse;
+use super::relay::{Held, Pending};
+use super::{Session, SessionEnd};
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Makes sure a server connection is held, picking the pool by the verdict. The inner
+    /// error is for the client (the session goes on); the outer one ends the session.
+    pub(super) async fn ensure_conn(
+        &mut self,
+        verdict: &Verdict,
+        in_transaction: bool,
+    ) -> Result<Result<(), ErrorFields>, SessionEnd> {
+        let starting = self.work.is_none();
+        if starting && self.held.is_none() {
+            // Between transactions: the moment to move to a reloaded config.
+            self.follow_reload();
+        }
+        if starting {
+            match self
+                .fe
+                .shared
+                .admission
+                .admit(&self.user_limits, &verdict.decision.tags, true)
+                .await
+            {
+                Ok(admitted) => self.work = Some(admitted),
+                Err(e) => return Ok(Err(super::super::limit_error(e))),
+            }
+        }
+        // A session-mode client pinned to a replica by its first read may move once it needs
+        // another pool (a write, a transaction), while nothing is outstanding: the replica
+        // connection holds nothing the session could need (settings are replayed, statements
+        // re-prepared; temp tables, LISTEN and writes are impossible on a standby).
+        let may_leave_replica = self.held.as_ref().is_some_and(|h| {
+            h.session_mode
+                && h.quiet()
+                && !self.copy_in
+                && self.status == TransactionStatus::Idle
+                && h.pool.role() == PoolRole::Replica
+        });
+        if let Some(held) = &self.held
+            && !may_leave_replica
+        {
+            if starting {
+                let pool = held.pool.clone();
+                return Ok(self.pool_permit(&pool).await);
+            }
+            return Ok(Ok(()));
+        }
+        let mut route = verdict.decision.route.clone();
+        if let (Some(window), Some(at)) = (self.fe.read_your_writes, self.last_write)
+            && at.elapsed() < window
+            && matches!(route, Route::Default | Route::Replica)
+        {
+            route = Route::Primary;
+        }
+        let target = match self.fe.backend.router().resolve_target(
+            &route,
+            verdict.effective.kind,
+            in_transaction,
+        ) {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
+        };
+        let pool = target.pool.clone();
+        if starting && let Err(e) = self.pool_permit(&pool).await {
+            return Ok(Err(e));
+        }
+        if let Some(held) = &self.held {
+            // A write pinned to a promoted replica must not stay on another node of its pool.
+            let pinned_elsewhere = target
+                .node
+                .is_some_and(|n| n != held.conn.bucket().node().index());
+            if held.pool.name() == pool.name() && !pinned_elsewhere {
+                return Ok(Ok(()));
+            }
+            // Closed, not pooled: it may carry the client's settings.
+            self.cancel.slot.clear();
+            self.held = None;
+        }
+        let paused = self.fe.paused.clone();
+        self.fe.wait_resumed(paused).await;
+        let affinity = verdict.decision.affinity_key.as_deref();
+        let mut result = self.checkout(&pool, affinity, &target.exclude()).await;
+        // Every node of the pool failed before the health checks noticed: its fallback pool
+        // takes the statement (nothing was sent yet).
+        if let Err(e) = &result
+            && (e.is_node_failure() || matches!(e, PgBackendError::NoNode { .. }))
+            && let Some(fallback) = pool
+                .config()
+                .fallback_pool
+                .as_deref()
+                .and_then(|name| self.fe.backend.router().pool(name))
+                .cloned()
+        {
+            result = self.checkout(&fallback, affinity, &[]).await;
+        }
+        match result {
+            Ok(()) => Ok(Ok(())),
+            Err(e) if e.names_pool() => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
+            // Say which pool failed: with the primary down, "pool primary" is what the
+            // operator needs to read, not just a server address.
+            Err(e) => Ok(Err(ErrorFields::error(
+                e.sqlstate(),
+                format!("pool \"{}\": {e}", pool.name()),
+            ))),
+        }
+    }
+
+    /// Takes the pool's `max_concurrent_queries` slot for the unit of work starting.
+    pub(super) async fn pool_permit(&mut self, pool: &Pool) -> Result<(), ErrorFields> {
+        let Some(limits) = pool.limits() else {
+            return Ok(());
+        };
+        let Some(work) = self.work.as_mut() else {
+            return Ok(());
+        };
+        let permit = limits
+            .acquire(work.tenant())
+            .await
+            .map_err(super::super::limit_error)?;
+        work.hold(permit);
+        Ok(())
+    }
+
+    /// Who this session queues as for shared resources.
+    pub(super) fn tenant(&self) -> Tenant {
+        match &self.work {
+            Some(work) => work.tenant().clone(),
+            None => self.user_limits.tenant.clone(),
+        }
+    }
+
+    /// A mirror slot for a statement that runs on the held connection's pool, if the policy
+    /// or the pool's config asks for one and the shadow has room.
+    pub(super) fn mirror_ticket(
+        &self,
+        verdict: &Verdict,
+        in_transaction: bool,
+    ) -> Option<MirrorTicket> {
+        let source = &self.held.as_ref()?.pool;
+        self.fe.backend.router().mirror(
+            source,
+            verdict.decision.mirror.as_deref(),
+            verdict.effective.kind,
+            in_transaction,
+        )
+    }
+
+    pub(super) fn spawn_mirror(&mut self, ticket: MirrorTicket, bytes: Bytes) {
+        let login = self.login(ticket.pool());
+        mirror::spawn(self.fe.backend.clone(), ticket, login, bytes);
+    }
+
+    pub(super) async fn checkout(
+        &mut self,
+        pool: &Arc<Pool>,
+        affinity: Option<&str>,
+        exclude: &[usize],
+    ) -> Result<(), PgBackendError> {
+        let login = self.login(pool);
+        let tenant = self.tenant();
+        let mut conn = self
+            .fe
+            .backend
+            .checkout(pool, affinity, &login, exclude, &tenant, &mut self.buckets)
+            .await?;
+        let in_flight = conn.bucket().node().begin();
+        let session_mode = pool.config().mode == PoolMode::Session;
+        let server = conn.conn();
+        self.cancel.slot.set(&server.addr, server.pid, server.key);
+        let mut held = Held {
+            conn,
+            pool: pool.clone(),
+            session_mode,
+            queue: VecDeque::new(),
+            open: None,
+            _in_flight: in_flight,
+        };
+        let server = held.conn.conn();
+        if let Some(sql) = self.settings.replay_sql(server.settings) {
+            let mut out = BytesMut::new();
+            crate::backend::postgres::put_query(&mut out, &sql);
+            server.write_all(&out).await?;
+            server.settings = self.settings.hash();
+            held.queue.push_back(Pending {
+                silent: true,
+                hide_ready: true,
+                ..Pending::default()
+            });
+        }
+        self.held = Some(held);
+        Ok(())
+    }
+
+    pub(super) fn login(&mut self, pool: &Pool) -> Arc<Login> {
+        if let Some((_, login)) = self.logins.iter().find(|(name, _)| **name == *pool.name()) {
+            return login.clone();
+        }
+        let credentials = self.user.config.backend_credentials(pool.config());
+        let login = Arc::new(Login {
+            user: credentials.user,
+            password: credentials.password.map(|p| p.expose().to_owned()),
+            database: self.database.clone(),
+        });
+        self.logins.push((pool.name().into(), login.clone()));
+        login
+    }
+
+    /// Writes `bytes` to the held connection; `synced` bytes end with a Sync or are a Query.
+    pub(super) async fn send(
+        &mut self,
+        bytes: Bytes,
+        mut pending: Pending,
+        synced: bool,
+    ) -> Result<(), SessionEnd> {
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        if let Some(o) = pending.observed.as_mut() {
+            o.sent.get_or_insert_with(Instant::now);
+        }
+        if synced {
+            held.queue.push_back(pending);
+        } else {
+            held.open = Some(pending);
+        }
+        if let Err(e) = held.conn.conn().write_all(&bytes).await {
+            return self.server_failed(e).await;
+        }
+        Ok(())
+    }
+
+    /// The held server connection failed. A read that has not answered anything yet is sent
+    /// again on another node of the pool; otherwise the session cannot go on.
+    pub(super) async fn server_failed(&mut self, error: PgBackendError) -> Result<(), SessionEnd> {
+        let Some(mut held) = self.held.take() else {
+            return Err(SessionEnd::Server(error));
+        };
+        self.cancel.slot.clear();
+        self.lost_pool = Some(held.pool.name().to_owned());
+        let node = held.conn.bucket().node().clone();
+        node.record_failure(&held.pool.config().health, &error.to_string());
+        if held.quiet() && !held.session_mode && self.status == TransactionStatus::Idle {
+            // Nothing outstanding and no transaction: the client loses nothing.
+            self.work = None;
+            return Ok(());
+        }
+        // The proxy's own settings replay may still be queued ahead of the read: it is redone
+        // on the next connection anyway.
+        let retryable = held.open.is_none()
+            && held
+                .queue
+                .back()
+                .is_some_and(|p| p.retry.is_some() && !p.relayed && !p.silent)
+            && held.queue.iter().rev().skip(1).all(|p| p.silent);
+        if !retryable {
+            tracing::debug!(
+                client = %self.peer,
+                queued = held.queue.len(),
+                open = held.open.is_some(),
+                last_retry = held.queue.back().is_some_and(|p| p.retry.is_some()),
+                last_relayed = held.queue.back().is_some_and(|p| p.relayed),
+                "server failure not retryable"
+            );
+            return Err(SessionEnd::Server(error));
+        }
+        let Some(mut pending) = held.queue.pop_back() else {
+            return Err(SessionEnd::Server(error));
+        };
+        let pool = held.pool.clone();
+        drop(held);
+        tracing::warn!(client = %self.peer, node = node.addr(), error = %error, "server failed during a read: retrying on another node");
+        let bytes = pending.retry.clone().unwrap_or_default();
+        pending.swallow_parse = 0;
+        pending.new_prepared.clear();
+        pending.skip = pending.prefix;
+        pending.prefix = 0;
+        let fallback =
+            self.fe
+                .backend
+                .router()
+                .resolve(&Route::Primary, StatementKind::Read, false);
+        let mut attempt = self.checkout(&pool, None, &[node.index()]).await;
+        if attempt.is_err()
+            && let Ok(primary) = fallback
+        {
+            attempt = self.checkout(&primary, None, &[]).await;
+        }
+        if let Err(e) = attempt {
+            return Err(SessionEnd::Server(e));
+        }
+        // The statements the bytes name may be missing on the new connection: resend them
+        // with their Parse (the retried batch was planned for the failed connection).
+        let bytes = self.reprepare(bytes, &mut pending);
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        held.queue.push_back(pending);
+        // A second failure in a row ends the session (no retry loop).
+        held.conn
+            .conn()
+            .write_all(&bytes)
+            .await
+            .map_err(SessionEnd::Server)
+    }
+
+    /// Prefixes `bytes` with Parses for every statement the new connection lacks.
+    pub(super) fn reprepare(&mut self, bytes: Bytes, pending: &mut Pending) -> Bytes {
+        let Some(held) = self.held.as_mut() else {
+            return bytes;
+        };
+        let conn = held.conn.conn();
+        let mut out = BytesMut::new();
+        for stmt in self.statements.values() {
+            let name = stmt.server_name();
+            if bytes.windows(name.len()).any(|w| w == name.as_bytes())
+                && conn.prepared.insert(stmt.hash)
+            {
+                encode_parse(&mut out, &name, stmt);
+                pending.swallow_parse += 1;
+                pending.new_prepared.push(stmt.hash);
+            }
+        }
+        if out.is_empty() {
+            return bytes;
+        }
+        out.extend_from_slice(&bytes);
+        out.freeze()
+    }
+}
