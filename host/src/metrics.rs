@@ -12,6 +12,7 @@ mod digests;
 mod export;
 mod histogram;
 mod labels;
+mod learned;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +141,8 @@ pub struct Metrics {
     policy_latency: AtomicHistogram,
     tags: LabelMap<AtomicU64>,
     digests: Digests,
+    /// Statement shapes that turned out to write on a replica: routed to the primary.
+    pub learned_writes: learned::LearnedWrites,
     next_query_id: AtomicU64,
     slow_query_threshold: ArcSwapOption<Duration>,
     slow_queries: AtomicU64,
@@ -156,6 +159,7 @@ impl Metrics {
             policy_latency: AtomicHistogram::new(POLICY_BUCKETS),
             tags: LabelMap::new(MAX_LABEL_SETS),
             digests: Digests::new(MAX_DIGESTS),
+            learned_writes: learned::LearnedWrites::new(MAX_DIGESTS),
             next_query_id: AtomicU64::new(1),
             slow_query_threshold: ArcSwapOption::from(slow_query_threshold.map(Arc::new)),
             slow_queries: AtomicU64::new(0),

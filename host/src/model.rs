@@ -159,6 +159,13 @@ pub enum Route {
 }
 
 impl Route {
+    /// `default` or `replica`: the proxy picks a replica or the primary for a read (by
+    /// availability, the session's causal position, and shapes learnt to write), where
+    /// `primary` and a named pool are the policy's final word.
+    pub fn is_read_routing(&self) -> bool {
+        matches!(self, Route::Default | Route::Replica)
+    }
+
     /// The kind of route, as a metric label (a named pool is `pool`; the pool label names it).
     pub fn kind(&self) -> &'static str {
         match self {

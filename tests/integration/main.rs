@@ -11,5 +11,6 @@ mod policy_engine;
 mod policy_languages;
 mod policy_swap;
 mod postgres;
+mod postgres_causal;
 mod postgres_policy;
 mod postgres_qos;

@@ -49,6 +49,7 @@ pub async fn handle(ctx: &Arc<AdminContext>, request: Request<Incoming>) -> Resp
         (&Method::GET, "/digests") => digests(ctx, &query),
         (&Method::DELETE, "/digests") => {
             ctx.metrics.digests().reset();
+            ctx.metrics.learned_writes.clear();
             json_reply(StatusCode::OK, json!({"reset": true}))
         }
         (_, p) if KNOWN.contains(&p) => error(
@@ -485,8 +486,20 @@ fn digests(ctx: &AdminContext, query: &Query) -> Response<Reply> {
         }
     };
     let digests = ctx.metrics.digests();
+    // Shapes that wrote on a replica and now go to the primary, as `policy check` prints them.
+    let learned = &ctx.metrics.learned_writes;
+    let learned_writes: Vec<_> = learned
+        .list()
+        .into_iter()
+        .map(|(protocol, f)| json!({"protocol": protocol.as_str(), "fingerprint": format!("{f:016x}")}))
+        .collect();
     json_reply(
         StatusCode::OK,
-        json!({"digests": digests.top(order, limit), "dropped": digests.dropped()}),
+        json!({
+            "digests": digests.top(order, limit),
+            "dropped": digests.dropped(),
+            "learned_writes": learned_writes,
+            "learned_writes_refused": learned.refused(),
+        }),
     )
 }

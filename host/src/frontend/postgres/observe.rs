@@ -39,6 +39,17 @@ pub(super) struct Observed {
 }
 
 impl Observed {
+    /// The statement's fingerprint.
+    pub fn fingerprint(&self) -> u64 {
+        self.verdict.effective.fingerprint
+    }
+
+    /// Whether the policy let the proxy pick between replicas and the primary (`default` or
+    /// `replica`, not a forced `primary` or named pool).
+    pub fn routed_by_default(&self) -> bool {
+        self.verdict.decision.route.is_read_routing()
+    }
+
     pub fn new(
         query_id: u64,
         started: Instant,

@@ -549,3 +549,20 @@ pub fn ready_status(raw: &RawMessage) -> Result<TransactionStatus, ProtocolError
         _ => Err(ProtocolError::Invalid("ReadyForQuery")),
     }
 }
+
+/// The SQLSTATE of an ErrorResponse or NoticeResponse, read in place (no allocation: the
+/// session checks it for every error a replica sends).
+pub fn error_code(raw: &RawMessage) -> Option<&[u8]> {
+    let mut fields = raw.bytes().get(5..)?;
+    while let Some((&field, rest)) = fields.split_first() {
+        if field == 0 {
+            return None;
+        }
+        let end = rest.iter().position(|&b| b == 0)?;
+        if field == b'C' {
+            return Some(&rest[..end]);
+        }
+        fields = &rest[end + 1..];
+    }
+    None
+}

@@ -319,3 +319,19 @@ fn ready_status_reads_the_byte() {
         TransactionStatus::InTransaction
     );
 }
+
+#[test]
+fn error_code_reads_the_sqlstate_in_place() {
+    let mut out = BytesMut::new();
+    ErrorFields::error("25006", "cannot execute UPDATE in a read-only transaction")
+        .encode_error(&mut out);
+    assert_eq!(backend::error_code(&frame(&out)), Some(&b"25006"[..]));
+    // Fields after the message, and a message without a code.
+    let mut out = BytesMut::new();
+    ErrorFields::new("ERROR", "40001", "conflict")
+        .detail("d")
+        .encode_error(&mut out);
+    assert_eq!(backend::error_code(&frame(&out)), Some(&b"40001"[..]));
+    let truncated = frame(&BytesMut::from(&[b'E', 0, 0, 0, 6, b'C', b'4'][..]));
+    assert_eq!(backend::error_code(&truncated), None);
+}

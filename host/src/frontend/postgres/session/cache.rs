@@ -45,6 +45,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && self.user.config.cache
             && verdict.effective.kind == StatementKind::Read
             && !verdict.effective.flags.volatile
+            && !self
+                .fe
+                .shared
+                .metrics
+                .learned_writes
+                .contains(Protocol::Postgres, verdict.effective.fingerprint)
             && self.status == TransactionStatus::Idle
             && self.held.is_none();
         if !cacheable {

@@ -15,7 +15,8 @@ use crate::cache::TableRef;
 use crate::frontend::postgres::client::WRITE_HIGH_WATER;
 use crate::frontend::postgres::observe::Observed;
 use crate::frontend::postgres::settings;
-use crate::postgres::protocol::backend::{ready_for_query, ready_status};
+use crate::model::PoolRole;
+use crate::postgres::protocol::backend::{error_code, ready_for_query, ready_status};
 use crate::postgres::protocol::{ErrorFields, TransactionStatus};
 use crate::route::{InFlight, Pool};
 
@@ -47,6 +48,10 @@ pub(super) struct Pending {
     pub(super) prefix: u32,
     /// Answers of a retried batch not to relay again.
     pub(super) skip: u32,
+    /// A replica refused it as a write (or cancelled it for a recovery conflict) before the
+    /// client saw anything that differs between nodes: the rest of its answer is dropped and it
+    /// runs again on the primary (see `rerun_on_primary`).
+    pub(super) rerun: bool,
 }
 
 /// A server connection the session holds.
@@ -87,6 +92,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     })
                 })?;
                 let pending = held.queue.pop_front().unwrap_or_default();
+                if pending.rerun {
+                    self.rerun_on_primary(pending).await?;
+                    continue;
+                }
                 if self.completed(pending, status) {
                     self.io.wbuf.extend_from_slice(msg.bytes());
                 }
@@ -99,12 +108,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.io.wbuf.extend_from_slice(msg.bytes());
                 continue;
             }
+            // The front unit is the last one outstanding (see the re-run on the primary below).
+            let alone = held.open.is_none() && held.queue.len() == 1;
+            let on_replica = held.pool.role() == PoolRole::Replica;
             let front = match held.queue.front_mut() {
                 Some(p) => p,
                 None => held.open.get_or_insert_with(Pending::default),
             };
             if tag == b'1' && front.swallow_parse > 0 {
                 front.swallow_parse -= 1;
+                continue;
+            }
+            if front.rerun {
+                continue;
+            }
+            // A read the policy left to default routing that a replica cannot run: it wrote
+            // (25006: a function that updates) or a recovery conflict cancelled it (40001).
+            // Only as the last unit outstanding, so nothing the client sent after it can be
+            // answered before it.
+            if tag == b'E'
+                && front.retry.is_some()
+                && !front.relayed
+                && !front.silent
+                && on_replica
+                && alone
+                && front
+                    .observed
+                    .as_ref()
+                    .is_some_and(|o| o.routed_by_default())
+                && matches!(error_code(&msg), Some(b"25006" | b"40001"))
+            {
+                front.rerun = true;
+                front.wrote |= error_code(&msg) == Some(b"25006");
                 continue;
             }
             if tag == b'E' {

@@ -13,8 +13,9 @@ use crate::backend::postgres::{Login, PgBackendError};
 use crate::config::PoolMode;
 use crate::frontend::postgres::mirror;
 use crate::limits::Tenant;
-use crate::model::{PoolRole, Route, StatementKind};
+use crate::model::{PoolRole, Protocol, Route, StatementKind};
 use crate::pipeline::Verdict;
+use crate::postgres::protocol::backend::ready_for_query;
 use crate::postgres::protocol::{ErrorFields, TransactionStatus};
 use crate::route::{MirrorTicket, Pool};
 
@@ -68,6 +69,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(Ok(()));
         }
         let mut route = verdict.decision.route.clone();
+        if route.is_read_routing()
+            && self
+                .fe
+                .shared
+                .metrics
+                .learned_writes
+                .contains(Protocol::Postgres, verdict.effective.fingerprint)
+        {
+            route = Route::Primary;
+        }
         if let (Some(window), Some(at)) = (self.fe.read_your_writes, self.last_write)
             && at.elapsed() < window
             && matches!(route, Route::Default | Route::Replica)
@@ -323,6 +334,71 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .write_all(&bytes)
             .await
             .map_err(SessionEnd::Server)
+    }
+
+    /// Runs again on the primary a read that a replica refused (see `relay`): the replica
+    /// connection is idle again and goes back to its pool; the statement's shape is remembered
+    /// as a write when it wrote, so the next one goes to the primary directly.
+    pub(super) async fn rerun_on_primary(
+        &mut self,
+        mut pending: Pending,
+    ) -> Result<(), SessionEnd> {
+        if let Some(held) = self.held.take() {
+            self.cancel.slot.clear();
+            if held.session_mode {
+                // It may carry the client's settings: closed, not pooled (as in `ensure_conn`).
+                drop(held);
+            } else {
+                held.conn.release();
+            }
+        }
+        if pending.wrote
+            && let Some(o) = &pending.observed
+        {
+            let learned = &self.fe.shared.metrics.learned_writes;
+            if learned.learn(Protocol::Postgres, o.fingerprint()) {
+                tracing::info!(client = %self.peer, fingerprint = format_args!("{:016x}", o.fingerprint()), "a read wrote on a replica: this statement shape now goes to the primary");
+            }
+        }
+        // A write's answer must not be served from the cache to the next caller.
+        if let Some(c) = pending.capture.take() {
+            c.fill.skip();
+        }
+        let bytes = pending.retry.clone().unwrap_or_default();
+        pending.rerun = false;
+        pending.swallow_parse = 0;
+        pending.new_prepared.clear();
+        pending.skip = pending.prefix;
+        pending.prefix = 0;
+        let primary =
+            self.fe
+                .backend
+                .router()
+                .resolve(&Route::Primary, StatementKind::Write, false);
+        let checked_out = match primary {
+            Ok(pool) => self.checkout(&pool, None, &[]).await.map_err(|e| {
+                ErrorFields::error(e.sqlstate(), format!("pool \"{}\": {e}", pool.name()))
+            }),
+            Err(e) => Err(ErrorFields::error("08000", e.to_string())),
+        };
+        if let Err(e) = checked_out {
+            if let Some(o) = pending.observed.take() {
+                self.refused(o);
+            }
+            self.io.error(&e);
+            ready_for_query(&mut self.io.wbuf, self.status);
+            self.maybe_release();
+            return Ok(());
+        }
+        let bytes = self.reprepare(bytes, &mut pending);
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        held.queue.push_back(pending);
+        if let Err(e) = held.conn.conn().write_all(&bytes).await {
+            return self.server_failed(e).await;
+        }
+        Ok(())
     }
 
     /// Prefixes `bytes` with Parses for every statement the new connection lacks.
