@@ -13,6 +13,7 @@ mod cache;
 mod cluster;
 mod env;
 mod error;
+mod health;
 mod limit;
 mod listener;
 mod logging;
@@ -37,11 +38,12 @@ use serde::{Deserialize, Serialize};
 pub use admin::AdminConfig;
 pub use cache::{CacheConfig, Compression, RedisConfig};
 pub use cluster::{
-    ClusterConfig, Credentials, HealthConfig, MirrorConfig, PoolConfig, PoolMode, Strategy,
+    ClusterConfig, Consistency, Credentials, MirrorConfig, PoolConfig, PoolMode, Strategy,
     default_port,
 };
 pub use env::{EnvLookup, process_env};
 pub use error::{ConfigError, KeyPath, Location, Reason, Segment};
+pub use health::HealthConfig;
 pub use limit::{DEFAULT_MAX_VALUES, TagLimitConfig, TagLimitValues};
 pub use listener::{ListenerConfig, TlsConfig};
 pub use logging::{LogConfig, LogFormat};

@@ -1,10 +1,15 @@
 //! Protocol-neutral types shared by every part of the proxy: what a statement is (`Classification`),
-//! what the policy sees of it (`QueryContext`) and what the policy decided (`Decision`).
+//! what the policy sees of it (`QueryContext`), what the policy decided (`Decision`) and how far a
+//! server's log has come (`Lsn`).
 //!
 //! Frontends build a `QueryContext`; the policy engine maps it to and from the WIT types in one
 //! place (`policy::convert`); everything downstream (cache, routing, pools) reads `Decision`.
 
+mod lsn;
+
 use std::sync::Arc;
+
+pub use lsn::{Lsn, LsnParseError, WalLayout};
 
 /// The wire protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

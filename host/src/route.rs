@@ -18,13 +18,19 @@
 //!   pool is returned and its checkout fails fast, naming the pool.
 //! - Mirroring ([`Router::mirror`]) is decided here too, so both frontends count and cap it the
 //!   same way.
+//! - Causal reads: every node's WAL position is known as of its last poll; [`Pool::nodes_behind`],
+//!   [`Pool::wait_reached`] and [`Router::primary_position_since`] answer "which nodes have
+//!   reached P?" (module `causal`); replica lag is derived from the same positions (`lag`).
 //!
 //! The [`Router`] is also the policy's window on the backends ([`BackendStateSource`]).
 
+mod causal;
 mod failover;
+mod lag;
 mod mirror;
 mod node;
 mod pool;
+mod position;
 mod strategy;
 #[cfg(test)]
 mod tests;
@@ -32,15 +38,18 @@ mod tests;
 mod tests_balance;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+pub use causal::NodeIndices;
 pub use mirror::{DEFAULT_MAX_IN_FLIGHT, MirrorStats, MirrorTicket};
 pub use node::{InFlight, NodeState};
 pub use pool::Pool;
+pub use position::{PositionSample, WalPosition};
 
-use crate::config::ClusterConfig;
-use crate::model::{PoolRole, PoolState, Protocol, Route, StatementKind};
+use crate::config::{ClusterConfig, Consistency};
+use crate::model::{PoolRole, PoolState, Protocol, Route, StatementKind, WalLayout};
 use crate::policy::BackendStateSource;
 
 /// Why no pool could be chosen.
@@ -89,6 +98,14 @@ pub struct Router {
     /// change is logged and counted once.
     promoted: AtomicU64,
     write_failovers: AtomicU64,
+    consistency: Consistency,
+    causal_wait: Duration,
+    wal_poll_interval: Duration,
+    /// The primary's positions over time (for replica lag in time); written once per poll.
+    history: Mutex<lag::PrimaryHistory>,
+    /// The newest position in `history` (0: none), for readers that take no lock.
+    primary_lsn: AtomicU64,
+    wal_layout: OnceLock<WalLayout>,
 }
 
 impl Router {
@@ -107,7 +124,29 @@ impl Router {
             unknown_mirror_pool: AtomicU64::new(0),
             promoted: AtomicU64::new(0),
             write_failovers: AtomicU64::new(0),
+            consistency: config.consistency,
+            causal_wait: config.causal_wait,
+            wal_poll_interval: config.wal_poll_interval,
+            history: Mutex::new(lag::PrimaryHistory::default()),
+            primary_lsn: AtomicU64::new(0),
+            wal_layout: OnceLock::new(),
         }
+    }
+
+    /// What a read must have seen (`consistency`).
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
+    }
+
+    /// How long a read may wait for a replica to reach the position it needs before it goes
+    /// to the primary (`causal_wait`).
+    pub fn causal_wait(&self) -> Duration {
+        self.causal_wait
+    }
+
+    /// How often each node's WAL position is polled (`wal_poll_interval`).
+    pub fn wal_poll_interval(&self) -> Duration {
+        self.wal_poll_interval
     }
 
     /// Statements refused because the policy routed them to a pool that does not exist.

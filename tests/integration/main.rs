@@ -10,6 +10,7 @@ mod clickhouse_http_qos;
 mod policy_engine;
 mod policy_languages;
 mod policy_swap;
+mod positions;
 mod postgres;
 mod postgres_causal;
 mod postgres_policy;

@@ -918,8 +918,8 @@ async fn replica_failover_fallback_and_lag() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Generous: the lag is seen after a health poll of the primary and then of the replica
-    // (700 ms apart each), which a loaded CI box can stretch. On failure, say what the proxy
+    // Generous: the lag is seen after a position poll of the primary and then of the replica
+    // (every 100 ms), which a loaded CI box can stretch. On failure, say what the proxy
     // measured (this step failed a few times in a row once and could not be reproduced since).
     let started = Instant::now();
     loop {

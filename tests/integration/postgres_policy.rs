@@ -905,6 +905,7 @@ async fn admin_console_shows_reloads_pauses_and_refuses() {
             "role",
             "node",
             "healthy",
+            "position",
             "lag_ms",
             "lag_bytes",
             "user",

@@ -395,6 +395,7 @@ fn pools(ctx: &AdminContext) -> Value {
                         "in_flight": n.in_flight(),
                         "weight": n.weight(),
                         "latency_ewma_us": n.ewma_us(),
+                        "position": n.position(),
                         "lag_ms": n.lag_ms(),
                         "lag_bytes": n.lag_bytes(),
                     })

@@ -1,13 +1,13 @@
 //! The PostgreSQL backend of one cluster: server connection pools per (pool, node, backend
 //! login), node choice by the pool's strategy with failover to the next node when a connection
-//! cannot be opened, health checks, replica lag polling and the idle reaper.
+//! cannot be opened, health checks, WAL position polling and the idle reaper.
 
 mod conn;
 mod health;
 mod pool;
+mod wal_poll;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -132,20 +132,16 @@ impl BucketMemo {
 pub struct PgBackend {
     router: Arc<Router>,
     buckets: RwLock<HashMap<BucketKey, Arc<Bucket>>>,
-    /// The primary's current WAL position as last polled (replica byte lag is measured to it).
-    primary_lsn: AtomicU64,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl PgBackend {
-    /// Starts health checkers (as `health_login` where a pool has no `auth`) and the reaper.
+    /// Starts health checkers and WAL position pollers (as `health_login` where a pool has no
+    /// `auth`; without either, positions stay unknown) and the reaper.
     pub fn start(router: Arc<Router>, health_login: Option<Login>) -> Arc<PgBackend> {
         Arc::new_cyclic(|weak: &std::sync::Weak<PgBackend>| {
             let mut tasks = Vec::new();
             for pool in router.pools() {
-                if !pool.config().health.enabled {
-                    continue;
-                }
                 let login = pool
                     .config()
                     .auth
@@ -156,20 +152,40 @@ impl PgBackend {
                         database: router.database().unwrap_or("postgres").to_owned(),
                     })
                     .or_else(|| health_login.clone());
+                let schedule = wal_poll::Schedule {
+                    interval: router.wal_poll_interval(),
+                    timeout: pool.config().health.timeout,
+                };
                 for node in pool.nodes() {
-                    tasks.push(tokio::spawn(health::run(
-                        weak.clone(),
-                        pool.clone(),
-                        node.clone(),
-                        login.clone(),
-                    )));
+                    if pool.config().health.enabled {
+                        tasks.push(tokio::spawn(health::run(
+                            weak.clone(),
+                            pool.clone(),
+                            node.clone(),
+                            login.clone(),
+                        )));
+                    }
+                    // Independent of `health.enabled`: causal reads need positions.
+                    if let Some(login) = &login {
+                        let probe = wal_poll::PgProbe::new(
+                            router.clone(),
+                            node.addr(),
+                            login.clone(),
+                            schedule.timeout,
+                        );
+                        tasks.push(tokio::spawn(wal_poll::run(
+                            router.clone(),
+                            node.clone(),
+                            schedule,
+                            probe,
+                        )));
+                    }
                 }
             }
             tasks.push(tokio::spawn(reaper(weak.clone())));
             PgBackend {
                 router,
                 buckets: RwLock::new(HashMap::new()),
-                primary_lsn: AtomicU64::new(0),
                 tasks,
             }
         })
@@ -270,14 +286,6 @@ impl PgBackend {
         });
         out
     }
-
-    fn record_primary_lsn(&self, lsn: u64) {
-        self.primary_lsn.fetch_max(lsn, Ordering::Relaxed);
-    }
-
-    fn primary_lsn(&self) -> Option<u64> {
-        Some(self.primary_lsn.load(Ordering::Relaxed)).filter(|&l| l > 0)
-    }
 }
 
 impl Drop for PgBackend {
@@ -303,10 +311,4 @@ async fn reaper(backend: std::sync::Weak<PgBackend>) {
             }
         }
     }
-}
-
-/// Parses an LSN as PostgreSQL prints it (`16/B374D848`).
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::{KeyPath, Reason};
+use super::health::HealthConfig;
 use super::net::Node;
 use super::secret::Secret;
 use super::units;
@@ -32,9 +33,32 @@ pub struct ClusterConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub read_your_writes: Option<Duration>,
+    /// What a read routed to a replica must have seen (PostgreSQL).
+    #[serde(default)]
+    pub consistency: Consistency,
+    /// How long a read waits for a replica to reach the position it needs before it goes to
+    /// the primary (`0s`: it does not wait).
+    #[serde(default, with = "units::duration")]
+    pub causal_wait: Duration,
+    /// How often every node's WAL position is polled (PostgreSQL).
+    #[serde(default = "defaults::wal_poll_interval", with = "units::duration")]
+    pub wal_poll_interval: Duration,
     /// The pools, by name (names are unique by construction: they are TOML keys).
     #[serde(default, rename = "pool")]
     pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// What a read on a replica must have seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Whatever the replica has replayed.
+    Eventual,
+    /// At least the client's own writes.
+    #[default]
+    Session,
+    /// Everything committed on the primary before the read started.
+    Global,
 }
 
 /// One pool of interchangeable nodes.
@@ -131,39 +155,6 @@ pub enum Strategy {
     PeakEwma,
 }
 
-/// Health checks and bans for the nodes of a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthConfig {
-    pub enabled: bool,
-    #[serde(with = "units::duration")]
-    pub interval: Duration,
-    #[serde(with = "units::duration")]
-    pub timeout: Duration,
-    /// The check; `None` uses the protocol's: `SELECT 1` (PostgreSQL, plus the replication
-    /// lag queries on replicas), `GET /ping` (ClickHouse HTTP).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
-    /// Consecutive failed checks or connection attempts that ban a node.
-    pub failures_before_ban: u32,
-    /// How long a banned node stays out of rotation before it is checked again.
-    #[serde(with = "units::duration")]
-    pub ban_time: Duration,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            enabled: true,
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
-            query: None,
-            failures_before_ban: 3,
-            ban_time: Duration::from_secs(30),
-        }
-    }
-}
-
 /// A backend user name and password.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +201,9 @@ mod defaults {
     }
     pub fn max_in_flight() -> u32 {
         64
+    }
+    pub fn wal_poll_interval() -> Duration {
+        Duration::from_millis(100)
     }
 }
 
@@ -269,6 +263,18 @@ impl ClusterConfig {
                 Duration::from_secs(3600),
             );
         }
+        problems.duration(
+            path.key("causal_wait"),
+            self.causal_wait,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        );
+        problems.duration(
+            path.key("wal_poll_interval"),
+            self.wal_poll_interval,
+            Duration::from_millis(1),
+            Duration::from_secs(10),
+        );
         let pools_path = path.key("pool");
         if self.pools.is_empty() {
             problems.add(
@@ -449,31 +455,5 @@ impl PoolConfig {
                 Duration::from_secs(86_400),
             );
         }
-    }
-}
-
-impl HealthConfig {
-    fn check(&self, path: &KeyPath, problems: &mut Problems) {
-        let (ms, hour) = (Duration::from_millis(1), Duration::from_secs(3600));
-        problems.duration(path.key("interval"), self.interval, ms, hour);
-        problems.duration(path.key("timeout"), self.timeout, ms, hour);
-        if self.timeout > self.interval {
-            problems.add(
-                path.key("timeout"),
-                Reason::Exceeds {
-                    other: "interval".to_string(),
-                    limit: units::format_duration(self.interval),
-                },
-            );
-        }
-        if self.query.as_deref().is_some_and(|q| q.trim().is_empty()) {
-            problems.add(path.key("query"), Reason::Empty);
-        }
-        problems.range(
-            path.key("failures_before_ban"),
-            self.failures_before_ban,
-            1,
-            1000,
-        );
     }
 }

@@ -493,14 +493,20 @@ fn nodes(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
     )?;
     gauges(
         enc,
+        "switchyard_node_wal_position",
+        "PostgreSQL: the node's WAL position (LSN as a byte offset) at its last poll: replayed on a standby, inserted on the primary.",
+        each(&|n| n.position().map(|lsn| lsn.as_u64() as f64)),
+    )?;
+    gauges(
+        enc,
         "switchyard_replica_lag_seconds",
-        "Replication lag of a replica (time).",
+        "Replication lag of a replica (time): since the primary was first seen past its position.",
         each(&|n| n.lag_ms().map(|ms| ms as f64 / 1e3)),
     )?;
     gauges(
         enc,
         "switchyard_replica_lag_bytes",
-        "Replication lag of a replica (WAL bytes behind the primary).",
+        "Replication lag of a replica (WAL bytes behind the primary's last known position).",
         each(&|n| n.lag_bytes().map(|b| b as f64)),
     )
 }

@@ -1,19 +1,31 @@
-//! One backend node's live state: health, bans, queries in flight and a latency average.
+//! One backend node's live state: health, bans, queries in flight, a latency average, and its
+//! WAL position with the replication lag derived from it.
 //!
 //! Everything is atomics: the hot path (pick a node, count it in and out) takes no lock, and the
-//! health checker writes the same fields from its own task.
+//! health checker and the position poller write the same fields from their own tasks.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::position::WalPosition;
 use crate::config::{HealthConfig, Node};
+use crate::model::Lsn;
+
+fn anchor() -> Instant {
+    static ANCHOR: OnceLock<Instant> = OnceLock::new();
+    *ANCHOR.get_or_init(Instant::now)
+}
 
 /// Milliseconds since the first call, on the monotonic clock (bans are stored as atomics).
 pub(crate) fn now_ms() -> u64 {
-    static ANCHOR: OnceLock<Instant> = OnceLock::new();
-    let anchor = *ANCHOR.get_or_init(Instant::now);
-    u64::try_from(anchor.elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(anchor().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `at` in nanoseconds on the same clock (0 for instants before its start), for instants that
+/// must be stored in atomics and compared exactly.
+pub(crate) fn clock_ns(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(anchor()).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A node of a pool, as the router and the backends see it.
@@ -39,7 +51,8 @@ pub struct NodeState {
     ewma_at_ms: AtomicU64,
     /// Whether a health checker runs for it: a ban then lasts until a check succeeds.
     checked: bool,
-    /// Replication lag as last measured (`u64::MAX`: not a replica, or not measured yet).
+    /// Replication lag derived from the WAL positions (see `lag.rs`); `u64::MAX`: not a
+    /// standby, or its position or the primary's is unknown.
     lag_ms: AtomicU64,
     lag_bytes: AtomicU64,
     /// A replica lagging over its pool's limit leaves rotation until it catches up; unlike a
@@ -47,6 +60,8 @@ pub struct NodeState {
     lagging: AtomicBool,
     /// What the last health check said of `pg_is_in_recovery()`: one of the `RECOVERY_*`.
     recovery: AtomicU8,
+    /// Where its log is, as the position poller last saw it.
+    wal: WalPosition,
 }
 
 const RECOVERY_UNKNOWN: u8 = 0;
@@ -72,6 +87,7 @@ impl NodeState {
             lag_bytes: AtomicU64::new(u64::MAX),
             lagging: AtomicBool::new(false),
             recovery: AtomicU8::new(RECOVERY_UNKNOWN),
+            wal: WalPosition::default(),
         }
     }
 
@@ -124,6 +140,22 @@ impl NodeState {
             && now >= self.banned_until.load(Ordering::Acquire)
     }
 
+    /// The node's WAL position and the signals of its position poller.
+    pub fn wal(&self) -> &WalPosition {
+        &self.wal
+    }
+
+    /// The last known WAL position: replayed on a standby, inserted on a writable node.
+    pub fn position(&self) -> Option<Lsn> {
+        self.wal.lsn()
+    }
+
+    /// Asks the node's position poller for a poll now (coalesced: see
+    /// [`WalPosition::request_poll`]).
+    pub fn request_poll(&self) {
+        self.wal.request_poll();
+    }
+
     /// Records a replication lag measurement and whether it is over the pool's limit.
     pub fn set_lag(&self, lag_ms: Option<u64>, lag_bytes: Option<u64>, too_far: bool) {
         self.lag_ms
@@ -140,12 +172,14 @@ impl NodeState {
         }
     }
 
-    /// The last measured lag in milliseconds, if measured.
+    /// How long the node has been behind the primary, estimated from the positions (0 when it
+    /// has reached the primary's last known position), if known.
     pub fn lag_ms(&self) -> Option<u64> {
         Some(self.lag_ms.load(Ordering::Relaxed)).filter(|&v| v != u64::MAX)
     }
 
-    /// The last measured lag in bytes of WAL, if measured.
+    /// Bytes of WAL between the primary's last known position and the node's (0 when reached),
+    /// if known.
     pub fn lag_bytes(&self) -> Option<u64> {
         Some(self.lag_bytes.load(Ordering::Relaxed)).filter(|&v| v != u64::MAX)
     }

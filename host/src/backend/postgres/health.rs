@@ -1,22 +1,15 @@
-//! One task per node: every `health.interval` a dedicated connection runs one query that says
-//! whether the node is in recovery (`pg_is_in_recovery()`, which is how a promotion is
-//! detected), where its WAL is, and how far behind replay is. Failures
-//! count toward a ban; a replica whose lag (time, or bytes behind the primary's last polled WAL
-//! position) is over its pool's limit leaves read rotation until it catches up.
+//! One task per node: every `health.interval` a dedicated connection runs the pool's check
+//! query, if any, and `pg_is_in_recovery()`, which is how a promotion is detected. Failures
+//! count toward a ban. Replication lag is not measured here: it comes from the WAL positions
+//! the position poller samples far more often (`wal_poll.rs`, `route/lag.rs`).
 
 use std::sync::{Arc, Weak};
 
+use super::PgBackend;
 use super::conn::{Login, ServerConn};
-use super::{PgBackend, parse_lsn};
 use crate::route::{NodeState, Pool};
 
-/// In recovery?, WAL position (replay position on a replica), and milliseconds since the last
-/// replayed transaction — 0 when everything received has been replayed, because an idle primary
-/// sends nothing and that is not lag.
-const LAG_QUERY: &str = "SELECT pg_is_in_recovery(), \
-     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
-     CASE WHEN pg_is_in_recovery() AND (pg_is_wal_replay_paused() OR pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()) \
-          THEN COALESCE((extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint, 0) ELSE 0 END";
+const RECOVERY_QUERY: &str = "SELECT pg_is_in_recovery()";
 
 pub(super) async fn run(
     backend: Weak<PgBackend>,
@@ -34,16 +27,17 @@ pub(super) async fn run(
             conn = None;
             continue;
         }
-        let Some(backend) = backend.upgrade() else {
+        if backend.strong_count() == 0 {
             return;
-        };
+        }
         let result = match &login {
-            Some(login) => tokio::time::timeout(
-                health.timeout,
-                check(&backend, &pool, &node, login, &mut conn),
-            )
-            .await
-            .unwrap_or_else(|_| Err(format!("health check timed out after {:?}", health.timeout))),
+            Some(login) => {
+                tokio::time::timeout(health.timeout, check(&pool, &node, login, &mut conn))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("health check timed out after {:?}", health.timeout))
+                    })
+            }
             // Without credentials, reachability is all that can be checked.
             None => {
                 tokio::time::timeout(health.timeout, tokio::net::TcpStream::connect(node.addr()))
@@ -63,7 +57,6 @@ pub(super) async fn run(
 }
 
 async fn check(
-    backend: &PgBackend,
     pool: &Pool,
     node: &NodeState,
     login: &Login,
@@ -83,15 +76,12 @@ async fn check(
     if let Some(query) = &config.health.query {
         c.simple_query(query).await.map_err(|e| e.to_string())?;
     }
-    let (rows, _) = c.simple_query(LAG_QUERY).await.map_err(|e| e.to_string())?;
-    let row = rows.first().ok_or("the lag query returned no row")?;
+    let (rows, _) = c
+        .simple_query(RECOVERY_QUERY)
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = rows.first().ok_or("pg_is_in_recovery() returned no row")?;
     let in_recovery = row.first().and_then(|v| v.as_deref()) == Some("t");
-    let lsn = row.get(1).and_then(|v| v.as_deref()).and_then(parse_lsn);
-    let lag_ms = row
-        .get(2)
-        .and_then(|v| v.as_deref())
-        .and_then(|v| v.parse::<i64>().ok())
-        .map(|v| v.max(0) as u64);
     // The router reads this to send writes to a promoted replica when the primary pool is
     // down (and to keep them off a primary pool node that came back as a standby).
     if node.set_in_recovery(in_recovery) {
@@ -109,25 +99,5 @@ async fn check(
             );
         }
     }
-    if !in_recovery {
-        if let Some(lsn) = lsn {
-            backend.record_primary_lsn(lsn);
-        }
-        node.set_lag(None, None, false);
-        return Ok(());
-    }
-    let lag_bytes = match (backend.primary_lsn(), lsn) {
-        (Some(primary), Some(replayed)) => Some(primary.saturating_sub(replayed)),
-        _ => None,
-    };
-    let too_far = config
-        .max_replica_lag
-        .zip(lag_ms)
-        .is_some_and(|(max, ms)| u128::from(ms) > max.as_millis())
-        || config
-            .max_replica_lag_bytes
-            .zip(lag_bytes)
-            .is_some_and(|(max, bytes)| bytes > max);
-    node.set_lag(lag_ms, lag_bytes, too_far);
     Ok(())
 }

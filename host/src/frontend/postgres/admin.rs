@@ -192,6 +192,7 @@ fn pools(fe: &PgFrontend) -> Table {
         "role",
         "node",
         "healthy",
+        "position",
         "lag_ms",
         "lag_bytes",
         "user",
@@ -227,6 +228,7 @@ fn pools(fe: &PgFrontend) -> Table {
                     role.clone(),
                     node.addr().to_owned(),
                     node.is_available().to_string(),
+                    opt(node.position()),
                     opt(node.lag_ms()),
                     opt(node.lag_bytes()),
                     b.login().user.clone(),
@@ -249,10 +251,11 @@ fn pools(fe: &PgFrontend) -> Table {
                     role,
                     node.addr().to_owned(),
                     node.is_available().to_string(),
+                    opt(node.position()),
                     opt(node.lag_ms()),
                     opt(node.lag_bytes()),
                 ];
-                row.resize(18, String::new());
+                row.resize(19, String::new());
                 t.row(row);
             }
         }
