@@ -92,3 +92,143 @@ async fn a_read_that_writes_runs_on_the_primary_and_is_remembered() {
         .expect_err("an error");
     assert!(e.contains("division by zero"), "{e}");
 }
+
+/// The value and server port of `SELECT v FROM t WHERE id = 1` through `client`.
+async fn read_v(client: &tokio_postgres::Client) -> (String, u16) {
+    let row = client
+        .query_one(
+            "SELECT v::text, inet_server_port() FROM causal WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("read: {}", pg::describe(&e)));
+    (row.get(0), row.get::<_, i32>(1) as u16)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_never_miss_the_sessions_own_writes() {
+    let mut pg = PgCluster::start(2);
+    pg.psql(
+        pg.primary_port(),
+        "CREATE TABLE causal (id int PRIMARY KEY, v int NOT NULL); INSERT INTO causal VALUES (1, 0);",
+    );
+    block(|| pg.wait_replicated());
+    let replicas = pg.replica_ports();
+    let primary = pg.primary_port();
+    let proxy = Proxy::start(&PgConfig::new(&pg).extra(ADMIN).build()).await;
+    let writer = pg::connect(proxy.addr()).await;
+    let bystander = pg::connect(proxy.addr()).await;
+
+    // Replica 0 stops replaying: it will never have the writes below.
+    block(|| pg.pause_replay(0));
+    for round in 1..=30 {
+        writer
+            .execute("UPDATE causal SET v = $1 WHERE id = 1", &[&round])
+            .await
+            .unwrap_or_else(|e| panic!("write: {}", pg::describe(&e)));
+        // At once, in simple and extended protocol: the session's own write, never from the
+        // paused replica.
+        let (v, port) = read_v(&writer).await;
+        assert_eq!(v, round.to_string(), "round {round}: read on port {port}");
+        assert_ne!(port, replicas[0], "round {round}: the paused replica served");
+        let rows = writer
+            .simple_query("SELECT v, inet_server_port() FROM causal WHERE id = 1")
+            .await
+            .expect("simple read");
+        let row = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .expect("a row");
+        assert_eq!(row.get(0), Some(round.to_string().as_str()));
+    }
+    // Replica 1 keeps up: once a poll has seen it past the write, the writer's reads reach it
+    // again (polls are asked for by the reads that had to go to the primary).
+    let mut on_replica = false;
+    for _ in 0..200 {
+        let (v, port) = read_v(&writer).await;
+        assert_eq!(v, "30");
+        assert_ne!(port, replicas[0]);
+        if port == replicas[1] {
+            on_replica = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        on_replica,
+        "no read of the writer reached the replica that caught up"
+    );
+
+    // A client that wrote nothing reads from any replica, the paused one included (eventual for
+    // it): its reads are not held to another session's position.
+    let mut ports = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        ports.insert(read_v(&bystander).await.1);
+    }
+    assert!(ports.contains(&replicas[0]), "{ports:?}");
+    assert!(!ports.contains(&primary), "{ports:?}");
+
+    // A position stated by the client: the bystander told the writer's commit position.
+    let lsn: String = pg
+        .psql(primary, "SELECT pg_current_wal_lsn()")
+        .trim()
+        .to_owned();
+    bystander
+        .batch_execute(&format!("SET switchyard.min_lsn = '{lsn}'"))
+        .await
+        .expect("SET switchyard.min_lsn");
+    for _ in 0..10 {
+        let (v, port) = read_v(&bystander).await;
+        assert_eq!(v, "30", "port {port}");
+        assert_ne!(port, replicas[0]);
+    }
+    bystander
+        .batch_execute("RESET switchyard.min_lsn")
+        .await
+        .expect("RESET");
+
+    // Both replicas behind: the writer's reads go to the primary.
+    block(|| pg.pause_replay(1));
+    writer
+        .execute("UPDATE causal SET v = 31 WHERE id = 1", &[])
+        .await
+        .expect("write");
+    for _ in 0..5 {
+        assert_eq!(read_v(&writer).await, ("31".to_owned(), primary));
+    }
+    block(|| {
+        pg.resume_replay(0);
+        pg.resume_replay(1);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_consistency_sees_every_clients_writes() {
+    let mut pg = PgCluster::start(2);
+    pg.psql(
+        pg.primary_port(),
+        "CREATE TABLE causal (id int PRIMARY KEY, v int NOT NULL); INSERT INTO causal VALUES (1, 0);",
+    );
+    block(|| pg.wait_replicated());
+    let replicas = pg.replica_ports();
+    let config = PgConfig::new(&pg)
+        .cluster("consistency = \"global\"")
+        .build();
+    let proxy = Proxy::start(&config).await;
+    let reader = pg::connect(proxy.addr()).await;
+    block(|| pg.pause_replay(0));
+    for round in 1..=10 {
+        // Written directly on the primary, not through this client.
+        pg.psql(
+            pg.primary_port(),
+            &format!("UPDATE causal SET v = {round} WHERE id = 1"),
+        );
+        let (v, port) = read_v(&reader).await;
+        assert_eq!(v, round.to_string(), "port {port}");
+        assert_ne!(port, replicas[0]);
+    }
+    block(|| pg.resume_replay(0));
+}

@@ -53,6 +53,8 @@ pub struct FrontendStats {
     pub sessions: AtomicU64,
     pub logins: AtomicU64,
     pub login_failures: AtomicU64,
+    /// Reads sent to the primary because no replica had reached the session's position.
+    pub causal_primary: AtomicU64,
 }
 
 /// One PostgreSQL listener.

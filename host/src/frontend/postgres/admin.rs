@@ -326,6 +326,10 @@ fn stats(fe: &PgFrontend) -> Table {
         fe.stats.login_failures.load(Ordering::Relaxed),
     );
     add("clients_now", fe.cancels.len() as u64);
+    add(
+        "causal_reads_on_primary",
+        fe.stats.causal_primary.load(Ordering::Relaxed),
+    );
     let buckets = fe.backend.buckets();
     let sum = |f: &dyn Fn(&crate::backend::postgres::BucketStats) -> u64| {
         buckets.iter().map(|b| f(&b.stats)).sum::<u64>()

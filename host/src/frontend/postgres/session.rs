@@ -45,6 +45,7 @@ use crate::pipeline::{self, Verdict};
 use crate::postgres::protocol::{ErrorFields, RawMessage, TransactionStatus};
 
 mod cache;
+mod causal;
 mod extended;
 mod relay;
 mod server;
@@ -99,6 +100,8 @@ pub struct Session<S> {
     copy_in: bool,
     /// The pool of the server connection that failed last, for the client's error message.
     lost_pool: Option<String>,
+    /// The WAL positions this session's reads must observe.
+    causal: causal::CausalState,
     /// The last cache key's tables, by the classification's list they came from.
     key_tables: Option<KeyTables>,
 }
@@ -138,6 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let user_name: Arc<str> = user.config.name.as_str().into();
         let database_name: Arc<str> = database.as_str().into();
         let attributes_simple: Arc<[(String, String)]> = attributes.as_slice().into();
+        let causal = causal::CausalState::from_startup(&attributes);
         let attributes_extended = attributes
             .iter()
             .cloned()
@@ -170,6 +174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             copy_in: false,
             lost_pool: None,
             key_tables: None,
+            causal,
         }
     }
 

@@ -52,6 +52,8 @@ pub(super) struct Pending {
     /// client saw anything that differs between nodes: the rest of its answer is dropped and it
     /// runs again on the primary (see `rerun_on_primary`).
     pub(super) rerun: bool,
+    /// The proxy's question for the WAL position after a unit that wrote (see `causal`).
+    pub(super) wal_probe: bool,
 }
 
 /// A server connection the session holds.
@@ -99,6 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if self.completed(pending, status) {
                     self.io.wbuf.extend_from_slice(msg.bytes());
                 }
+                self.send_wal_probe().await?;
                 self.resync_settings().await?;
                 continue;
             }
@@ -155,6 +158,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .unwrap_or_default();
                     c.fill.fail(error);
                 }
+            }
+            if front.silent && front.wal_probe {
+                self.wal_probe_answer(&msg);
+                continue;
             }
             if front.silent {
                 if tag == b'E' {
@@ -214,6 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if pending.silent {
             return !pending.hide_ready;
         }
+        self.causal_completed(&pending, status);
         if let Some(observed) = pending.observed.take() {
             let pool = self.held.as_ref().map_or("", |h| h.pool.name());
             observed.finish(
@@ -231,6 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.fe.known_statements.insert(hash);
         }
         if let Some(change) = pending.setting.take() {
+            self.causal.setting_changed(&change);
             let server = self.settings.apply(&change);
             if let Some(held) = self.held.as_mut() {
                 held.conn.conn().settings = server;

@@ -93,6 +93,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(target) => target,
             Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
         };
+        let (target, exclude) = self
+            .causal_target(verdict, &route, target, in_transaction)
+            .await;
         let pool = target.pool.clone();
         if starting && let Err(e) = self.pool_permit(&pool).await {
             return Ok(Err(e));
@@ -112,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let paused = self.fe.paused.clone();
         self.fe.wait_resumed(paused).await;
         let affinity = verdict.decision.affinity_key.as_deref();
-        let mut result = self.checkout(&pool, affinity, &target.exclude()).await;
+        let mut result = self.checkout(&pool, affinity, &exclude).await;
         // Every node of the pool failed before the health checks noticed: its fallback pool
         // takes the statement (nothing was sent yet).
         if let Err(e) = &result
@@ -312,7 +315,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .backend
                 .router()
                 .resolve(&Route::Primary, StatementKind::Read, false);
-        let mut attempt = self.checkout(&pool, None, &[node.index()]).await;
+        let mut skip = self.causal_exclude(&pool);
+        skip.push(node.index());
+        let mut attempt = self.checkout(&pool, None, &skip).await;
         if attempt.is_err()
             && let Ok(primary) = fallback
         {

@@ -1,0 +1,296 @@
+//! Causal reads: a session never reads older data than it wrote. When a unit of work that
+//! wrote ends (the server says idle again), the session asks the same server connection for
+//! its WAL insert position before giving it back; that position is at or after the commit.
+//! Later reads go only to replicas that have replayed it (or wait up to `causal_wait` for one),
+//! otherwise to the primary. `SET switchyard.min_lsn = '…'` adds a position learnt elsewhere
+//! (a consumer told the commit LSN of a message), and the `global` level makes every read
+//! wait for the primary's position as of its start.
+//!
+//! The probe costs one extra statement per writing transaction on a connection the session
+//! already holds, and no round trip the client waits for: the client's ReadyForQuery is
+//! relayed before the probe is sent.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::Consistency;
+use crate::frontend::postgres::settings;
+use crate::model::{Lsn, PoolRole, Route};
+use crate::pipeline::Verdict;
+use crate::postgres::protocol::{RawMessage, TransactionStatus};
+use crate::route::{NodeIndices, Pool, Target};
+
+use super::relay::Pending;
+use super::{Session, SessionEnd};
+
+/// The statement that reads a position at or after everything the connection committed.
+const WAL_PROBE: &str = "SELECT pg_current_wal_insert_lsn()";
+
+/// The setting by which a client states a position its reads must observe.
+pub(super) const MIN_LSN_SETTING: &str = "switchyard.min_lsn";
+
+/// What the session knows of the positions its reads must see.
+#[derive(Debug, Default)]
+pub(super) struct CausalState {
+    /// The newest position of this session's own committed writes.
+    own: Option<Lsn>,
+    /// `switchyard.min_lsn`, as the client set it.
+    min: Option<Lsn>,
+    /// The unit of work in progress wrote: learn the position when it ends.
+    unit_wrote: bool,
+    /// A probe to send once the ReadyForQuery that ended the unit has been relayed.
+    probe_due: bool,
+}
+
+impl CausalState {
+    /// A position from the startup packet's `options` (`-c switchyard.min_lsn=0/16B3748`).
+    pub(super) fn from_startup(attributes: &[(String, String)]) -> CausalState {
+        let min = attributes
+            .iter()
+            .find(|(name, _)| name == "options")
+            .and_then(|(_, options)| {
+                options
+                    .split_ascii_whitespace()
+                    .filter_map(|o| o.strip_prefix(MIN_LSN_SETTING)?.strip_prefix('='))
+                    .next_back()
+                    .and_then(|v| v.parse().ok())
+            });
+        CausalState {
+            min,
+            ..CausalState::default()
+        }
+    }
+
+    /// The position a read must see, if any.
+    pub(super) fn required(&self) -> Option<Lsn> {
+        self.own.max(self.min)
+    }
+
+    /// A session setting changed: follow `switchyard.min_lsn`.
+    pub(super) fn setting_changed(&mut self, change: &settings::Change) {
+        match change {
+            settings::Change::Set { name, sql } if name == MIN_LSN_SETTING => {
+                self.min = setting_value(sql).and_then(|v| v.parse().ok());
+            }
+            settings::Change::Reset(name) if name == MIN_LSN_SETTING => self.min = None,
+            settings::Change::ResetAll => self.min = None,
+            _ => {}
+        }
+    }
+}
+
+/// The value of `SET name {=|TO} value` with quotes removed.
+fn setting_value(sql: &str) -> Option<&str> {
+    let lower = sql.to_ascii_lowercase();
+    let at = lower
+        .find('=')
+        .map(|i| i + 1)
+        .or_else(|| lower.find(" to ").map(|i| i + 4))?;
+    let value = sql.get(at..)?.trim().trim_end_matches(';').trim();
+    Some(value.trim_matches('\''))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// The consistency level of a read: the cluster's, unless the policy tagged the statement
+    /// `consistency = eventual | session | global`.
+    fn consistency(&self, verdict: &Verdict) -> Consistency {
+        verdict
+            .decision
+            .tags
+            .iter()
+            .find(|(k, _)| k == "consistency")
+            .and_then(|(_, v)| match v.as_str() {
+                "eventual" => Some(Consistency::Eventual),
+                "session" => Some(Consistency::Session),
+                "global" => Some(Consistency::Global),
+                _ => None,
+            })
+            .unwrap_or_else(|| self.fe.backend.router().consistency())
+    }
+
+    /// Where a read with read routing may run so that it sees what it must: `target` itself
+    /// with the replicas still behind excluded, or the primary. Returns the target and the
+    /// nodes to skip.
+    pub(super) async fn causal_target(
+        &mut self,
+        verdict: &Verdict,
+        route: &Route,
+        target: Target,
+        in_transaction: bool,
+    ) -> (Target, NodeIndices) {
+        let mut exclude: NodeIndices = target.exclude().into_iter().collect();
+        if !route.is_read_routing() || target.pool.role() != PoolRole::Replica {
+            return (target, exclude);
+        }
+        let consistency = self.consistency(verdict);
+        let mut required = match consistency {
+            Consistency::Eventual => None,
+            Consistency::Session | Consistency::Global => self.causal.required(),
+        };
+        let router = self.fe.backend.router().clone();
+        let wait = router.causal_wait();
+        if consistency == Consistency::Global {
+            // Everything committed before this read began: a primary position sampled after now.
+            let started = Instant::now();
+            match router
+                .primary_position_since(started, wait.max(GLOBAL_SAMPLE_WAIT))
+                .await
+            {
+                Some(now) => required = required.max(Some(now)),
+                None => return self.to_primary(target, verdict, in_transaction),
+            }
+        }
+        let Some(lsn) = required else {
+            return (target, exclude);
+        };
+        if !target.pool.wait_reached(lsn, wait).await {
+            self.fe.stats.causal_primary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return self.to_primary(target, verdict, in_transaction);
+        }
+        exclude.extend(target.pool.nodes_behind(lsn));
+        (target, exclude)
+    }
+
+    /// The primary instead of `replica` (or the replica target itself when the cluster has no
+    /// primary to go to).
+    fn to_primary(
+        &self,
+        replica: Target,
+        verdict: &Verdict,
+        in_transaction: bool,
+    ) -> (Target, NodeIndices) {
+        match self.fe.backend.router().resolve_target(
+            &Route::Primary,
+            verdict.effective.kind,
+            in_transaction,
+        ) {
+            Ok(primary) => {
+                let exclude = primary.exclude().into_iter().collect();
+                (primary, exclude)
+            }
+            Err(_) => {
+                let exclude = replica.exclude().into_iter().collect();
+                (replica, exclude)
+            }
+        }
+    }
+
+    /// The nodes of `pool` a retried read must skip besides the failed one.
+    pub(super) fn causal_exclude(&self, pool: &Pool) -> NodeIndices {
+        match self.causal.required() {
+            Some(lsn) if pool.role() == PoolRole::Replica => pool.nodes_behind(lsn),
+            _ => NodeIndices::new(),
+        }
+    }
+
+    /// A unit's ReadyForQuery: remember whether it wrote and, when the server is idle again
+    /// after a unit that wrote on the primary, schedule the position probe.
+    pub(super) fn causal_completed(&mut self, pending: &Pending, status: TransactionStatus) {
+        self.causal.unit_wrote |= pending.wrote;
+        if status != TransactionStatus::Idle || !self.causal.unit_wrote {
+            return;
+        }
+        self.causal.unit_wrote = false;
+        let on_replica = self
+            .held
+            .as_ref()
+            .is_none_or(|h| h.pool.role() == PoolRole::Replica);
+        let has_replicas = self
+            .fe
+            .backend
+            .router()
+            .pools()
+            .any(|p| p.role() == PoolRole::Replica);
+        self.causal.probe_due = !on_replica && has_replicas;
+    }
+
+    /// Sends the scheduled probe (after the client's ReadyForQuery is in its buffer).
+    pub(super) async fn send_wal_probe(&mut self) -> Result<(), SessionEnd> {
+        if !std::mem::take(&mut self.causal.probe_due) {
+            return Ok(());
+        }
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        let mut out = BytesMut::with_capacity(48);
+        crate::backend::postgres::put_query(&mut out, WAL_PROBE);
+        held.queue.push_back(Pending {
+            silent: true,
+            hide_ready: true,
+            wal_probe: true,
+            ..Pending::default()
+        });
+        held.conn
+            .conn()
+            .write_all(&out)
+            .await
+            .map_err(SessionEnd::Server)
+    }
+
+    /// A message of the probe's answer: its one DataRow holds the position.
+    pub(super) fn wal_probe_answer(&mut self, msg: &RawMessage) {
+        if msg.tag() != b'D' {
+            return;
+        }
+        let Some(lsn) = first_text_column(msg.body_slice()).and_then(|t| t.parse::<Lsn>().ok())
+        else {
+            tracing::warn!(client = %self.peer, "the WAL position probe answered no position");
+            return;
+        };
+        let lsn = self.fe.backend.router().normalize(lsn);
+        self.causal.own = self.causal.own.max(Some(lsn));
+    }
+}
+
+/// How long a `global` read waits at least for a fresh primary position (one poll round trip).
+const GLOBAL_SAMPLE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The first column of a DataRow body as text.
+fn first_text_column(body: &[u8]) -> Option<&str> {
+    let columns = u16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    if columns == 0 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(body.get(6..6 + len)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_lsn_from_set_and_startup_options() {
+        let mut state = CausalState::default();
+        for sql in [
+            "SET switchyard.min_lsn = '0/16B3748'",
+            "set switchyard.min_lsn to '0/16B3748';",
+            "SET SESSION switchyard.min_lsn='0/16B3748'",
+        ] {
+            state.setting_changed(&settings::Change::Set {
+                name: MIN_LSN_SETTING.to_owned(),
+                sql: sql.to_owned(),
+            });
+            assert_eq!(state.required(), Some(Lsn(0x16B3748)), "{sql}");
+        }
+        state.setting_changed(&settings::Change::ResetAll);
+        assert_eq!(state.required(), None);
+        let state = CausalState::from_startup(&[(
+            "options".to_owned(),
+            "-c search_path=x -c switchyard.min_lsn=1/0".to_owned(),
+        )]);
+        assert_eq!(state.required(), Some(Lsn(1 << 32)));
+    }
+
+    #[test]
+    fn reads_the_first_column_of_a_data_row() {
+        let mut body = vec![0, 1, 0, 0, 0, 9];
+        body.extend_from_slice(b"0/16B3748");
+        assert_eq!(first_text_column(&body), Some("0/16B3748"));
+        assert_eq!(first_text_column(&[0, 1, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(first_text_column(&[0, 0]), None);
+    }
+}
