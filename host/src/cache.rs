@@ -227,14 +227,7 @@ impl QueryCache {
             database: database.to_owned(),
             tables: tables.iter().map(|t| t.as_ref().to_owned()).collect(),
         };
-        self.inner.core.apply(&invalidation);
-        let this = self.clone();
-        async move {
-            match &this.inner.redis {
-                Some(redis) => Box::pin(redis.invalidate(&invalidation)).await,
-                None => Ok(()),
-            }
-        }
+        self.invalidate_locally(invalidation)
     }
 
     /// Drops the entries of one policy namespace (admin API).
@@ -249,11 +242,28 @@ impl QueryCache {
     }
 
     async fn invalidate(&self, invalidation: Invalidation) -> Result<(), CacheError> {
+        self.invalidate_locally(invalidation).await
+    }
+
+    /// Applies `invalidation` here now; the future applies it in Redis. Until Redis has it, this
+    /// replica's lookups of the tables involved do not read Redis: it would still validate
+    /// entries older than the write (registered before the local part, so no lookup falls
+    /// between the two).
+    fn invalidate_locally(
+        &self,
+        invalidation: Invalidation,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send + 'static {
+        let in_flight = self.inner.redis.as_ref().map(|r| r.register(&invalidation));
         self.inner.core.apply(&invalidation);
-        match &self.inner.redis {
-            // Boxed: fred's futures are kilobytes (see `lookup`).
-            Some(redis) => Box::pin(redis.invalidate(&invalidation)).await,
-            None => Ok(()),
+        let this = self.clone();
+        async move {
+            match (&this.inner.redis, in_flight) {
+                // Boxed: fred's futures are kilobytes (see `lookup`).
+                (Some(redis), Some(in_flight)) => {
+                    Box::pin(redis.invalidate(&invalidation, in_flight)).await
+                }
+                _ => Ok(()),
+            }
         }
     }
 

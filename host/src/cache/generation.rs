@@ -10,6 +10,11 @@
 //! above that snapshot means the table changed while the query ran, so its result may predate
 //! the write: it is not stored. This closes the race "read old data, write + invalidate, store
 //! the old data" without any lock between readers and writers.
+//!
+//! The same snapshot guards single-flight: a flight remembers the snapshot its leader took, and a
+//! lookup does not join a flight when something the key depends on was invalidated after it
+//! ([`Generations::changed_since`]). Otherwise a session that has just written (and invalidated)
+//! could be handed the answer of a query sent before its write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +86,24 @@ impl Generations {
         deps.iter()
             .all(|(_, seen)| *seen <= since)
             .then_some(Stamp { deps })
+    }
+
+    /// Whether anything `key` depends on was invalidated after the snapshot `since`: a query sent
+    /// after `since` was taken may predate that invalidation's write. Creates no counter (one
+    /// that does not exist was never bumped).
+    pub(crate) fn changed_since(&self, key: &CacheKey, since: u64) -> bool {
+        let moved = |c: Option<Counter>| c.is_some_and(|c| c.load(Ordering::SeqCst) > since);
+        if self.all.load(Ordering::SeqCst) > since {
+            return true;
+        }
+        if let Some(ns) = key.namespace()
+            && moved(self.namespaces.with(ns, |map| map.get(ns).cloned()))
+        {
+            return true;
+        }
+        key.tables()
+            .iter()
+            .any(|t| moved(self.tables.with(t, |map| map.get(t).cloned())))
     }
 
     pub(crate) fn invalidate_tables<T: AsRef<str>>(&self, database: &str, tables: &[T]) {
