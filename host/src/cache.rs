@@ -42,7 +42,11 @@
 //!   deadline. Errors do not cross replicas: a failed or cancelled remote leader just releases
 //!   the lock. A lookup cancelled after taking the lock leaves it to expire (`grace`).
 //! - **Invalidation**: generation counters, locally (`generation.rs`) and in Redis (`redis.rs`);
-//!   no scan, O(tags) per hit, and a fill that raced an invalidation is not stored. Replicas
+//!   no scan, O(tags) per hit, and a fill that raced an invalidation is not stored, nor joined
+//!   by a lookup that follows the invalidation (a writer's next read). Redis refuses such a
+//!   fill too, and a replica does not read Redis while its own invalidations are on their way
+//!   there. A fill answered by a database replica shortly after a write to its tables is
+//!   neither stored nor shared (`FillGuard::served_by_replica`). Replicas
 //!   learn of invalidations through pub/sub and drop their local tier after any gap in it.
 //!   Invalidation across replicas is eventually consistent (pub/sub latency); while Redis is
 //!   unreachable, other replicas' invalidations are not seen until re-subscription, which then
@@ -108,6 +112,9 @@ pub enum StoreOutcome {
     Invalidated,
     /// The directive's TTL was zero.
     ZeroTtl,
+    /// Served by a replica that may not have a recent write to a table it read
+    /// (`FillGuard::served_by_replica`): neither stored nor shared.
+    ReplicaMayLag,
 }
 
 /// The query cache. Cheap to clone; clones share everything.

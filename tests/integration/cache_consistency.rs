@@ -5,8 +5,9 @@
 //! row (`UPDATE ... RETURNING v`: the value it wrote), then reads the row with the simple and the
 //! extended protocol, both cached by the `cache-rules` policy; a read returning less than the
 //! value written is stale. Some rounds write inside an explicit transaction, some pipeline the
-//! write and the read. Reader sessions keep filling the same entries meanwhile (so fills race the
-//! writes, and the writers join flights), and busy threads load the machine, as on a CI runner
+//! write and the read. Reader sessions keep filling the same entries meanwhile, from the primary
+//! and from the replica (so fills race the writes, and the writers join flights), and busy
+//! threads load the machine, as on a CI runner
 //! shared with a build. Once with the local tier, once with two proxies sharing one Redis.
 //!
 //! Regression: `postgres_policy::writes_through_the_proxy_invalidate_only_their_tables` once read
@@ -49,8 +50,9 @@ fn config(pg: &PgCluster, redis: Option<&RedisServer>) -> String {
         .map(|t| format!("\"ttl.{t}\" = 60000"))
         .collect();
     PgConfig::new(pg)
-        // Reads after the session's own write go to the primary, for every session here (readers
-        // write once first): a replica's lag is not what this test is about.
+        // Reads after the session's own write go to the primary: the writers', and those of the
+        // readers that write once first; the other readers read from the replica, whose fills
+        // must not reach a writer while the replica may lag (60 s: more than it ever does here).
         .cluster("read_your_writes = \"60s\"")
         .primary_pool("size = 24")
         .replica_pool("size = 8")
@@ -177,13 +179,16 @@ async fn writer(client: Client, table: &'static str, id: i32, n: usize, tally: A
     }
 }
 
-/// Reads every row in both protocols until `stop`: fills that race the writers' writes.
-async fn reader(client: Client, stop: Arc<AtomicBool>) {
-    // A write of nothing: from now on `read_your_writes` routes this session to the primary.
-    client
-        .batch_execute(&format!("UPDATE {} SET v = v WHERE false", TABLES[0]))
-        .await
-        .expect("reader's write");
+/// Reads every row in both protocols until `stop`: fills that race the writers' writes. From
+/// the primary when `primary`, else from the replica.
+async fn reader(client: Client, primary: bool, stop: Arc<AtomicBool>) {
+    if primary {
+        // A write of nothing: from now on `read_your_writes` routes this session to the primary.
+        client
+            .batch_execute(&format!("UPDATE {} SET v = v WHERE false", TABLES[0]))
+            .await
+            .expect("reader's write");
+    }
     let mut stmts = Vec::new();
     for table in TABLES {
         let stmt = client
@@ -210,7 +215,7 @@ async fn run(proxies: &[&Proxy]) -> (Arc<Tally>, Vec<CacheStatsSnapshot>) {
     let mut readers = Vec::new();
     for i in 0..READERS {
         let client = pg::connect(proxies[i % proxies.len()].addr()).await;
-        readers.push(tokio::spawn(reader(client, stop.clone())));
+        readers.push(tokio::spawn(reader(client, i % 2 == 0, stop.clone())));
     }
     let hog = CpuHog::start(HOGS);
     let mut writers = Vec::new();
@@ -299,4 +304,47 @@ async fn a_session_never_reads_older_than_its_write_redis_tier() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// A read by another session that a replica answers before replaying a write must not fill the
+/// cache for the writer: `read_your_writes` sends the writer's reads to the primary for a while,
+/// but a cache hit is answered before any routing. Replay is paused to make the replica lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_does_not_fill_the_cache_for_a_writer() {
+    let mut pg = PgCluster::start(1);
+    setup(&pg);
+    let proxy = Proxy::start(&config(&pg, None)).await;
+    let writer = pg::connect(proxy.addr()).await;
+    let reader = pg::connect(proxy.addr()).await;
+    let stmt = writer
+        .prepare("SELECT v FROM cc_a WHERE id = $1")
+        .await
+        .expect("prepare");
+    let reader_stmt = reader
+        .prepare("SELECT v FROM cc_a WHERE id = $1")
+        .await
+        .expect("prepare");
+    let select = select_sql("cc_a", 1);
+
+    pg.pause_replay(0);
+    let wrote = simple_value(
+        &writer,
+        "UPDATE cc_a SET v = v + 1 WHERE id = 1 RETURNING v",
+    )
+    .await;
+    // The reader has not written: the replica answers it, without the write.
+    assert_eq!(simple_value(&reader, &select).await, wrote - 1);
+    assert_eq!(extended(&reader, &reader_stmt, 1).await, wrote - 1);
+    assert_eq!(
+        simple_value(&writer, &select).await,
+        wrote,
+        "the writer's simple read was answered with the lagging replica's row"
+    );
+    assert_eq!(
+        extended(&writer, &stmt, 1).await,
+        wrote,
+        "the writer's extended read was answered with the lagging replica's row"
+    );
+    pg.resume_replay(0);
+    proxy.stop().await;
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::flight::{FlightState, Leadership};
 use super::redis::RedisTier;
@@ -19,6 +20,10 @@ pub(super) struct FillState {
     pub(super) redis_generations: Option<Vec<u64>>,
     /// The distributed fill lock's token, when we hold it.
     pub(super) lock_token: Option<String>,
+    /// When the lookup started (before the query was sent).
+    pub(super) started: Instant,
+    /// Set by [`FillGuard::served_by_replica`]: how far behind the replica may be.
+    pub(super) replica_lag: Option<Duration>,
 }
 
 /// Handed to the one caller that runs a query for everyone waiting on the same key.
@@ -53,6 +58,29 @@ impl FillGuard {
         &self.key
     }
 
+    /// The query is answered by a replica, which the frontend trusts to be at most `lag`
+    /// behind the primary (its read-your-writes window). If a table the key reads was written
+    /// from `lag` before this fill began on, the replica may not have that write yet: the
+    /// response is neither stored nor handed to the waiters (they run the query themselves,
+    /// each routed for its own session). Otherwise the writer, whose reads go to the primary
+    /// during that window precisely because the replica may lag, would get the replica's older
+    /// rows from the cache, which answers before any routing. (The generations do not catch
+    /// this: the write was invalidated before the fill began, and the query indeed ran after it,
+    /// on a server that had not seen it.)
+    pub fn served_by_replica(&mut self, lag: Duration) {
+        self.state.replica_lag = Some(lag);
+    }
+
+    /// Whether the response may predate a recent write (see [`Self::served_by_replica`]).
+    fn replica_may_lag(&self) -> bool {
+        let Some(lag) = self.state.replica_lag else {
+            return false;
+        };
+        let from = self.state.started.checked_sub(lag);
+        // An `Instant` that far back does not exist (just after boot): every write is recent.
+        from.is_none_or(|from| self.inner.core.generations.written_since(&self.key, from))
+    }
+
     /// Stores the response (TTL capped by `max_ttl`) and hands it to the waiters, which are
     /// released before the Redis write. With Redis, awaits the write (bounded by the Redis
     /// timeout); use [`complete_now`](Self::complete_now) if the caller must not wait.
@@ -79,7 +107,10 @@ impl FillGuard {
         response.ttl = response.ttl.min(inner.config.max_ttl);
         let response = Arc::new(response);
 
-        let outcome = if response.ttl.is_zero() {
+        let outcome = if self.replica_may_lag() {
+            CacheStats::incr(&core.stats.stale_fills);
+            StoreOutcome::ReplicaMayLag
+        } else if response.ttl.is_zero() {
             StoreOutcome::ZeroTtl
         } else if response.size() as u64 > inner.config.max_payload_size {
             CacheStats::incr(&core.stats.too_large);
@@ -99,7 +130,10 @@ impl FillGuard {
             }
         };
         if let Some(leadership) = self.leadership.take() {
-            leadership.resolve(FlightState::Done(response.clone()));
+            leadership.resolve(match outcome {
+                StoreOutcome::ReplicaMayLag => FlightState::Bypass,
+                _ => FlightState::Done(response.clone()),
+            });
         }
 
         let token = self.state.lock_token.take();

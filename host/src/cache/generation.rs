@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use super::key::{CacheKey, TableRef};
 use super::shard::Sharded;
@@ -29,6 +30,9 @@ pub(crate) struct Generations {
     all: Counter,
     namespaces: Sharded<Arc<str>, Counter>,
     tables: Sharded<TableRef, Counter>,
+    /// When each table was last invalidated (written), for fills served by a replica that may
+    /// lag: counters order events, but a replica's lag is a matter of time.
+    written: Sharded<TableRef, Instant>,
 }
 
 /// The generations an entry was built with.
@@ -57,6 +61,7 @@ impl Generations {
             all: Arc::new(AtomicU64::new(0)),
             namespaces: Sharded::new(),
             tables: Sharded::new(),
+            written: Sharded::new(),
         }
     }
 
@@ -106,10 +111,25 @@ impl Generations {
             .any(|t| moved(self.tables.with(t, |map| map.get(t).cloned())))
     }
 
+    /// Whether a table `key` reads was invalidated (written) at or after `instant`.
+    pub(crate) fn written_since(&self, key: &CacheKey, instant: Instant) -> bool {
+        key.tables().iter().any(|t| {
+            self.written
+                .with(t, |map| map.get(t).is_some_and(|at| *at >= instant))
+        })
+    }
+
     pub(crate) fn invalidate_tables<T: AsRef<str>>(&self, database: &str, tables: &[T]) {
         let generation = self.next();
+        let now = Instant::now();
         for table in tables {
             let table = TableRef::new(database, table.as_ref());
+            self.written.with(&table, |map| match map.get_mut(&table) {
+                Some(at) => *at = (*at).max(now),
+                None => {
+                    map.insert(table.clone(), now);
+                }
+            });
             counter(&self.tables, &table).fetch_max(generation, Ordering::SeqCst);
         }
     }

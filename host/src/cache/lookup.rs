@@ -60,6 +60,7 @@ impl QueryCache {
             return Lookup::Bypass;
         }
         let stats = &inner.core.stats;
+        let started = std::time::Instant::now();
         let deadline = Instant::now() + grace;
         let generations = &inner.core.generations;
         loop {
@@ -69,7 +70,8 @@ impl QueryCache {
             let outdated = |flight_since| generations.changed_since(key, flight_since);
             let flight = match inner.flights.join(key.digest(), grace, since, outdated) {
                 Join::Lead(leadership) => {
-                    return self.lead(key, leadership, since, grace, deadline).await;
+                    let start = (since, started);
+                    return self.lead(key, leadership, start, grace, deadline).await;
                 }
                 Join::TooOld => break,
                 Join::Wait(flight) => flight,
@@ -96,7 +98,7 @@ impl QueryCache {
         &self,
         key: &CacheKey,
         leadership: Leadership,
-        since: u64,
+        (since, started): (u64, std::time::Instant),
         grace: Duration,
         deadline: Instant,
     ) -> Lookup {
@@ -114,6 +116,8 @@ impl QueryCache {
             since,
             redis_generations: None,
             lock_token: None,
+            started,
+            replica_lag: None,
         };
         if let Some(redis) = &inner.redis {
             // Boxed: fred's futures are kilobytes, and would otherwise inflate every lookup's

@@ -130,3 +130,49 @@ async fn complete_now_closes_the_flight_before_its_future_runs() {
     assert!(matches!(waiter.await.unwrap(), Lookup::Hit(r) if r.body == "now"));
     assert_eq!(remote.await, StoreOutcome::Stored);
 }
+
+/// A fill that a replica answered shortly after a write to a table it reads: the replica may not
+/// have the write yet, though the generations cannot tell (the invalidation came first). Neither
+/// stored nor handed to the waiters, who run their own query; past the lag window it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_fill_right_after_a_write_is_neither_stored_nor_shared() {
+    let cache = local_cache().await;
+    let k = key("SELECT v FROM users WHERE id = 4");
+    let lag = Duration::from_millis(300);
+    cache.invalidate_tables("app", &["users"]).await.unwrap();
+    let Lookup::Leader(mut fill) = cache.lookup(&k).await else {
+        panic!("expected to lead")
+    };
+    let waiter = {
+        let (cache, k) = (cache.clone(), k.clone());
+        tokio::spawn(async move { cache.lookup(&k).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    fill.served_by_replica(lag);
+    assert_eq!(
+        fill.complete(response("old", MINUTE)).await,
+        StoreOutcome::ReplicaMayLag
+    );
+    assert!(matches!(waiter.await.unwrap(), Lookup::Bypass));
+    assert!(cache.lookup_local(&k).is_none());
+
+    // The primary's answer is stored at once; a replica's once the window has passed.
+    let Lookup::Leader(fill) = cache.lookup(&k).await else {
+        panic!("expected to lead")
+    };
+    assert_eq!(
+        fill.complete(response("primary", MINUTE)).await,
+        StoreOutcome::Stored
+    );
+    cache.invalidate_tables("app", &["users"]).await.unwrap();
+    tokio::time::sleep(lag + Duration::from_millis(100)).await;
+    let Lookup::Leader(mut fill) = cache.lookup(&k).await else {
+        panic!("expected to lead")
+    };
+    fill.served_by_replica(lag);
+    assert_eq!(
+        fill.complete(response("replica", MINUTE)).await,
+        StoreOutcome::Stored
+    );
+    assert_eq!(hit_body(&cache, &k).await, "replica");
+}

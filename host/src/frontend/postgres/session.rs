@@ -1233,7 +1233,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             self.invalidate_cache(tables);
         }
-        if let Some(capture) = pending.capture.take() {
+        if let Some(mut capture) = pending.capture.take() {
+            // With `read_your_writes`, a replica is trusted to lag by less than its window, and
+            // a writer's reads skip replicas for that long; its cached reads must too: see
+            // `FillGuard::served_by_replica`.
+            if let (Some(window), Some(held)) = (self.fe.read_your_writes, self.held.as_ref())
+                && held.pool.role() == PoolRole::Replica
+            {
+                capture.fill.served_by_replica(window);
+            }
             let response =
                 crate::cache::CachedResponse::new(Bytes::new(), capture.buf.freeze(), capture.ttl);
             // Stored and handed to the waiters before the client sees this ReadyForQuery; only
