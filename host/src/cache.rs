@@ -42,7 +42,11 @@
 //!   deadline. Errors do not cross replicas: a failed or cancelled remote leader just releases
 //!   the lock. A lookup cancelled after taking the lock leaves it to expire (`grace`).
 //! - **Invalidation**: generation counters, locally (`generation.rs`) and in Redis (`redis.rs`);
-//!   no scan, O(tags) per hit, and a fill that raced an invalidation is not stored. Replicas
+//!   no scan, O(tags) per hit, and a fill that raced an invalidation is not stored, nor joined
+//!   by a lookup that follows the invalidation (a writer's next read). Redis refuses such a
+//!   fill too, and a replica does not read Redis while its own invalidations are on their way
+//!   there. A fill answered by a database replica shortly after a write to its tables is
+//!   neither stored nor shared (`FillGuard::served_by_replica`). Replicas
 //!   learn of invalidations through pub/sub and drop their local tier after any gap in it.
 //!   Invalidation across replicas is eventually consistent (pub/sub latency); while Redis is
 //!   unreachable, other replicas' invalidations are not seen until re-subscription, which then
@@ -108,6 +112,9 @@ pub enum StoreOutcome {
     Invalidated,
     /// The directive's TTL was zero.
     ZeroTtl,
+    /// Served by a replica that may not have a recent write to a table it read
+    /// (`FillGuard::served_by_replica`): neither stored nor shared.
+    ReplicaMayLag,
 }
 
 /// The query cache. Cheap to clone; clones share everything.
@@ -227,14 +234,7 @@ impl QueryCache {
             database: database.to_owned(),
             tables: tables.iter().map(|t| t.as_ref().to_owned()).collect(),
         };
-        self.inner.core.apply(&invalidation);
-        let this = self.clone();
-        async move {
-            match &this.inner.redis {
-                Some(redis) => Box::pin(redis.invalidate(&invalidation)).await,
-                None => Ok(()),
-            }
-        }
+        self.invalidate_locally(invalidation)
     }
 
     /// Drops the entries of one policy namespace (admin API).
@@ -249,11 +249,28 @@ impl QueryCache {
     }
 
     async fn invalidate(&self, invalidation: Invalidation) -> Result<(), CacheError> {
+        self.invalidate_locally(invalidation).await
+    }
+
+    /// Applies `invalidation` here now; the future applies it in Redis. Until Redis has it, this
+    /// replica's lookups of the tables involved do not read Redis: it would still validate
+    /// entries older than the write (registered before the local part, so no lookup falls
+    /// between the two).
+    fn invalidate_locally(
+        &self,
+        invalidation: Invalidation,
+    ) -> impl Future<Output = Result<(), CacheError>> + Send + 'static {
+        let in_flight = self.inner.redis.as_ref().map(|r| r.register(&invalidation));
         self.inner.core.apply(&invalidation);
-        match &self.inner.redis {
-            // Boxed: fred's futures are kilobytes (see `lookup`).
-            Some(redis) => Box::pin(redis.invalidate(&invalidation)).await,
-            None => Ok(()),
+        let this = self.clone();
+        async move {
+            match (&this.inner.redis, in_flight) {
+                // Boxed: fred's futures are kilobytes (see `lookup`).
+                (Some(redis), Some(in_flight)) => {
+                    Box::pin(redis.invalidate(&invalidation, in_flight)).await
+                }
+                _ => Ok(()),
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod balance;
+mod cache_consistency;
 mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;

@@ -125,13 +125,7 @@ impl Node {
     /// Flushes the query log and counts finished queries whose text contains `needle` (ignores
     /// the counting query itself).
     pub fn finished_queries(&self, needle: &str) -> u64 {
-        self.query("SYSTEM FLUSH LOGS");
-        let escaped = needle.replace('\\', "\\\\").replace('\'', "\\'");
-        let sql = format!(
-            "SELECT count() FROM system.query_log WHERE type = 2 AND position(query, '{escaped}') > 0 \
-             AND position(query, 'system.query_log') = 0"
-        );
-        self.query(&sql).trim().parse().unwrap_or(0)
+        self.logged_queries("type = 2", needle)
     }
 
     /// [`finished_queries`](Self::finished_queries) once it has reached `expected` (or after
@@ -139,14 +133,45 @@ impl Node {
     /// its answer has left, so right after a client got its response the entry may not be
     /// there yet; the second read catches a run too many that was still being logged.
     pub async fn finished_queries_settled(&self, needle: &str, expected: u64) -> u64 {
+        self.settled(expected, || self.finished_queries(needle))
+            .await
+    }
+
+    /// Flushes the query log and counts queries whose text contains `needle` that ended with
+    /// the exception `code` (394: killed), before or while running (ignores the counting query).
+    pub fn failed_queries(&self, needle: &str, code: u32) -> u64 {
+        // `exception` rather than `exception_code`, which older servers' query log lacks.
+        self.logged_queries(&format!("exception LIKE '%Code: {code}%'"), needle)
+    }
+
+    /// [`failed_queries`](Self::failed_queries), settled as
+    /// [`finished_queries_settled`](Self::finished_queries_settled) is: a killed query's entry is
+    /// written when the query has unwound, which can be after its client got the error.
+    pub async fn failed_queries_settled(&self, needle: &str, code: u32, expected: u64) -> u64 {
+        self.settled(expected, || self.failed_queries(needle, code))
+            .await
+    }
+
+    /// Flushes the query log and counts the entries that match `condition` and whose query
+    /// contains `needle`, other than the counting query itself.
+    fn logged_queries(&self, condition: &str, needle: &str) -> u64 {
+        self.query("SYSTEM FLUSH LOGS");
+        let escaped = needle.replace('\\', "\\\\").replace('\'', "\\'");
+        let sql = format!(
+            "SELECT count() FROM system.query_log WHERE {condition} \
+             AND position(query, '{escaped}') > 0 AND position(query, 'system.query_log') = 0"
+        );
+        self.query(&sql).trim().parse().unwrap_or(0)
+    }
+
+    /// `count()` once it has reached `expected` (or after 5 s), read again 200 ms later.
+    async fn settled(&self, expected: u64, count: impl Fn() -> u64) -> u64 {
         let started = std::time::Instant::now();
-        while self.finished_queries(needle) < expected
-            && started.elapsed() < std::time::Duration::from_secs(5)
-        {
+        while count() < expected && started.elapsed() < std::time::Duration::from_secs(5) {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        self.finished_queries(needle)
+        count()
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -6,6 +6,12 @@
 //! hung up), `Leadership`'s `Drop` publishes `Abandoned` and the waiters compete again: the first
 //! to re-insert becomes the new leader (the pingora-cache lock does the same).
 //!
+//! A flight remembers the invalidation snapshot its leader took before its query was sent. A
+//! lookup whose key was invalidated after that snapshot does not join it: the flight's answer may
+//! predate the write behind the invalidation, and the looking-up session may be the writer (its
+//! write completed, then it reads). It replaces the flight with its own instead; the old leader
+//! still answers its own waiters, and removes only its own flight from the table.
+//!
 //! The table is sharded (see `shard.rs`), so lookups of different keys rarely share a lock, and a
 //! lock is held only for one map operation. Waiting is cancel-safe: a waiter owns only a
 //! `watch::Receiver`, which it drops.
@@ -37,6 +43,8 @@ pub(crate) enum FlightState {
 pub(crate) struct Flight {
     state: watch::Sender<FlightState>,
     started: Instant,
+    /// The leader's invalidation snapshot (`Generations::snapshot`), taken before its query.
+    since: u64,
 }
 
 pub(crate) enum Join {
@@ -65,26 +73,37 @@ impl Flights {
         }
     }
 
-    /// Joins the flight of `digest`, or starts one. A flight running for longer than `grace` is
-    /// not joined: a waiter would likely time out, and a stuck leader must not add `grace` to
-    /// every later request.
-    pub(crate) fn join(self: &Arc<Self>, digest: u128, grace: Duration) -> Join {
-        self.map.with(&digest, |map| match map.get(&digest) {
-            Some(flight) if flight.started.elapsed() >= grace => Join::TooOld,
-            Some(flight) => Join::Wait(flight.clone()),
-            None => {
-                let flight = Arc::new(Flight {
-                    state: watch::Sender::new(FlightState::Pending),
-                    started: Instant::now(),
-                });
-                map.insert(digest, flight.clone());
-                Join::Lead(Leadership {
-                    flights: self.clone(),
-                    digest,
-                    flight,
-                    resolved: false,
-                })
+    /// Joins the flight of `digest`, or starts one whose leader took the invalidation snapshot
+    /// `since`. A flight for which `outdated(flight_since)` holds (the key was invalidated after
+    /// its leader's snapshot) is replaced by a new one that the caller leads. A flight running
+    /// for longer than `grace` is not joined: a waiter would likely time out, and a stuck leader
+    /// must not add `grace` to every later request.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        digest: u128,
+        grace: Duration,
+        since: u64,
+        outdated: impl FnOnce(u64) -> bool,
+    ) -> Join {
+        self.map.with(&digest, |map| {
+            match map.get(&digest) {
+                Some(flight) if outdated(flight.since) => {}
+                Some(flight) if flight.started.elapsed() >= grace => return Join::TooOld,
+                Some(flight) => return Join::Wait(flight.clone()),
+                None => {}
             }
+            let flight = Arc::new(Flight {
+                state: watch::Sender::new(FlightState::Pending),
+                started: Instant::now(),
+                since,
+            });
+            map.insert(digest, flight.clone());
+            Join::Lead(Leadership {
+                flights: self.clone(),
+                digest,
+                flight,
+                resolved: false,
+            })
         })
     }
 }

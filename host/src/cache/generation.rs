@@ -10,9 +10,15 @@
 //! above that snapshot means the table changed while the query ran, so its result may predate
 //! the write: it is not stored. This closes the race "read old data, write + invalidate, store
 //! the old data" without any lock between readers and writers.
+//!
+//! The same snapshot guards single-flight: a flight remembers the snapshot its leader took, and a
+//! lookup does not join a flight when something the key depends on was invalidated after it
+//! ([`Generations::changed_since`]). Otherwise a session that has just written (and invalidated)
+//! could be handed the answer of a query sent before its write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use super::key::{CacheKey, TableRef};
 use super::shard::Sharded;
@@ -24,6 +30,9 @@ pub(crate) struct Generations {
     all: Counter,
     namespaces: Sharded<Arc<str>, Counter>,
     tables: Sharded<TableRef, Counter>,
+    /// When each table was last invalidated (written), for fills served by a replica that may
+    /// lag: counters order events, but a replica's lag is a matter of time.
+    written: Sharded<TableRef, Instant>,
 }
 
 /// The generations an entry was built with.
@@ -52,6 +61,7 @@ impl Generations {
             all: Arc::new(AtomicU64::new(0)),
             namespaces: Sharded::new(),
             tables: Sharded::new(),
+            written: Sharded::new(),
         }
     }
 
@@ -83,10 +93,43 @@ impl Generations {
             .then_some(Stamp { deps })
     }
 
+    /// Whether anything `key` depends on was invalidated after the snapshot `since`: a query sent
+    /// after `since` was taken may predate that invalidation's write. Creates no counter (one
+    /// that does not exist was never bumped).
+    pub(crate) fn changed_since(&self, key: &CacheKey, since: u64) -> bool {
+        let moved = |c: Option<Counter>| c.is_some_and(|c| c.load(Ordering::SeqCst) > since);
+        if self.all.load(Ordering::SeqCst) > since {
+            return true;
+        }
+        if let Some(ns) = key.namespace()
+            && moved(self.namespaces.with(ns, |map| map.get(ns).cloned()))
+        {
+            return true;
+        }
+        key.tables()
+            .iter()
+            .any(|t| moved(self.tables.with(t, |map| map.get(t).cloned())))
+    }
+
+    /// Whether a table `key` reads was invalidated (written) at or after `instant`.
+    pub(crate) fn written_since(&self, key: &CacheKey, instant: Instant) -> bool {
+        key.tables().iter().any(|t| {
+            self.written
+                .with(t, |map| map.get(t).is_some_and(|at| *at >= instant))
+        })
+    }
+
     pub(crate) fn invalidate_tables<T: AsRef<str>>(&self, database: &str, tables: &[T]) {
         let generation = self.next();
+        let now = Instant::now();
         for table in tables {
             let table = TableRef::new(database, table.as_ref());
+            self.written.with(&table, |map| match map.get_mut(&table) {
+                Some(at) => *at = (*at).max(now),
+                None => {
+                    map.insert(table.clone(), now);
+                }
+            });
             counter(&self.tables, &table).fetch_max(generation, Ordering::SeqCst);
         }
     }

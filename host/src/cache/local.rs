@@ -86,6 +86,17 @@ impl LocalTier {
         self.cache.insert(digest, Arc::new(entry));
     }
 
+    /// Removes the entry of `digest` if it still holds `response` (a later fill may have
+    /// replaced it).
+    pub(crate) fn remove_if(&self, digest: u128, response: &Arc<CachedResponse>) {
+        self.cache
+            .entry(digest)
+            .and_compute_with(|current| match current {
+                Some(current) if Arc::ptr_eq(&current.value().response, response) => Op::Remove,
+                _ => Op::Nop,
+            });
+    }
+
     /// Drops every entry (purge-all also bumps the generation, which covers fills in flight).
     pub(crate) fn clear(&self) {
         self.cache.invalidate_all();

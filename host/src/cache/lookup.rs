@@ -60,10 +60,19 @@ impl QueryCache {
             return Lookup::Bypass;
         }
         let stats = &inner.core.stats;
+        let started = std::time::Instant::now();
         let deadline = Instant::now() + grace;
+        let generations = &inner.core.generations;
         loop {
-            let flight = match inner.flights.join(key.digest(), grace) {
-                Join::Lead(leadership) => return self.lead(key, leadership, grace, deadline).await,
+            // Before anything is read or sent: invalidations after this point veto the store,
+            // and keep later lookups from joining this flight.
+            let since = generations.snapshot();
+            let outdated = |flight_since| generations.changed_since(key, flight_since);
+            let flight = match inner.flights.join(key.digest(), grace, since, outdated) {
+                Join::Lead(leadership) => {
+                    let start = (since, started);
+                    return self.lead(key, leadership, start, grace, deadline).await;
+                }
                 Join::TooOld => break,
                 Join::Wait(flight) => flight,
             };
@@ -89,13 +98,12 @@ impl QueryCache {
         &self,
         key: &CacheKey,
         leadership: Leadership,
+        (since, started): (u64, std::time::Instant),
         grace: Duration,
         deadline: Instant,
     ) -> Lookup {
         let inner = &*self.inner;
         let stats = &inner.core.stats;
-        // Before anything is read: invalidations after this point veto the store.
-        let since = inner.core.generations.snapshot();
 
         // The previous leader stores before it leaves the table; we may have missed it by a hair.
         if let Some(hit) = inner.core.local.get(key.digest()) {
@@ -108,6 +116,8 @@ impl QueryCache {
             since,
             redis_generations: None,
             lock_token: None,
+            started,
+            replica_lag: None,
         };
         if let Some(redis) = &inner.redis {
             // Boxed: fred's futures are kilobytes, and would otherwise inflate every lookup's
@@ -153,6 +163,13 @@ impl QueryCache {
             generations,
             token: None,
         };
+        // An invalidation of ours that Redis may not have yet (it is sent after the writer's
+        // client was answered): Redis could still hold, and validate, an entry older than that
+        // write, and the writer may be the one reading now. Lead without Redis; not storing there
+        // either, as there are no generations to stamp the entry with that postdate the write.
+        if redis.may_be_behind(key) {
+            return local_lead(None);
+        }
         let mut generations = match redis.fetch(key).await {
             Ok(fetched) => match fetched.hit {
                 Some(hit) => return Remote::Hit(self.fill_from_redis(key, hit, since)),

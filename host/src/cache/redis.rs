@@ -10,7 +10,12 @@
 //! Generations rather than deleting entries: an entry stores the counters it was built with, and
 //! a lookup reads the entry and the current counters in one `MGET`, so a lookup costs one round
 //! trip, an invalidation costs one `INCR` per table whatever the number of entries, and a fill
-//! racing an invalidation is caught (its counters were read before its query ran). Deployments
+//! racing an invalidation is caught (its counters were read before its query was sent). It is
+//! caught twice: the store is a script that writes the entry only if the counters are still the
+//! ones it was stamped with (so Redis never holds an entry known to be stale, and an older fill
+//! cannot overwrite a newer one), and a lookup rejects an entry whose counters moved since.
+//! Invalidations of this replica that Redis may not have yet keep lookups of the tables involved
+//! off Redis (`unconfirmed.rs`). Deployments
 //! with `maxmemory` must use a `volatile-*` eviction policy (or `noeviction`): evicting a counter
 //! would reset it and could revive stale entries; entries carry a TTL, counters do not.
 //!
@@ -23,9 +28,9 @@
 mod codec;
 mod health;
 mod pubsub;
+mod unconfirmed;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,11 +44,25 @@ use super::config::{fred_config, redact};
 use super::stats::CacheStats;
 use super::{CacheError, CacheKey, CachedResponse, Compression, Core, Invalidation, RedisConfig};
 use health::Health;
+pub(crate) use unconfirmed::InFlight;
+use unconfirmed::Unconfirmed;
 
 pub(crate) use codec::{decode as decode_value, encode as encode_value};
 
 /// Deletes the lock only if it still holds our token (it may have expired and been taken).
 const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+/// Stores an entry only if the generation counters are still those it was stamped with, read
+/// before its query was sent: otherwise a table it read was invalidated since, and the entry may
+/// predate that write. Atomic, so no `INCR` lands between the check and the `SET`.
+/// KEYS: the value key, then the generation keys; ARGV: the value, its TTL in ms, then the
+/// generations in the keys' order (decimal, as `GET` returns a counter; a missing counter is 0).
+const STORE_SCRIPT: &str = "\
+for i = 2, #KEYS do
+  if (redis.call('get', KEYS[i]) or '0') ~= ARGV[i + 1] then return 0 end
+end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1";
 
 /// What a lookup found in Redis.
 pub(crate) struct Fetched {
@@ -69,8 +88,9 @@ pub(crate) struct RedisTier {
     health: Health,
     stats: Arc<CacheStats>,
     origin: u64,
-    /// An invalidation failed to reach Redis: the listener purges everything once it can.
-    undelivered: Arc<AtomicBool>,
+    /// This replica's invalidations that Redis may not have: in flight, or lost (the listener
+    /// then purges everything once it can).
+    unconfirmed: Arc<Unconfirmed>,
     listener: JoinHandle<()>,
 }
 
@@ -112,14 +132,14 @@ impl RedisTier {
         let prefix = config.key_prefix.trim_end_matches(':').to_owned();
         pool.connect();
         let connected = tokio::time::timeout(config.connect_timeout, pool.wait_for_connect());
-        let undelivered = Arc::new(AtomicBool::new(false));
+        let unconfirmed = Arc::new(Unconfirmed::new());
         let redelivery = pubsub::Redelivery {
             pool: pool.clone(),
             all_key: format!("{prefix}:g:all"),
             channel: format!("{prefix}:invalidate"),
             origin,
             timeout: config.timeout.max(Duration::from_secs(1)),
-            pending: undelivered.clone(),
+            unconfirmed: unconfirmed.clone(),
         };
         let subscribed =
             pubsub::listen(subscriber.clone(), redelivery, core, config.connect_timeout);
@@ -149,7 +169,7 @@ impl RedisTier {
             ),
             stats,
             origin,
-            undelivered,
+            unconfirmed,
             listener,
         })
     }
@@ -214,33 +234,51 @@ impl RedisTier {
         Ok(())
     }
 
-    /// Stores an entry built with `generations` for `ttl`.
+    /// Stores an entry built with `generations` (read by [`Self::fetch`] before the query was
+    /// sent) for `ttl`, unless a counter moved since: `Ok(false)`, the entry may be stale.
     pub(crate) async fn store(
         &self,
         key: &CacheKey,
         response: &CachedResponse,
         generations: &[u64],
         ttl: Duration,
-    ) -> Result<(), CacheError> {
+    ) -> Result<bool, CacheError> {
         let value: Bytes = encode_value(
             response,
             generations,
             self.compression,
             self.compress_threshold,
         );
-        let set = self.cmd.set(
-            self.value_key(key),
-            value,
-            Some(Expiration::PX(millis(ttl))),
-            None,
-            false,
-        );
-        let _: () = self.run("SET", set).await?;
-        Ok(())
+        let mut keys = Vec::with_capacity(3 + key.tables().len());
+        keys.push(self.value_key(key));
+        keys.extend(self.generation_keys(key));
+        let mut args: Vec<Value> = Vec::with_capacity(2 + generations.len());
+        args.push(Value::Bytes(value));
+        args.push(Value::Integer(millis(ttl)));
+        args.extend(generations.iter().map(|g| Value::from(g.to_string())));
+        let eval = self.cmd.eval(STORE_SCRIPT, keys, args);
+        let stored: i64 = self.run("EVAL store", eval).await?;
+        Ok(stored == 1)
     }
 
-    /// Bumps the generations in Redis and tells the other replicas.
-    pub(crate) async fn invalidate(&self, invalidation: &Invalidation) -> Result<(), CacheError> {
+    /// Registers `invalidation` as not yet in Redis; call it before applying it locally and
+    /// pass the guard to [`Self::invalidate`].
+    pub(crate) fn register(&self, invalidation: &Invalidation) -> InFlight {
+        self.unconfirmed.register(invalidation)
+    }
+
+    /// Whether Redis may lack an invalidation of this replica that `key` depends on: its entries
+    /// for `key` may be older than a write this replica has already answered.
+    pub(crate) fn may_be_behind(&self, key: &CacheKey) -> bool {
+        self.unconfirmed.covers(key)
+    }
+
+    /// Bumps the generations in Redis and tells the other replicas; then releases `in_flight`.
+    pub(crate) async fn invalidate(
+        &self,
+        invalidation: &Invalidation,
+        in_flight: InFlight,
+    ) -> Result<(), CacheError> {
         let keys: Vec<String> = match invalidation {
             Invalidation::All => vec![self.all_key()],
             Invalidation::Namespace(ns) => vec![self.namespace_key(ns)],
@@ -251,9 +289,7 @@ impl RedisTier {
         let message = pubsub::encode(self.origin, invalidation);
         let work = pubsub::incr_and_publish(&self.pool, keys, self.channel(), message);
         let result = self.run("INCR+PUBLISH", work).await;
-        if result.is_err() {
-            self.undelivered.store(true, Ordering::Relaxed);
-        }
+        in_flight.finish(result.is_ok());
         result
     }
 

@@ -1,10 +1,13 @@
-//! Tests of the cache. `key`, `local` and `flight` need no server; `redis` starts its own
-//! `redis-server` processes through the integration tests' helper.
+//! Tests of the cache. `key`, `local`, `flight` and `consistency` need no server; `redis` and
+//! `redis_consistency` start their own `redis-server` processes through the integration tests'
+//! helper.
 
+mod consistency;
 mod flight;
 mod key;
 mod local;
 mod redis;
+mod redis_consistency;
 
 #[path = "../../../tests/src/redis.rs"]
 mod redis_server;

@@ -15,7 +15,6 @@
 //! kind 0 = all, 1 = namespace (name), 2 = tables (database, table...).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -25,6 +24,7 @@ use fred::types::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
+use super::Unconfirmed;
 use crate::cache::{Core, Invalidation};
 
 const VERSION: u8 = 1;
@@ -109,17 +109,20 @@ pub(crate) struct Redelivery {
     pub(crate) channel: String,
     pub(crate) origin: u64,
     pub(crate) timeout: Duration,
-    /// Set by the tier when an invalidation failed.
-    pub(crate) pending: Arc<AtomicBool>,
+    /// Where the tier records lost invalidations.
+    pub(crate) unconfirmed: Arc<Unconfirmed>,
 }
 
 impl Redelivery {
     fn pending(&self) -> bool {
-        self.pending.load(Ordering::Relaxed)
+        self.unconfirmed.is_lost()
     }
 
+    /// Lost invalidations count as lost until the purge has landed (lookups stay off Redis
+    /// meanwhile); one lost during the delivery stays lost for the next round.
     async fn deliver(&self) {
-        if !self.pending.swap(false, Ordering::Relaxed) {
+        let mark = self.unconfirmed.lost_mark();
+        if !self.pending() {
             return;
         }
         let message = encode(self.origin, &Invalidation::All);
@@ -129,11 +132,11 @@ impl Redelivery {
             self.channel.clone(),
             message,
         );
-        match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok(())) => tracing::warn!(
+        if let Ok(Ok(())) = tokio::time::timeout(self.timeout, work).await {
+            self.unconfirmed.repaired(mark);
+            tracing::warn!(
                 "invalidations were lost while redis was unreachable: purged every replica's cache"
-            ),
-            _ => self.pending.store(true, Ordering::Relaxed),
+            );
         }
     }
 }

@@ -14,9 +14,9 @@ use crate::cache::{
     StoreOutcome,
 };
 
-const PREFIX: &str = "test:cache";
+pub(super) const PREFIX: &str = "test:cache";
 
-fn redis_config(server: &RedisServer) -> CacheConfig {
+pub(super) fn redis_config(server: &RedisServer) -> CacheConfig {
     redis_config_at(server.url())
 }
 
@@ -40,7 +40,7 @@ fn redis_config_at(url: String) -> CacheConfig {
     }
 }
 
-async fn cache_on(server: &RedisServer) -> QueryCache {
+pub(super) async fn cache_on(server: &RedisServer) -> QueryCache {
     QueryCache::new(redis_config(server)).await.expect("cache")
 }
 

@@ -75,9 +75,11 @@ impl ChFrontend {
             }
             Ok(Ok(data)) if answer.status == StatusCode::OK => {
                 let entry = CachedResponse::new(respond::encode_meta(&headers), data.clone(), ttl);
-                // The waiters are released before any Redis write; the client need not wait for it.
+                // Stored locally and handed to the waiters now (a spawned local store would leave
+                // the flight open for a while); the client need not wait for the Redis write.
+                let remote = guard.complete_now(entry);
                 tokio::spawn(async move {
-                    let outcome = guard.complete(entry).await;
+                    let outcome = remote.await;
                     tracing::trace!(?outcome, "cache fill");
                 });
                 Ok(respond::whole(

@@ -95,6 +95,8 @@ pub struct Session<S> {
     work: Option<Admitted>,
     status: TransactionStatus,
     last_write: Option<Instant>,
+    /// Tables written in the open transaction: invalidated again when it ends (see `completed`).
+    written_in_transaction: Vec<TableRef>,
     batch: Vec<RawMessage>,
     batch_bytes: usize,
     copy_in: bool,
@@ -169,6 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             held: None,
             status: TransactionStatus::Idle,
             last_write: None,
+            written_in_transaction: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
             copy_in: false,

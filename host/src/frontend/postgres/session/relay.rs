@@ -232,6 +232,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             );
         }
         self.status = status;
+        // A write inside a transaction invalidates when it completes, but commits later: a read
+        // of another session in between (outside the transaction, so it may be cached) still
+        // sees the old rows, and its fill, having started after the invalidation, would be
+        // stored and outlive the commit — the writer's own reads after COMMIT would get it. So
+        // the transaction's tables are invalidated again once it ends (COMMIT, or ROLLBACK:
+        // which one is not told apart, and a batch that committed may still report an error).
+        if status == TransactionStatus::Idle && !self.written_in_transaction.is_empty() {
+            let tables = std::mem::take(&mut self.written_in_transaction);
+            self.invalidate_cache(tables);
+        }
         if pending.failed {
             return !pending.hide_ready;
         }
@@ -247,35 +257,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if pending.wrote {
             self.last_write = Some(Instant::now());
-            if self.fe.invalidate_on_write
-                && !pending.invalidate.is_empty()
-                && let Some(cache) = self.fe.shared.cache.clone()
-            {
-                let tables = std::mem::take(&mut pending.invalidate);
-                let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
-                for t in tables {
-                    by_db.entry(t.database).or_default().push(t.table);
-                }
-                // Locally before the client sees its ReadyForQuery (its next read must not
-                // be a stale hit); other replicas are told in the background.
-                for (db, tables) in by_db {
-                    let remote = cache.invalidate_tables_now(&db, &tables);
-                    tokio::spawn(async move {
-                        if let Err(e) = remote.await {
-                            tracing::warn!(error = %e, "cache invalidation did not reach every replica");
-                        }
-                    });
+            let tables = std::mem::take(&mut pending.invalidate);
+            if status != TransactionStatus::Idle {
+                // Few distinct tables, however many statements (a bulk load in one transaction).
+                for t in &tables {
+                    if !self.written_in_transaction.contains(t) {
+                        self.written_in_transaction.push(t.clone());
+                    }
                 }
             }
+            self.invalidate_cache(tables);
         }
-        if let Some(capture) = pending.capture.take() {
+        if let Some(mut capture) = pending.capture.take() {
+            // With `read_your_writes`, a replica is trusted to lag by less than its window, and
+            // a writer's reads skip replicas for that long; its cached reads must too: see
+            // `FillGuard::served_by_replica`.
+            if let (Some(window), Some(held)) = (self.fe.read_your_writes, self.held.as_ref())
+                && held.pool.role() == PoolRole::Replica
+            {
+                capture.fill.served_by_replica(window);
+            }
             let response =
                 crate::cache::CachedResponse::new(Bytes::new(), capture.buf.freeze(), capture.ttl);
-            tokio::spawn(async move {
-                capture.fill.complete(response).await;
-            });
+            // Stored and handed to the waiters before the client sees this ReadyForQuery; only
+            // the Redis write is spawned (a spawned local store leaves the flight open for
+            // lookups to join until the runtime gets to it).
+            tokio::spawn(capture.fill.complete_now(response));
         }
         !pending.hide_ready
+    }
+
+    /// Invalidates the cache entries that read `tables` (when `invalidate_on_write`): locally
+    /// before the client sees its ReadyForQuery (its next read must not be a stale hit); other
+    /// replicas are told in the background.
+    fn invalidate_cache(&self, tables: Vec<TableRef>) {
+        if !self.fe.invalidate_on_write || tables.is_empty() {
+            return;
+        }
+        let Some(cache) = self.fe.shared.cache.as_ref() else {
+            return;
+        };
+        let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
+        for t in tables {
+            by_db.entry(t.database).or_default().push(t.table);
+        }
+        for (db, tables) in by_db {
+            let remote = cache.invalidate_tables_now(&db, &tables);
+            tokio::spawn(async move {
+                if let Err(e) = remote.await {
+                    tracing::warn!(error = %e, "cache invalidation did not reach every replica");
+                }
+            });
+        }
     }
 
     /// In session mode, re-applies the client's settings on its connection when a `RESET` left
