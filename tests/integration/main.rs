@@ -13,3 +13,5 @@ mod policy_swap;
 mod postgres;
 mod postgres_policy;
 mod postgres_qos;
+mod postgres_transparency;
+mod postgres_wire;
