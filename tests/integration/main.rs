@@ -16,3 +16,5 @@ mod postgres;
 mod postgres_causal;
 mod postgres_policy;
 mod postgres_qos;
+mod postgres_transparency;
+mod postgres_wire;

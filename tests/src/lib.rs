@@ -11,3 +11,4 @@ pub mod proxy;
 pub mod redis;
 pub mod slow;
 pub mod tls;
+pub mod wire;

@@ -13,11 +13,13 @@ pub mod frame;
 pub mod frontend;
 #[cfg(test)]
 mod tests;
+mod text;
 
 pub use backend::{BackendMessage, ErrorFields, TransactionStatus};
 pub use error::ProtocolError;
 pub use frame::{MAX_STARTUP_LEN, RawMessage, split_message, split_startup};
 pub use frontend::{FrontendMessage, Startup};
+pub use text::SqlText;
 
 /// The protocol version every modern client speaks (3.0).
 pub const PROTOCOL_V3: i32 = 196_608;

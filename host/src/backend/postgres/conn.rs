@@ -274,10 +274,7 @@ impl ServerConn {
         sql: &str,
     ) -> Result<(Vec<Vec<Option<String>>>, TransactionStatus), PgBackendError> {
         let mut out = BytesMut::new();
-        crate::postgres::protocol::FrontendMessage::Query {
-            sql: sql.to_owned(),
-        }
-        .encode(&mut out);
+        crate::postgres::protocol::FrontendMessage::Query { sql: sql.into() }.encode(&mut out);
         self.write_all(&out).await?;
         let mut rows = Vec::new();
         let mut error = None;

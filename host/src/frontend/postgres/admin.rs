@@ -53,7 +53,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             b'X' => return,
             b'Q' => {
                 let sql = match FrontendMessage::decode(&msg) {
-                    Ok(FrontendMessage::Query { sql }) => sql,
+                    Ok(FrontendMessage::Query { sql }) => sql.into_string(),
                     _ => String::new(),
                 };
                 for command in sql.split(';').map(str::trim).filter(|c| !c.is_empty()) {

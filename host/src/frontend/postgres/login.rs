@@ -21,7 +21,8 @@ use crate::postgres::auth::{ScramServer, Verifier, md5_salt, md5_verify};
 use crate::postgres::protocol::backend::{Authentication, ready_for_query};
 use crate::postgres::protocol::frontend::PasswordMessage;
 use crate::postgres::protocol::{
-    BackendMessage, ErrorFields, Startup, TransactionStatus, split_startup,
+    BackendMessage, ErrorFields, GSSENC_REQUEST, PROTOCOL_V3, SSL_REQUEST, Startup,
+    TransactionStatus, split_startup,
 };
 
 /// PostgreSQL's `authentication_timeout` default.
@@ -47,11 +48,10 @@ pub(super) async fn serve(fe: Arc<PgFrontend>, mut stream: TcpStream, peer: Sock
     match first {
         Startup::Cancel { pid, key } => fe.cancels.cancel(pid, key).await,
         Startup::Ssl if fe.tls.is_some() => {
-            if !rbuf.is_empty() {
-                // Bytes after SSLRequest and before the handshake would be read as if they had
-                // come over TLS (CVE-2021-23214): refuse.
-                return;
-            }
+            // Bytes after SSLRequest and before the handshake would be read as if they had
+            // come over TLS (CVE-2021-23214): PostgreSQL finishes the handshake, then refuses
+            // them.
+            let injected = !rbuf.is_empty();
             if stream.write_all(b"S").await.is_err() {
                 return;
             }
@@ -59,6 +59,11 @@ pub(super) async fn serve(fe: Arc<PgFrontend>, mut stream: TcpStream, peer: Sock
                 return;
             };
             match tokio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) if injected => {
+                    ClientIo::new(tls, BytesMut::new())
+                        .fatal(unencrypted_after("SSL"))
+                        .await;
+                }
                 Ok(Ok(tls)) => login(fe, ClientIo::new(tls, rbuf), peer, None, true).await,
                 Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => {}
@@ -91,6 +96,14 @@ async fn next_startup<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// How the startup phase ends, short of a broken connection.
+enum Greeting {
+    /// A StartupMessage: its version and parameters.
+    Startup(i32, Vec<(String, String)>),
+    /// Refused as PostgreSQL refuses it (a FATAL to send).
+    Refused(ErrorFields),
+}
+
 async fn login<S: AsyncRead + AsyncWrite + Unpin + Send>(
     fe: Arc<PgFrontend>,
     mut io: ClientIo<S>,
@@ -99,28 +112,45 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin + Send>(
     tls: bool,
 ) {
     let greeted = tokio::time::timeout(LOGIN_TIMEOUT, async {
+        // As in PostgreSQL: at most one SSLRequest and one GSSENCRequest, in either order, and
+        // none of them once TLS is up.
+        let (mut ssl_done, mut gss_done) = (tls, tls);
         loop {
             let packet = match first.take() {
                 Some(p) => p,
                 None => next_startup(&mut io).await?,
             };
-            match packet {
-                // Already on TLS, or TLS not configured / GSSAPI never offered: plain text.
-                Startup::Ssl | Startup::GssEnc => {
-                    io.wbuf.extend_from_slice(b"N");
-                    io.flush().await?;
-                }
+            let (done, code, what) = match packet {
+                Startup::Ssl => (&mut ssl_done, SSL_REQUEST, "SSL"),
+                Startup::GssEnc => (&mut gss_done, GSSENC_REQUEST, "GSSAPI encryption"),
                 Startup::Cancel { pid, key } => {
                     fe.cancels.cancel(pid, key).await;
                     return Err(ClientError::Closed);
                 }
-                Startup::Message { params, .. } => return Ok(params),
+                Startup::Message { version, params } => {
+                    return Ok(Greeting::Startup(version, params));
+                }
+            };
+            if *done {
+                // PostgreSQL reads a repeated request as a StartupMessage of that "version".
+                return Ok(Greeting::Refused(unsupported_version(code)));
+            }
+            *done = true;
+            // TLS not configured, or GSSAPI never offered: plain text.
+            io.wbuf.extend_from_slice(b"N");
+            io.flush().await?;
+            if !io.rbuf.is_empty() {
+                return Ok(Greeting::Refused(unencrypted_after(what)));
             }
         }
     })
     .await;
-    let params = match greeted {
-        Ok(Ok(p)) => p,
+    let (version, mut params) = match greeted {
+        Ok(Ok(Greeting::Startup(version, params))) => (version, params),
+        Ok(Ok(Greeting::Refused(e))) => {
+            io.fatal(e).await;
+            return;
+        }
         Ok(Err(ClientError::Protocol(e))) => {
             io.fatal(ErrorFields::fatal(
                 "08P01",
@@ -131,6 +161,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin + Send>(
         }
         _ => return,
     };
+    negotiate_version(&mut io, version, &mut params);
     if !tls && fe.listener.tls.as_ref().is_some_and(|t| t.required) {
         io.fatal(ErrorFields::fatal("28000", "SSL required")).await;
         return;
@@ -218,6 +249,51 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin + Send>(
     Session::new(fe, io, user, database, peer, attributes, settings, cancel)
         .run()
         .await;
+}
+
+/// PostgreSQL 15 speaks protocol 3.0 and knows no protocol options: a StartupMessage asking for
+/// 3.x (x > 0) or carrying `_pq_.` options gets NegotiateProtocolVersion (3.0 and the options
+/// not recognised, all of them) before authentication, and the login goes on in 3.0. The options
+/// are no settings: they are dropped here.
+fn negotiate_version<S>(io: &mut ClientIo<S>, version: i32, params: &mut Vec<(String, String)>) {
+    let unsupported: Vec<String> = params
+        .iter()
+        .filter(|(name, _)| name.starts_with("_pq_."))
+        .map(|(name, _)| name.clone())
+        .collect();
+    params.retain(|(name, _)| !name.starts_with("_pq_."));
+    if version != PROTOCOL_V3 || !unsupported.is_empty() {
+        BackendMessage::NegotiateProtocolVersion {
+            newest: PROTOCOL_V3,
+            unsupported,
+        }
+        .encode(&mut io.wbuf);
+    }
+}
+
+/// What PostgreSQL answers a startup packet of a version it does not speak (here: a repeated
+/// SSLRequest or GSSENCRequest, whose magic numbers read as versions 1234.5679 and 1234.5680).
+fn unsupported_version(version: i32) -> ErrorFields {
+    ErrorFields::fatal(
+        "0A000",
+        format!(
+            "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
+            version >> 16,
+            version & 0xffff
+        ),
+    )
+}
+
+/// Bytes that came with an SSLRequest or GSSENCRequest, before its answer.
+fn unencrypted_after(what: &str) -> ErrorFields {
+    ErrorFields::fatal(
+        "08P01",
+        format!("received unencrypted data after {what} request"),
+    )
+    .detail(
+        "This could be either a client-software bug or evidence of an attempted \
+         man-in-the-middle attack.",
+    )
 }
 
 /// Who may log in where. Unknown users get the same answer as a wrong password.

@@ -104,7 +104,7 @@ pub(super) fn simple(sql: &str) -> Bytes {
 /// result formats), self-contained: the shadow connection has none of the session's
 /// statements.
 pub(super) fn extended(stmt: &Statement, rest: &Bytes) -> Bytes {
-    let mut out = BytesMut::with_capacity(stmt.sql.len() + rest.len() + 64);
+    let mut out = BytesMut::with_capacity(stmt.sql.as_bytes().len() + rest.len() + 64);
     FrontendMessage::Parse {
         name: String::new(),
         sql: stmt.sql.clone(),

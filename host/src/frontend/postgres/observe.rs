@@ -19,7 +19,7 @@ impl Text {
     fn as_str(&self) -> &str {
         match self {
             Text::Sql(s) => s,
-            Text::Prepared(stmt) => &stmt.sql,
+            Text::Prepared(stmt) => stmt.sql.as_str(),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! and its place in fair queues are taken at the start, never in the middle of a transaction.
 //!
 //! The seams, one file each: [`simple`] (a Query), [`extended`] (Parse/Bind/... batches),
+//! [`fastpath`] (FunctionCall), [`invalid`] (messages refused as PostgreSQL refuses them),
 //! [`server`] (choosing, checking out and losing a server connection), [`relay`] (the pending
 //! queue and the server's answers) and [`cache`] (keys, lookups and fills). This file holds the
 //! session's state and its read loop.
@@ -47,6 +48,8 @@ use crate::postgres::protocol::{ErrorFields, RawMessage, TransactionStatus};
 mod cache;
 mod causal;
 mod extended;
+mod fastpath;
+mod invalid;
 mod relay;
 mod server;
 mod simple;
@@ -100,6 +103,8 @@ pub struct Session<S> {
     batch: Vec<RawMessage>,
     batch_bytes: usize,
     copy_in: bool,
+    /// After an error in an extended batch: messages are dropped up to the next Sync.
+    discard: bool,
     /// The pool of the server connection that failed last, for the client's error message.
     lost_pool: Option<String>,
     /// The WAL positions this session's reads must observe.
@@ -175,6 +180,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             batch: Vec::new(),
             batch_bytes: 0,
             copy_in: false,
+            discard: false,
             lost_pool: None,
             key_tables: None,
             causal,
@@ -189,10 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(SessionEnd::Server(e)) => {
                 tracing::warn!(client = %self.peer, error = %e, pool = self.lost_pool.as_deref(), "server connection lost: closing the client");
                 let _ = self.io.flush().await;
-                let message = match &self.lost_pool {
-                    Some(pool) => format!("server connection lost in pool \"{pool}\": {e}"),
-                    None => format!("server connection lost: {e}"),
-                };
+                let message = server::lost_message(self.lost_pool.as_deref(), e);
                 self.io.fatal(ErrorFields::fatal("08006", message)).await;
             }
             Err(SessionEnd::Shutdown) => {
@@ -263,12 +266,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.status == TransactionStatus::Idle
             && self.batch.is_empty()
             && !self.copy_in
+            && !self.discard
             && self.held.as_ref().is_none_or(|h| h.quiet())
     }
 
     /// Handles every complete message buffered from the client.
     async fn process_buffered(&mut self) -> Result<(), SessionEnd> {
         while let Some(msg) = self.io.next_buffered()? {
+            if self.discard {
+                match msg.tag() {
+                    b'S' => self.end_discard().await?,
+                    b'X' => return Err(SessionEnd::Terminate),
+                    _ => {}
+                }
+                continue;
+            }
             match msg.tag() {
                 b'X' => return Err(SessionEnd::Terminate),
                 // COPY data streams straight through while a COPY runs.
@@ -284,11 +296,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.copy_in = false;
                     }
                 }
-                b'Q' => {
+                b'Q' | b'F' => {
                     if !self.batch.is_empty() {
                         self.run_batch().await?;
+                        // An error there discards up to the next Sync, this message included.
+                        if self.discard {
+                            continue;
+                        }
                     }
-                    self.query(msg).await?;
+                    if msg.tag() == b'Q' {
+                        self.query(msg).await?;
+                    } else {
+                        self.function_call(msg).await?;
+                    }
                 }
                 b'S' | b'H' => {
                     self.batch.push(msg);

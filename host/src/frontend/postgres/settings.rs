@@ -107,6 +107,16 @@ impl Settings {
         Some(sql)
     }
 
+    /// How the client's `client_encoding` (or `SET NAMES`) was set, `None` when it never set
+    /// one: what servers decode the client's text with.
+    pub fn encoding(&self) -> Option<&str> {
+        self.list
+            .iter()
+            .rev()
+            .find(|(n, _)| n == "client_encoding" || n == "names")
+            .map(|(_, sql)| sql.as_str())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.list.iter().map(|(n, s)| (n.as_str(), s.as_str()))
     }
@@ -238,6 +248,15 @@ mod tests {
         assert_eq!(none.hash(), 0);
         assert_eq!(none.replay_sql(0), None);
         assert_eq!(none.replay_sql(b.hash()).as_deref(), Some("RESET ALL;"));
+    }
+
+    #[test]
+    fn encoding_is_the_last_one_set() {
+        let mut a = Settings::from_startup(&[("client_encoding".into(), "LATIN1".into())]);
+        assert_eq!(a.encoding(), Some("SET \"client_encoding\" = 'LATIN1'"));
+        a.apply(&parse_change("SET NAMES 'EUC_JP'").expect("a SET"));
+        assert_eq!(a.encoding(), Some("SET NAMES 'EUC_JP'"));
+        assert_eq!(Settings::from_startup(&[]).encoding(), None);
     }
 
     #[test]

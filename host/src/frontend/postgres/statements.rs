@@ -9,12 +9,13 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::pipeline::Verdict;
+use crate::postgres::protocol::SqlText;
 
 /// A statement a client prepared.
 #[derive(Debug)]
 pub struct Statement {
-    /// The SQL that runs (the policy's rewrite when it rewrote).
-    pub sql: String,
+    /// The SQL that runs (the policy's rewrite when it rewrote), in the client's encoding.
+    pub sql: SqlText,
     pub param_types: Vec<u32>,
     /// Identifies (sql, parameter types) on server connections.
     pub hash: u64,
@@ -23,11 +24,24 @@ pub struct Statement {
 }
 
 impl Statement {
-    pub fn new(sql: String, param_types: Vec<u32>, verdict: Arc<Verdict>) -> Statement {
+    /// `encoding` is the client's `client_encoding` setting as the session recorded it (`None`:
+    /// the server's default). A server converts a statement's text from the encoding of the
+    /// client that prepared it, so non-ASCII bytes from clients with different encodings are
+    /// different statements and must not share a server-side name.
+    pub fn new(
+        sql: SqlText,
+        param_types: Vec<u32>,
+        verdict: Arc<Verdict>,
+        encoding: Option<&str>,
+    ) -> Statement {
         let mut h = Xxh3::new();
         h.update(sql.as_bytes());
         for t in &param_types {
             h.update(&t.to_le_bytes());
+        }
+        if !sql.as_bytes().is_ascii() {
+            h.update(&[0]);
+            h.update(encoding.unwrap_or("").as_bytes());
         }
         let hash = h.digest();
         Statement {

@@ -218,8 +218,14 @@ pub enum BackendMessage {
         channel: String,
         payload: String,
     },
+    /// The answer to a StartupMessage asking for a newer minor version or for protocol options
+    /// (`_pq_.*`) the server does not know; the login goes on in the version it names.
     NegotiateProtocolVersion {
-        minor: i32,
+        /// The newest version the server speaks for the major version asked for. The protocol
+        /// documentation calls it the newest minor; PostgreSQL sends the whole version number
+        /// (3.0 = 196608), so this field holds that.
+        newest: i32,
+        /// The `_pq_.*` options not recognised.
         unsupported: Vec<String>,
     },
 }
@@ -373,7 +379,7 @@ impl BackendMessage {
             }
             b'v' => {
                 let mut c = Cursor::new(body, "NegotiateProtocolVersion");
-                let minor = c.i32()?;
+                let newest = c.i32()?;
                 let n = usize::try_from(c.i32()?)
                     .map_err(|_| ProtocolError::Invalid("NegotiateProtocolVersion"))?;
                 let mut unsupported = Vec::with_capacity(n.min(c.remaining()));
@@ -381,7 +387,10 @@ impl BackendMessage {
                     unsupported.push(c.cstr()?.to_owned());
                 }
                 c.finish()?;
-                BackendMessage::NegotiateProtocolVersion { minor, unsupported }
+                BackendMessage::NegotiateProtocolVersion {
+                    newest,
+                    unsupported,
+                }
             }
             other => return Err(ProtocolError::UnexpectedTag(other)),
         };
@@ -502,8 +511,11 @@ impl BackendMessage {
                 put_cstr(out, channel);
                 put_cstr(out, payload);
             }
-            BackendMessage::NegotiateProtocolVersion { minor, unsupported } => {
-                out.extend_from_slice(&minor.to_be_bytes());
+            BackendMessage::NegotiateProtocolVersion {
+                newest,
+                unsupported,
+            } => {
+                out.extend_from_slice(&newest.to_be_bytes());
                 let n = i32::try_from(unsupported.len()).unwrap_or(i32::MAX);
                 out.extend_from_slice(&n.to_be_bytes());
                 for u in unsupported {

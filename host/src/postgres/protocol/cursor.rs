@@ -52,14 +52,19 @@ impl<'a> Cursor<'a> {
 
     /// A NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
+        let bytes = self.cstr_bytes()?;
+        std::str::from_utf8(bytes).map_err(|_| ProtocolError::Utf8(self.what))
+    }
+
+    /// A NUL-terminated string in whatever encoding the client uses, without its NUL.
+    pub fn cstr_bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
         let rest = &self.buf[self.pos..];
         let nul = rest
             .iter()
             .position(|&b| b == 0)
             .ok_or(ProtocolError::Unterminated(self.what))?;
-        let s = std::str::from_utf8(&rest[..nul]).map_err(|_| ProtocolError::Utf8(self.what))?;
         self.pos += nul + 1;
-        Ok(s)
+        Ok(&rest[..nul])
     }
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {

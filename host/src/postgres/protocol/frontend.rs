@@ -3,6 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::cursor::{Cursor, begin_message, finish_message, put_cstr};
+use super::text::SqlText;
 use super::{CANCEL_REQUEST, GSSENC_REQUEST, PROTOCOL_V3, ProtocolError, RawMessage, SSL_REQUEST};
 
 /// The untagged first packet of a connection.
@@ -111,12 +112,13 @@ impl Target {
 /// A tagged message from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontendMessage {
+    /// The text stays in the client's encoding (see [`SqlText`]).
     Query {
-        sql: String,
+        sql: SqlText,
     },
     Parse {
         name: String,
-        sql: String,
+        sql: SqlText,
         param_types: Vec<u32>,
     },
     /// Parameter formats, values and result formats stay encoded: the proxy only renames the
@@ -149,7 +151,8 @@ pub enum FrontendMessage {
     /// `p`: PasswordMessage, SASLInitialResponse or SASLResponse — which one depends on the
     /// authentication exchange, so the body is decoded by [`PasswordMessage`] helpers.
     Password(Bytes),
-    /// The legacy fast-path function call; forwarded as it is.
+    /// The legacy fast-path function call (libpq's `PQfn`, used by its large-object functions):
+    /// checked for shape, then forwarded as it is.
     FunctionCall(Bytes),
 }
 
@@ -160,14 +163,14 @@ impl FrontendMessage {
         let msg = match raw.tag() {
             b'Q' => {
                 let mut c = Cursor::new(body, "Query");
-                let sql = c.cstr()?.to_owned();
+                let sql = SqlText::from_bytes(c.cstr_bytes()?);
                 c.finish()?;
                 FrontendMessage::Query { sql }
             }
             b'P' => {
                 let mut c = Cursor::new(body, "Parse");
                 let name = c.cstr()?.to_owned();
-                let sql = c.cstr()?.to_owned();
+                let sql = SqlText::from_bytes(c.cstr_bytes()?);
                 let n = c.count16()?;
                 let mut param_types = Vec::with_capacity(n.min(c.remaining() / 4));
                 for _ in 0..n {
@@ -227,7 +230,10 @@ impl FrontendMessage {
                 FrontendMessage::CopyFail { message }
             }
             b'p' => FrontendMessage::Password(whole),
-            b'F' => FrontendMessage::FunctionCall(whole),
+            b'F' => {
+                validate_function_call(body)?;
+                FrontendMessage::FunctionCall(whole)
+            }
             other => return Err(ProtocolError::UnexpectedTag(other)),
         };
         Ok(msg)
@@ -252,14 +258,14 @@ impl FrontendMessage {
         };
         let at = begin_message(out, tag);
         match self {
-            FrontendMessage::Query { sql } => put_cstr(out, sql),
+            FrontendMessage::Query { sql } => put_text(out, sql),
             FrontendMessage::Parse {
                 name,
                 sql,
                 param_types,
             } => {
                 put_cstr(out, name);
-                put_cstr(out, sql);
+                put_text(out, sql);
                 let n = i16::try_from(param_types.len()).unwrap_or(i16::MAX);
                 out.extend_from_slice(&n.to_be_bytes());
                 for t in param_types.iter().take(n as usize) {
@@ -304,6 +310,31 @@ fn empty(
 ) -> Result<FrontendMessage, ProtocolError> {
     Cursor::new(body, what).finish()?;
     Ok(msg)
+}
+
+fn put_text(out: &mut BytesMut, sql: &SqlText) {
+    out.extend_from_slice(sql.as_bytes());
+    out.extend_from_slice(&[0]);
+}
+
+/// Checks that a FunctionCall is well formed (function OID, argument formats, arguments,
+/// result format), so that a malformed one is refused by the proxy rather than a server.
+fn validate_function_call(body: &[u8]) -> Result<(), ProtocolError> {
+    let mut c = Cursor::new(body, "FunctionCall");
+    c.u32()?;
+    let formats = c.count16()?;
+    c.bytes(formats * 2)?;
+    let args = c.count16()?;
+    for _ in 0..args {
+        let len = c.i32()?;
+        if len >= 0 {
+            c.bytes(len as usize)?;
+        } else if len != -1 {
+            return Err(ProtocolError::Invalid("FunctionCall argument length"));
+        }
+    }
+    c.i16()?;
+    c.finish()
 }
 
 /// Checks that a Bind's formats and parameters are well formed, so that a malformed Bind is

@@ -86,7 +86,19 @@ fn frontend_messages_round_trip() {
             message: "client gave up".into(),
         },
         FrontendMessage::Password(Bytes::from_static(b"secret\0")),
-        FrontendMessage::FunctionCall(Bytes::from_static(b"\0\0\0\x01")),
+        // lo_open(16385, INV_READ): function OID 952, two binary-format arguments.
+        FrontendMessage::FunctionCall(Bytes::from_static(
+            b"\0\0\x03\xb8\0\x01\0\x01\0\x02\0\0\0\x04\0\0\x40\x01\0\0\0\x04\0\x02\0\0\0\x01",
+        )),
+        // LATIN1 text: not UTF-8, and kept byte for byte.
+        FrontendMessage::Query {
+            sql: SqlText::from_bytes(b"SELECT 'caf\xe9'"),
+        },
+        FrontendMessage::Parse {
+            name: "S_2".into(),
+            sql: SqlText::from_bytes(b"SELECT '\xe9' || $1"),
+            param_types: vec![],
+        },
     ] {
         round_trip_frontend(msg);
     }
@@ -165,7 +177,7 @@ fn backend_messages_round_trip() {
             payload: "hi".into(),
         },
         BackendMessage::NegotiateProtocolVersion {
-            minor: 0,
+            newest: PROTOCOL_V3,
             unsupported: vec!["_pq_.x".into()],
         },
     ] {
@@ -245,7 +257,10 @@ fn malformed_bodies_are_errors() {
         (b'D', b"Xname\0"),
         (b'E', b"portal\0\0\0"),
         (b'S', b"x"),
-        (b'Q', b"\xff\xfe\0"),
+        (b'Q', b""),
+        (b'P', b"name\0sql"),
+        (b'F', b"\0\0\x03\xb8\0\0\0\x01\0\0\0\x09ab\0\0"),
+        (b'F', b"\0\0\x03\xb8\0\0\0\0"),
         (b'?', b""),
     ];
     for (tag, body) in cases {
@@ -260,6 +275,14 @@ fn malformed_bodies_are_errors() {
             char::from(*tag),
             body
         );
+    }
+    // Text in another encoding than UTF-8 is no error.
+    for (tag, body) in [(b'Q', &b"\xff\xfe\0"[..]), (b'P', b"\0\xe9\0\0\0")] {
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[tag]);
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(body);
+        assert!(FrontendMessage::decode(&frame(&out)).is_ok(), "{body:?}");
     }
     assert!(Startup::decode(&[0, 2, 0, 0]).is_err());
     assert!(Startup::decode(&[0, 3, 0, 0, b'u', 0]).is_err());

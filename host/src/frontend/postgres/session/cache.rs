@@ -109,10 +109,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         let (stmt, rest) = bind?;
-        if executes != 1 {
+        // Text that is not UTF-8 has only a lossy view, in which two different literals can
+        // read the same: it never gets a key.
+        if executes != 1 || !stmt.sql.is_utf8() {
             return None;
         }
-        self.cache_key(verdict, &stmt.sql, Some(&rest))
+        self.cache_key(verdict, stmt.sql.as_str(), Some(&rest))
     }
 
     pub(super) async fn lookup(

@@ -15,9 +15,13 @@ use crate::model::{Action, StatementKind};
 use crate::pipeline::Verdict;
 use crate::postgres::protocol::backend::ready_for_query;
 use crate::postgres::protocol::frontend::Target;
-use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
+use crate::postgres::protocol::{
+    ErrorFields, FrontendMessage, RawMessage, SqlText, TransactionStatus,
+};
 
 use super::cache::{CacheStep, tables, ttl_of};
+use super::invalid::invalid;
+use super::simple::{LOSSY, lossy_rewrite};
 use super::{Session, SessionEnd};
 
 /// One step of an extended-protocol batch after the policy has seen it.
@@ -56,7 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 b'P' | b'B' | b'D' | b'C' => {
                     match self.plan_item(raw, &mut route, query_id, started) {
                         Ok(item) => item,
-                        Err(e) => return self.answer_error(e, synced).await,
+                        Err(e) => return self.refuse(e, synced).await,
                     }
                 }
                 b'S' => Item::Sync,
@@ -157,12 +161,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(o) = observed {
                 self.refused(o);
             }
-            return self.answer_error(e, synced).await;
+            return self.refuse(e, synced).await;
         }
         if synced
             && let Some(Item::Bind { stmt, rest, .. }) =
                 items.iter().find(|i| matches!(i, Item::Bind { .. }))
             && stmt.verdict.effective.kind == StatementKind::Read
+            && stmt.sql.is_utf8()
             && let Some(ticket) = self.mirror_ticket(&stmt.verdict, in_transaction)
         {
             let bytes = mirror::extended(stmt, rest);
@@ -279,8 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         query_id: u64,
         started: Instant,
     ) -> Result<Item, ErrorFields> {
-        let msg = FrontendMessage::decode(&raw)
-            .map_err(|e| ErrorFields::error("08P01", format!("invalid message: {e}")))?;
+        let msg = FrontendMessage::decode(&raw).map_err(invalid)?;
         Ok(match msg {
             FrontendMessage::Parse {
                 name,
@@ -293,13 +297,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         format!("prepared statement \"{name}\" already exists"),
                     ));
                 }
-                let verdict = Arc::new(self.decide(&sql, true, query_id, started)?);
+                let verdict = Arc::new(self.decide(sql.as_str(), true, query_id, started)?);
                 // The decoded text is the statement's own unless the policy changed it.
                 let (final_sql, rewritten) = match &verdict.decision.action {
-                    Action::Rewrite(new) if *new != sql => (new.clone(), true),
+                    Action::Rewrite(new) if new != sql.as_str() => {
+                        if !sql.is_utf8() && new.contains(LOSSY) {
+                            return Err(lossy_rewrite());
+                        }
+                        (SqlText::from(new.clone()), true)
+                    }
                     _ => (sql, false),
                 };
-                let stmt = Arc::new(Statement::new(final_sql, param_types, verdict.clone()));
+                let stmt = Arc::new(Statement::new(
+                    final_sql,
+                    param_types,
+                    verdict.clone(),
+                    self.settings.encoding(),
+                ));
                 route.get_or_insert(verdict);
                 let named = !name.is_empty();
                 if named {

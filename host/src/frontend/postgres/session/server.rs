@@ -324,7 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             attempt = self.checkout(&primary, None, &[]).await;
         }
         if let Err(e) = attempt {
-            return Err(SessionEnd::Server(e));
+            return self.lost_read(pending, e);
         }
         // The statements the bytes name may be missing on the new connection: resend them
         // with their Parse (the retried batch was planned for the failed connection).
@@ -406,6 +406,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
+    /// A read outside a transaction whose server failed, and which no other node could take:
+    /// nothing of its answer beyond what any node answers alike reached the client, so the
+    /// client gets the error as an ERROR (the text the session would have ended with) and the
+    /// session goes on, its next statement checked out afresh.
+    fn lost_read(&mut self, mut pending: Pending, error: PgBackendError) -> Result<(), SessionEnd> {
+        let message = lost_message(self.lost_pool.as_deref(), &error);
+        tracing::warn!(client = %self.peer, error = %message, "a read failed on every node that could take it");
+        self.work = None;
+        if let Some(capture) = pending.capture.take() {
+            capture.fill.fail(&message);
+        }
+        if let Some(observed) = pending.observed.take() {
+            let pool = self.lost_pool.as_deref().unwrap_or("");
+            observed.finish(&self.fe.shared.metrics, &self.user.config.name, pool, true);
+        }
+        self.io.error(&ErrorFields::error("08006", message));
+        if !pending.hide_ready {
+            ready_for_query(&mut self.io.wbuf, self.status);
+        }
+        Ok(())
+    }
+
     /// Prefixes `bytes` with Parses for every statement the new connection lacks.
     pub(super) fn reprepare(&mut self, bytes: Bytes, pending: &mut Pending) -> Bytes {
         let Some(held) = self.held.as_mut() else {
@@ -428,5 +450,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         out.extend_from_slice(&bytes);
         out.freeze()
+    }
+}
+
+/// What the client is told when its server connection was lost.
+pub(super) fn lost_message(pool: Option<&str>, error: &PgBackendError) -> String {
+    match pool {
+        Some(pool) => format!("server connection lost in pool \"{pool}\": {error}"),
+        None => format!("server connection lost: {error}"),
     }
 }

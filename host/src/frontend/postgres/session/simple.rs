@@ -1,5 +1,7 @@
 //! A simple Query: one policy decision, an optional cache lookup, then the text is sent as is
-//! (or as the policy rewrote it).
+//! (or as the policy rewrote it). Text in another encoding than UTF-8 is classified and shown to
+//! the policy through its lossy UTF-8 view, and its bytes are sent untouched; it is never cached,
+//! mirrored or recorded as a setting, which would need the exact text.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,12 +9,11 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::frontend::postgres::client::ClientError;
 use crate::frontend::postgres::mirror;
 use crate::frontend::postgres::observe::{Observed, Text, cache_outcome};
 use crate::frontend::postgres::settings;
 use crate::model::{Action, StatementKind};
-use crate::postgres::protocol::{FrontendMessage, RawMessage, TransactionStatus};
+use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
 
 use super::cache::{CacheStep, ttl_of};
 use super::relay::Pending;
@@ -21,11 +22,14 @@ use super::{Session, SessionEnd};
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// A simple Query.
     pub(super) async fn query(&mut self, raw: RawMessage) -> Result<(), SessionEnd> {
-        let FrontendMessage::Query { sql } =
-            FrontendMessage::decode(&raw).map_err(ClientError::from)?
-        else {
-            return Ok(());
+        let sql = match FrontendMessage::decode(&raw) {
+            Ok(FrontendMessage::Query { sql }) => sql,
+            Ok(_) => return Ok(()),
+            // The message was framed whole: like PostgreSQL, refuse it and go on.
+            Err(e) => return self.invalid_message(e, true).await,
         };
+        let utf8 = sql.is_utf8();
+        let sql = sql.into_string();
         let query_id = self.fe.shared.metrics.next_query_id();
         let started = Instant::now();
         let verdict = match self.decide(&sql, false, query_id, started) {
@@ -35,11 +39,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let verdict = Arc::new(verdict);
         let rewritten = matches!(&verdict.decision.action, Action::Rewrite(new) if *new != sql);
         let mut capture = None;
-        let key = self.cache_key(&verdict, verdict.sql(&sql), None);
+        let key = if utf8 {
+            self.cache_key(&verdict, verdict.sql(&sql), None)
+        } else {
+            None
+        };
         let cache = cache_outcome(&verdict, key.is_some());
         // The client's text moves into `observed` (metrics) rather than being copied; what runs
         // is read back from there.
         let observed = Observed::new(query_id, started, verdict.clone(), Text::Sql(sql), cache);
+        if rewritten && !utf8 && verdict.sql(observed.sql()).contains(LOSSY) {
+            self.refused(observed);
+            return self.answer_error(lossy_rewrite(), true).await;
+        }
         if let Some(key) = key {
             match self.lookup(key, ttl_of(&verdict), false).await? {
                 CacheStep::Answered { failed } => {
@@ -59,13 +71,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.answer_error(e, true).await;
         }
         let final_sql = verdict.sql(observed.sql());
-        if let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
+        if utf8 && let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
             self.spawn_mirror(ticket, mirror::simple(final_sql));
         }
         let bytes = if rewritten {
             let mut out = BytesMut::new();
             FrontendMessage::Query {
-                sql: final_sql.to_owned(),
+                sql: final_sql.into(),
             }
             .encode(&mut out);
             out.freeze()
@@ -75,7 +87,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let kind = verdict.effective.kind;
         // A multi-statement SET string is not tracked (documented): recording it under its
         // first name would replay it wrongly.
-        let setting = if kind == StatementKind::Session
+        let setting = if utf8
+            && kind == StatementKind::Session
             && !in_transaction
             && !verdict.effective.flags.multi_statement
         {
@@ -94,4 +107,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         self.send(bytes, pending, true).await
     }
+}
+
+/// What the lossy view of text that is not UTF-8 has where the original's bytes were.
+pub(super) const LOSSY: char = char::REPLACEMENT_CHARACTER;
+
+/// A policy rewrote a statement that is not UTF-8 and kept some of its text: the client's bytes
+/// behind the lossy view cannot be put back, and sending the view would change the statement.
+pub(super) fn lossy_rewrite() -> ErrorFields {
+    ErrorFields::error(
+        "0A000",
+        "the policy rewrote a statement whose text is not UTF-8 (see client_encoding); \
+         the rewrite cannot be sent in the client's encoding",
+    )
 }
