@@ -51,6 +51,11 @@
 //!   Invalidation across replicas is eventually consistent (pub/sub latency); while Redis is
 //!   unreachable, other replicas' invalidations are not seen until re-subscription, which then
 //!   drops the local tier.
+//! - **Positions**: an entry carries the backend log position its data reflects
+//!   (`CachedResponse::position`; complete for a primary's answer), in both tiers. The cache only
+//!   keeps it: a frontend whose reader must see a position ignores older entries (a PostgreSQL
+//!   session after its own write: an entry another session filled from a lagging replica, after
+//!   the write's invalidation, passes every generation check yet lacks the write).
 //! - **Redis never fails a query**: each operation has a timeout; errors are counted, logged at
 //!   most once per `warn_interval`, open a circuit breaker after consecutive failures, and turn
 //!   into misses; fred reconnects by itself.

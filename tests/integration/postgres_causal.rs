@@ -3,10 +3,14 @@
 //! that pins a client to its server connection. Against a real primary and two streaming
 //! replicas, with the README's defaults.
 
+use std::sync::atomic::Ordering;
+
 use switchyard_tests::http::get;
 use switchyard_tests::pg::{self, PgConfig};
+use switchyard_tests::policies::policy_wasm;
 use switchyard_tests::postgres::PgCluster;
 use switchyard_tests::proxy::Proxy;
+use switchyard_tests::redis::RedisServer;
 
 fn block<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
@@ -130,7 +134,10 @@ async fn reads_never_miss_the_sessions_own_writes() {
         // paused replica.
         let (v, port) = read_v(&writer).await;
         assert_eq!(v, round.to_string(), "round {round}: read on port {port}");
-        assert_ne!(port, replicas[0], "round {round}: the paused replica served");
+        assert_ne!(
+            port, replicas[0],
+            "round {round}: the paused replica served"
+        );
         let rows = writer
             .simple_query("SELECT v, inet_server_port() FROM causal WHERE id = 1")
             .await
@@ -231,4 +238,154 @@ async fn global_consistency_sees_every_clients_writes() {
         assert_ne!(port, replicas[0]);
     }
     block(|| pg.resume_replay(0));
+}
+
+/// A proxy in front of `pg` caching reads of `cc_causal` (the `cache-rules` policy), with its
+/// cache in `redis` when given.
+fn cached_config(pg: &PgCluster, redis: Option<&RedisServer>) -> String {
+    let redis = redis.map_or(String::new(), |r| {
+        format!(
+            "[cache.redis]\nurl = \"{}\"\ntimeout = \"1s\"\nkey_prefix = \"causal\"\n",
+            r.url()
+        )
+    });
+    PgConfig::new(pg)
+        .extra(&format!("[cache]\nenabled = true\n{redis}"))
+        .extra(&format!(
+            "[policy]\npath = \"{}\"\nwatch = false\n[policy.config]\n\"ttl.cc_causal\" = 60000\n",
+            policy_wasm("cache-rules").display()
+        ))
+        .build()
+}
+
+/// `SELECT v, inet_server_port()` of row 1 through `client`, in the simple protocol, and then
+/// in the extended one (each its own cache entry): `(value, port)` of each.
+async fn cached_reads(client: &tokio_postgres::Client) -> [(i32, u16); 2] {
+    const SQL: &str = "SELECT v, inet_server_port() FROM cc_causal WHERE id = 1";
+    let rows = client
+        .simple_query(SQL)
+        .await
+        .unwrap_or_else(|e| panic!("simple read: {}", pg::describe(&e)));
+    let simple = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                r.get(0).expect("v").parse().expect("int"),
+                r.get(1).expect("port").parse().expect("port"),
+            )),
+            _ => None,
+        })
+        .expect("a row");
+    let row = client
+        .query_one(SQL, &[])
+        .await
+        .unwrap_or_else(|e| panic!("extended read: {}", pg::describe(&e)));
+    [simple, (row.get(0), row.get::<_, i32>(1) as u16)]
+}
+
+/// Each round the writer (on `writer_proxy`) writes row 1; a bystander that never wrote (on
+/// `bystander_proxy`) then reads it, which fills the cache after the write's invalidation, from
+/// a replica, sometimes the one whose replay is paused (so without the write); then the writer
+/// reads it: it must get its own write, never the bystander's older entry. Returns how many of
+/// the bystander's reads were answered with an older value by the paused replica (so cached).
+async fn writer_reads_its_write_despite_bystander_fills(
+    pg: &mut PgCluster,
+    writer_proxy: &Proxy,
+    bystander_proxy: &Proxy,
+) -> usize {
+    let replicas = pg.replica_ports();
+    let writer = pg::connect(writer_proxy.addr()).await;
+    let bystander = pg::connect(bystander_proxy.addr()).await;
+    let bystander_cache = bystander_proxy.deps.cache.clone().expect("a cache");
+    block(|| pg.pause_replay(0));
+    let mut stale_fills = 0;
+    for round in 1..=12 {
+        let invalidations = bystander_cache.stats().invalidations;
+        writer
+            .execute("UPDATE cc_causal SET v = $1 WHERE id = 1", &[&round])
+            .await
+            .unwrap_or_else(|e| panic!("write: {}", pg::describe(&e)));
+        if !std::ptr::eq(writer_proxy, bystander_proxy) {
+            // The bystander's proxy learns of the write through Redis: until then it answers
+            // from its own older entry, without filling.
+            for _ in 0..200 {
+                if bystander_cache.stats().invalidations > invalidations {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for (v, port) in cached_reads(&bystander).await {
+            if port == replicas[0] && v < round {
+                stale_fills += 1;
+            }
+        }
+        for (what, (v, port)) in ["simple", "extended"]
+            .iter()
+            .zip(cached_reads(&writer).await)
+        {
+            assert_eq!(
+                v, round,
+                "round {round}: the writer's {what} read got an older value (filled by port {port})"
+            );
+        }
+    }
+    block(|| pg.resume_replay(0));
+    stale_fills
+}
+
+fn cache_bypasses(proxy: &Proxy) -> u64 {
+    let server = proxy.server().expect("running");
+    server
+        .pg_frontends()
+        .iter()
+        .map(|fe| fe.stats.causal_cache_bypass.load(Ordering::Relaxed))
+        .sum()
+}
+
+fn setup_cached(pg: &PgCluster) {
+    pg.psql(
+        pg.primary_port(),
+        "CREATE TABLE cc_causal (id int PRIMARY KEY, v int NOT NULL); INSERT INTO cc_causal VALUES (1, 0);",
+    );
+    block(|| pg.wait_replicated());
+}
+
+/// Regression: a cache entry filled by a replica behind a client's write, by a session that
+/// had no position to wait for, answered that client's next read with rows older than its
+/// write. The entry remembers the replica's position, and the writer does not use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_never_miss_the_sessions_own_writes_local_tier() {
+    let mut pg = PgCluster::start(2);
+    setup_cached(&pg);
+    let proxy = Proxy::start(&cached_config(&pg, None)).await;
+    let stale = writer_reads_its_write_despite_bystander_fills(&mut pg, &proxy, &proxy).await;
+    let stats = proxy.deps.cache.as_ref().expect("a cache").stats();
+    eprintln!("local tier: {stale} stale fills; cache {stats:?}");
+    assert!(stale > 0, "no fill came from the paused replica: {stats:?}");
+    assert!(cache_bypasses(&proxy) > 0, "{stats:?}");
+    proxy.stop().await;
+}
+
+/// The same across two proxies sharing Redis: the writer's proxy finds the bystander's entry in
+/// Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_never_miss_the_sessions_own_writes_redis_tier() {
+    let mut pg = PgCluster::start(2);
+    setup_cached(&pg);
+    let redis = RedisServer::start();
+    let a = Proxy::start(&cached_config(&pg, Some(&redis))).await;
+    let b = Proxy::start(&cached_config(&pg, Some(&redis))).await;
+    let stale = writer_reads_its_write_despite_bystander_fills(&mut pg, &a, &b).await;
+    let stats = a.deps.cache.as_ref().expect("a cache").stats();
+    eprintln!("redis tier: {stale} stale fills; writer's proxy cache {stats:?}");
+    assert!(stale > 0, "no fill came from the paused replica");
+    assert!(
+        stats.hits_redis > 0,
+        "the writer's proxy never read redis: {stats:?}"
+    );
+    assert!(cache_bypasses(&a) > 0, "{stats:?}");
+    a.stop().await;
+    b.stop().await;
 }

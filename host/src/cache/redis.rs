@@ -192,10 +192,11 @@ impl RedisTier {
         let hit = match value {
             None => None,
             Some(bytes) => match decode_value(bytes, self.max_value) {
-                Ok((response, stored)) if stored == generations => {
+                Ok(Some((response, stored))) if stored == generations => {
                     response.remaining_ttl().is_some().then_some(response)
                 }
-                // Stale: a table was invalidated since; the next fill overwrites it.
+                // Stale: a table was invalidated since; or of another payload version. The next
+                // fill overwrites it.
                 Ok(_) => None,
                 Err(e) => {
                     self.record_failure(&e);

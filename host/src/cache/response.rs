@@ -18,6 +18,12 @@ pub struct CachedResponse {
     pub created_at: SystemTime,
     /// How long it may be served; capped by the cache's `max_ttl` when stored.
     pub ttl: Duration,
+    /// The backend's log position (a PostgreSQL WAL position) the data is known to reflect:
+    /// every commit at or below it is in the answer. A lower bound, or [`Self::COMPLETE`] when
+    /// the answer saw every commit made before its query was sent (a primary's, or a backend
+    /// without positions). A reader that must see a position compares it with
+    /// [`Self::reflects`]; the cache itself never looks at it.
+    pub position: u64,
 }
 
 impl CachedResponse {
@@ -28,7 +34,22 @@ impl CachedResponse {
             body,
             created_at: SystemTime::now(),
             ttl,
+            position: Self::COMPLETE,
         }
+    }
+
+    /// [`position`](Self::position): it saw every commit made before its query was sent.
+    pub const COMPLETE: u64 = u64::MAX;
+
+    /// The response with the position its data is known to reflect (see [`Self::position`]).
+    pub fn with_position(mut self, position: u64) -> Self {
+        self.position = position;
+        self
+    }
+
+    /// Whether its data includes every commit at or below `position`.
+    pub fn reflects(&self, position: u64) -> bool {
+        self.position >= position
     }
 
     /// Payload bytes, compared with `max_payload_size`.

@@ -55,6 +55,8 @@ pub struct FrontendStats {
     pub login_failures: AtomicU64,
     /// Reads sent to the primary because no replica had reached the session's position.
     pub causal_primary: AtomicU64,
+    /// Cache hits not used because the entry may predate a position the session must see.
+    pub causal_cache_bypass: AtomicU64,
 }
 
 /// One PostgreSQL listener.

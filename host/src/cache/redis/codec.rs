@@ -3,11 +3,15 @@
 //! ```text
 //! value   = flags:u8 payload              flags bit 0: payload is lz4 (block, size-prepended)
 //!                                         flags bit 1: payload is one zstd frame (with its size)
-//! payload = version:u8 (=1) created_at_ms:u64 ttl_ms:u64
+//! payload = version:u8 (=2) created_at_ms:u64 ttl_ms:u64
+//!           position:u64                  `CachedResponse::position` (u64::MAX: complete)
 //!           n:u16 generation:u64 × n      the Redis generations the entry was built with
 //!           meta_len:u32 meta body        body runs to the end
 //! ```
-//! Integers are little-endian. Payloads above the configured threshold are compressed with the
+//! Integers are little-endian. A payload of another version (version 1 had no position; a proxy
+//! of an older or newer release wrote it) decodes as no entry, a miss that the next fill
+//! overwrites: it is neither an error nor served, since what a version-1 entry reflects is not
+//! known. Payloads above the configured threshold are compressed with the
 //! configured codec unless compression does not make them smaller. Decoding does not depend on
 //! the setting: the flags say how each value was stored, so replicas with different settings, or
 //! a changed setting, read each other's entries. Unknown flags (a newer writer) decode as
@@ -24,9 +28,9 @@ const FLAG_LZ4: u8 = 1;
 const FLAG_ZSTD: u8 = 2;
 /// zstd's own default: most of the ratio of higher levels at a fill-path cost close to lz4's.
 const ZSTD_LEVEL: i32 = 3;
-const VERSION: u8 = 1;
-/// Version, two timestamps, generation count, meta length.
-const FIXED_HEADER: usize = 1 + 8 + 8 + 2 + 4;
+const VERSION: u8 = 2;
+/// Version, two timestamps, position, generation count, meta length.
+const FIXED_HEADER: usize = 1 + 8 + 8 + 8 + 2 + 4;
 
 /// Encodes `response` with the generations it was built with.
 pub(crate) fn encode(
@@ -41,6 +45,7 @@ pub(crate) fn encode(
     payload.put_u8(VERSION);
     payload.put_u64_le(unix_ms(response.created_at));
     payload.put_u64_le(u64::try_from(response.ttl.as_millis()).unwrap_or(u64::MAX));
+    payload.put_u64_le(response.position);
     // More than u16::MAX tables cannot come from one statement; keep the value decodable anyway.
     let generations = &generations[..generations.len().min(usize::from(u16::MAX))];
     payload.put_u16_le(generations.len() as u16);
@@ -75,12 +80,13 @@ fn compress(compression: Compression, plain: &[u8]) -> Option<(u8, Vec<u8>)> {
     }
 }
 
-/// Decodes a value; `max_len` bounds the decompressed size (a corrupt length must not make us
-/// allocate gigabytes).
+/// Decodes a value into the response and the generations it was stored with; `None` for a
+/// payload of another version. `max_len` bounds the decompressed size (a corrupt length must
+/// not make us allocate gigabytes).
 pub(crate) fn decode(
     mut value: Bytes,
     max_len: usize,
-) -> Result<(CachedResponse, Vec<u64>), CacheError> {
+) -> Result<Option<(CachedResponse, Vec<u64>)>, CacheError> {
     if value.is_empty() {
         return Err(CacheError::Corrupt("empty value"));
     }
@@ -91,14 +97,17 @@ pub(crate) fn decode(
         _ => return Err(CacheError::Corrupt("unknown flags")),
     };
 
+    // Checked before the length: another version's header may be shorter.
+    if payload.first().is_some_and(|&v| v != VERSION) {
+        return Ok(None);
+    }
     if payload.len() < FIXED_HEADER {
         return Err(CacheError::Corrupt("truncated header"));
     }
-    if payload.get_u8() != VERSION {
-        return Err(CacheError::Corrupt("unknown version"));
-    }
+    payload.advance(1);
     let created_at = UNIX_EPOCH + Duration::from_millis(payload.get_u64_le());
     let ttl = Duration::from_millis(payload.get_u64_le());
+    let position = payload.get_u64_le();
     let n = usize::from(payload.get_u16_le());
     if payload.len() < n * 8 + 4 {
         return Err(CacheError::Corrupt("truncated generations"));
@@ -114,8 +123,9 @@ pub(crate) fn decode(
         body: payload,
         created_at,
         ttl,
+        position,
     };
-    Ok((response, generations))
+    Ok(Some((response, generations)))
 }
 
 fn decompress_lz4(value: &[u8], max_len: usize) -> Result<Bytes, CacheError> {
@@ -181,11 +191,14 @@ mod tests {
     }
 
     fn assert_decodes_to(encoded: Bytes, response: &CachedResponse) {
-        let (decoded, generations) = decode(encoded, 1 << 20).unwrap();
+        let (decoded, generations) = decode(encoded, 1 << 20)
+            .expect("decodes")
+            .expect("of the current version");
         assert_eq!(generations, [1, 0, 7]);
         assert_eq!(decoded.meta, response.meta);
         assert_eq!(decoded.body, response.body);
         assert_eq!(decoded.ttl, response.ttl);
+        assert_eq!(decoded.position, response.position);
         assert_eq!(unix_ms(decoded.created_at), unix_ms(response.created_at));
     }
 
@@ -200,6 +213,71 @@ mod tests {
         for compression in ALL {
             let encoded = round_trip(&sample(b"hello".to_vec()), compression, 4096);
             assert_eq!(encoded[0], 0, "{compression:?}");
+        }
+    }
+
+    #[test]
+    fn positions_round_trip() {
+        for position in [0, 1, 0x16_B374_D848, CachedResponse::COMPLETE] {
+            for (body, threshold) in [(b"hello".to_vec(), 4096), (compressible(), 1024)] {
+                for compression in ALL {
+                    let response = sample(body.clone()).with_position(position);
+                    round_trip(&response, compression, threshold);
+                }
+            }
+        }
+        assert_eq!(sample(vec![]).position, CachedResponse::COMPLETE);
+    }
+
+    /// A payload as version 1 wrote it: no position after the TTL.
+    fn version_1(response: &CachedResponse, generations: &[u64]) -> Vec<u8> {
+        let mut payload = vec![1];
+        payload.extend_from_slice(&unix_ms(response.created_at).to_le_bytes());
+        payload.extend_from_slice(&(response.ttl.as_millis() as u64).to_le_bytes());
+        payload.extend_from_slice(&(generations.len() as u16).to_le_bytes());
+        for g in generations {
+            payload.extend_from_slice(&g.to_le_bytes());
+        }
+        payload.extend_from_slice(&(response.meta.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&response.meta);
+        payload.extend_from_slice(&response.body);
+        payload
+    }
+
+    /// What a proxy of another release wrote is a miss, not an error (which would count against
+    /// Redis's health) and not a hit (it does not say what it reflects).
+    #[test]
+    fn other_versions_are_no_entry() {
+        for body in [b"hello".to_vec(), compressible(), vec![]] {
+            let response = sample(body);
+            let old = version_1(&response, &[1, 0, 7]);
+            let mut values = vec![[&[0u8][..], &old].concat()];
+            values.push(
+                [
+                    &[FLAG_LZ4][..],
+                    &lz4_flex::block::compress_prepend_size(&old),
+                ]
+                .concat(),
+            );
+            values.push(
+                [
+                    &[FLAG_ZSTD][..],
+                    &zstd::bulk::compress(&old, ZSTD_LEVEL).unwrap(),
+                ]
+                .concat(),
+            );
+            // A newer release's, however it continues.
+            let mut newer = encode(&response, &[1], Compression::None, 4096).to_vec();
+            newer[1] = VERSION + 1;
+            values.push(newer);
+            values.push(vec![0, VERSION + 1]);
+            for value in values {
+                assert!(
+                    matches!(decode(Bytes::from(value.clone()), 1 << 20), Ok(None)),
+                    "{:?}",
+                    &value[..value.len().min(40)]
+                );
+            }
         }
     }
 

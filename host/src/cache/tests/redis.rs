@@ -100,6 +100,36 @@ async fn a_second_instance_hits_through_redis() {
     assert_eq!(a.stats().redis_errors + b.stats().redis_errors, 0);
 }
 
+/// What an entry's data reflects travels with it, through Redis and into the local tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entrys_position_travels_through_redis() {
+    let server = RedisServer::start();
+    let (a, b) = (cache_on(&server).await, cache_on(&server).await);
+    for (sql, position) in [
+        ("SELECT 1", 0x16_B374_D848),
+        ("SELECT 2", CachedResponse::COMPLETE),
+    ] {
+        let k = key(sql);
+        let stored = match a.lookup(&k).await {
+            Lookup::Leader(guard) => {
+                guard
+                    .complete(response("rows", MINUTE).with_position(position))
+                    .await
+            }
+            other => panic!("expected to lead, got {other:?}"),
+        };
+        assert_eq!(stored, StoreOutcome::Stored);
+        for (cache, tier) in [(&a, "local"), (&b, "redis"), (&b, "local copy")] {
+            match cache.lookup(&k).await {
+                Lookup::Hit(hit) => assert_eq!(hit.position, position, "{tier}"),
+                other => panic!("{tier}: expected a hit, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(b.stats().hits_redis, 2);
+    assert_eq!(a.stats().redis_errors + b.stats().redis_errors, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_are_compressed_in_redis() {
     let server = RedisServer::start();

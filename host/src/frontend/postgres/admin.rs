@@ -330,6 +330,10 @@ fn stats(fe: &PgFrontend) -> Table {
         "causal_reads_on_primary",
         fe.stats.causal_primary.load(Ordering::Relaxed),
     );
+    add(
+        "causal_cache_bypasses",
+        fe.stats.causal_cache_bypass.load(Ordering::Relaxed),
+    );
     let buckets = fe.backend.buckets();
     let sum = |f: &dyn Fn(&crate::backend::postgres::BucketStats) -> u64| {
         buckets.iter().map(|b| f(&b.stats)).sum::<u64>()

@@ -2,6 +2,7 @@
 //! hit replays.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -24,6 +25,9 @@ pub(super) struct Capture {
     pub(super) ttl: Duration,
     /// ParseComplete of the batch: not part of what is replayed for other clients.
     pub(super) skip_parse: bool,
+    /// What the answer is known to reflect (`CachedResponse::position`), set when the query is
+    /// sent (see `Held::data_position`).
+    pub(super) position: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -117,15 +121,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.cache_key(verdict, stmt.sql.as_str(), Some(&rest))
     }
 
+    /// Looks a cacheable read up. An entry that may predate a position the session's reads
+    /// must see (its own writes, `switchyard.min_lsn`: see `causal`) is not used: the read runs
+    /// as if uncached, routed causally, and stores nothing (the entry stays for sessions that
+    /// can use it).
     pub(super) async fn lookup(
         &mut self,
         key: CacheKey,
-        ttl: Duration,
+        verdict: &Verdict,
         parse_complete: bool,
     ) -> Result<CacheStep, SessionEnd> {
         let Some(cache) = self.fe.shared.cache.as_ref() else {
             return Ok(CacheStep::Run);
         };
+        let floor = self.cache_floor(verdict);
         // A local hit, the common case, without the async lookup's future (or an `Arc` of the
         // cache, shared by every session).
         let found = match cache.lookup_local(&key) {
@@ -138,6 +147,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         match found {
+            Lookup::Hit(entry) if !entry.reflects(floor) => {
+                self.fe
+                    .stats
+                    .causal_cache_bypass
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(CacheStep::Run)
+            }
             Lookup::Hit(entry) => {
                 self.drain().await?;
                 // Replays exactly what the server sent, including a ParseComplete if the
@@ -157,8 +173,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Lookup::Leader(fill) => Ok(CacheStep::Fill(Capture {
                 fill,
                 buf: BytesMut::new(),
-                ttl,
+                ttl: ttl_of(verdict),
                 skip_parse: false,
+                position: 0,
             })),
             Lookup::Bypass => Ok(CacheStep::Run),
         }
@@ -175,7 +192,7 @@ pub(super) enum CacheStep {
     Run,
 }
 
-pub(super) fn ttl_of(verdict: &Verdict) -> Duration {
+fn ttl_of(verdict: &Verdict) -> Duration {
     Duration::from_millis(
         verdict
             .decision

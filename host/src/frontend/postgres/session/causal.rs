@@ -146,7 +146,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return (target, exclude);
         };
         if !target.pool.wait_reached(lsn, wait).await {
-            self.fe.stats.causal_primary.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.fe
+                .stats
+                .causal_primary
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return self.to_primary(target, verdict, in_transaction);
         }
         exclude.extend(target.pool.nodes_behind(lsn));
@@ -174,6 +177,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let exclude = replica.exclude().into_iter().collect();
                 (replica, exclude)
             }
+        }
+    }
+
+    /// The position a cached answer to this read must reflect (`CachedResponse::reflects`),
+    /// 0 for any: what the read's routing would require of a replica, but for `global`, which
+    /// the cache cannot know (it is held to the session's own positions).
+    pub(super) fn cache_floor(&self, verdict: &Verdict) -> u64 {
+        match self.causal.required() {
+            Some(lsn) if self.consistency(verdict) != Consistency::Eventual => lsn.as_u64(),
+            _ => 0,
         }
     }
 

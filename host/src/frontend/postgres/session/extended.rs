@@ -19,7 +19,7 @@ use crate::postgres::protocol::{
     ErrorFields, FrontendMessage, RawMessage, SqlText, TransactionStatus,
 };
 
-use super::cache::{CacheStep, tables, ttl_of};
+use super::cache::{CacheStep, tables};
 use super::invalid::invalid;
 use super::simple::{LOSSY, lossy_rewrite};
 use super::{Session, SessionEnd};
@@ -139,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         });
         if let Some(key) = key {
             let had_parse = items.iter().any(|i| matches!(i, Item::Parse { .. }));
-            match self.lookup(key, ttl_of(&verdict), had_parse).await? {
+            match self.lookup(key, &verdict, had_parse).await? {
                 CacheStep::Answered { failed } => {
                     if let Some(o) = observed {
                         self.answered_by_cache(o, failed);

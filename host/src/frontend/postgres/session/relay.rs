@@ -11,11 +11,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::backend::postgres::{PgBackendError, PooledConn};
-use crate::cache::TableRef;
+use crate::cache::{CachedResponse, TableRef};
 use crate::frontend::postgres::client::WRITE_HIGH_WATER;
 use crate::frontend::postgres::observe::Observed;
 use crate::frontend::postgres::settings;
-use crate::model::PoolRole;
+use crate::model::{Lsn, PoolRole};
 use crate::postgres::protocol::backend::{error_code, ready_for_query, ready_status};
 use crate::postgres::protocol::{ErrorFields, TransactionStatus};
 use crate::route::{InFlight, Pool};
@@ -70,6 +70,26 @@ pub(super) struct Held {
 impl Held {
     pub(super) fn quiet(&self) -> bool {
         self.queue.is_empty() && self.open.is_none()
+    }
+
+    /// What an answer to a query sent now is known to reflect, for its cache entry: on the
+    /// primary, every commit before it (`CachedResponse::COMPLETE`); elsewhere the node's last
+    /// known position, a lower bound of what its snapshot will see (0 when unknown). Read before
+    /// the query is sent: a position polled while it runs may be past its snapshot.
+    pub(super) fn data_position(&self) -> u64 {
+        if self.pool.role() == PoolRole::Primary {
+            return CachedResponse::COMPLETE;
+        }
+        self.conn.bucket().node().position().map_or(0, Lsn::as_u64)
+    }
+}
+
+impl Pending {
+    /// The unit is about to be sent on `held`: a capture learns what its answer will reflect.
+    pub(super) fn sending_on(&mut self, held: &Held) {
+        if let Some(capture) = self.capture.as_mut() {
+            capture.position = held.data_position();
+        }
     }
 }
 
@@ -277,8 +297,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             {
                 capture.fill.served_by_replica(window);
             }
-            let response =
-                crate::cache::CachedResponse::new(Bytes::new(), capture.buf.freeze(), capture.ttl);
+            let response = CachedResponse::new(Bytes::new(), capture.buf.freeze(), capture.ttl)
+                .with_position(capture.position);
             // Stored and handed to the waiters before the client sees this ReadyForQuery; only
             // the Redis write is spawned (a spawned local store leaves the flight open for
             // lookups to join until the runtime gets to it).

@@ -254,6 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(o) = pending.observed.as_mut() {
             o.sent.get_or_insert_with(Instant::now);
         }
+        pending.sending_on(held);
         if synced {
             held.queue.push_back(pending);
         } else {
@@ -332,6 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(held) = self.held.as_mut() else {
             return Ok(());
         };
+        pending.sending_on(held);
         held.queue.push_back(pending);
         // A second failure in a row ends the session (no retry loop).
         held.conn

@@ -15,7 +15,7 @@ use crate::frontend::postgres::settings;
 use crate::model::{Action, StatementKind};
 use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
 
-use super::cache::{CacheStep, ttl_of};
+use super::cache::CacheStep;
 use super::relay::Pending;
 use super::{Session, SessionEnd};
 
@@ -53,7 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return self.answer_error(lossy_rewrite(), true).await;
         }
         if let Some(key) = key {
-            match self.lookup(key, ttl_of(&verdict), false).await? {
+            match self.lookup(key, &verdict, false).await? {
                 CacheStep::Answered { failed } => {
                     self.answered_by_cache(observed, failed);
                     return Ok(());
