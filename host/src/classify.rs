@@ -37,6 +37,10 @@
 //!   MySQL SELECT is `unknown`).
 //! - `volatile` is set by time, random, UUID, sequence, lock and session-identity functions
 //!   (`functions`); such results must never be cached.
+//! - `resident` lists what each PostgreSQL statement does to resident session state (TEMP
+//!   objects, SQL PREPARE, WITH HOLD cursors, LISTEN, advisory locks, SET SESSION AUTHORIZATION,
+//!   LOAD, and their releases), in text order (`resident`). A text with any such effect is never
+//!   a `read`: it is not cached and not sent to a replica.
 
 mod analyze;
 mod cache;
@@ -49,6 +53,7 @@ mod functions;
 mod lexer;
 mod names;
 mod parse;
+mod resident;
 mod statement;
 mod tokens;
 
@@ -60,6 +65,7 @@ pub use fingerprint::{digest_text, fingerprint};
 pub use parse::MAX_PARSE_LEN;
 
 use crate::model::{Classification, Protocol};
+use lexer::{Lexer, Token};
 
 /// Classifies one SQL text (possibly several statements) in the dialect of `protocol`.
 pub fn classify(protocol: Protocol, sql: &str) -> Classification {
@@ -76,10 +82,10 @@ fn classify_with_fingerprint(protocol: Protocol, sql: &str, fingerprint: u64) ->
     };
     // Plain SELECTs in a small subset are read from our lexer's tokens (`fast`); the rest, and
     // anything the fast path is not sure of, is parsed.
-    if let Some(classification) = fast::classify(protocol, text, fingerprint) {
-        return classification;
-    }
-    classify_parsed(protocol, text, fingerprint)
+    let mut classification = fast::classify(protocol, text, fingerprint)
+        .unwrap_or_else(|| classify_parsed(protocol, text, fingerprint));
+    resident::settle_kind(&mut classification);
+    classification
 }
 
 /// The full path: sqlparser, the AST walk, and the keyword fallback for what does not parse.
@@ -89,8 +95,16 @@ fn classify_parsed(protocol: Protocol, text: &str, fingerprint: u64) -> Classifi
             analyze::classification(protocol, &statements, fingerprint)
         }
         Ok(_) => Classification::unknown(fingerprint),
-        // Syntax errors and texts too deep or too long to parse all get the keyword fallback.
-        Err(_) => fallback::classify(protocol, text, fingerprint)
-            .unwrap_or_else(|| Classification::unknown(fingerprint)),
+        // Syntax errors and texts too deep or too long to parse all get the keyword fallback;
+        // resident effects are read from the same tokens.
+        Err(_) => {
+            let tokens: Vec<Token<'_>> = Lexer::new(protocol, text).collect();
+            let mut classification = fallback::classify(protocol, text, &tokens, fingerprint)
+                .unwrap_or_else(|| Classification::unknown(fingerprint));
+            if protocol == Protocol::Postgres {
+                classification.resident = resident::scan(&tokens);
+            }
+            classification
+        }
     }
 }

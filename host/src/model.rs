@@ -9,6 +9,8 @@ mod lsn;
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 pub use lsn::{Lsn, LsnParseError, WalLayout};
 
 /// The wire protocol a client speaks.
@@ -99,6 +101,10 @@ pub struct Classification {
     pub tables_written: Arc<[String]>,
     /// Functions called, lower-cased, deduplicated.
     pub functions: Arc<[String]>,
+    /// What the text does to resident session state, for every statement in text order; empty
+    /// for almost every statement (and then without an allocation). PostgreSQL only; the rules
+    /// are in `classify::resident`.
+    pub resident: ResidentEffects,
 }
 
 impl Classification {
@@ -111,8 +117,91 @@ impl Classification {
             tables_read: Arc::from(Vec::new()),
             tables_written: Arc::from(Vec::new()),
             functions: Arc::from(Vec::new()),
+            resident: ResidentEffects::new(),
         }
     }
+}
+
+/// The resident effects of one text; one fits without an allocation.
+pub type ResidentEffects = SmallVec<[ResidentEffect; 1]>;
+
+/// What one statement does to *resident* session state: server-side state that lives on the
+/// client's server connection and cannot be re-created on another one (ARCHITECTURE.md, "One
+/// session-state model for every frontend"). While a session holds any, its client is pinned to
+/// its connection.
+///
+/// Effects say what a statement does when it succeeds. A transaction that rolls back undoes some
+/// of them: temporary objects, cursors, LISTEN/UNLISTEN, DROP and SET/RESET SESSION AUTHORIZATION
+/// are transactional; PREPARE/DEALLOCATE, advisory locks and LOAD are not. Staying pinned after
+/// a create was rolled back is only a lost chance to share; releasing before the transaction
+/// commits is not safe (`BEGIN; DROP TABLE t; ROLLBACK` keeps `t`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "effect", content = "state")]
+pub enum ResidentEffect {
+    /// Creates this state (or may: `pg_try_advisory_lock` can fail).
+    Create(Resident),
+    /// Ends this one piece of state if the session holds it: a `DROP TABLE t` where `t` was not
+    /// a temporary table, a `CLOSE` of a cursor without HOLD, an unlock of a lock not held end
+    /// nothing.
+    Release(Resident),
+    /// Ends all state of one sort.
+    ReleaseAll(ResidentSort),
+    /// May have created resident state that cannot be told (a `DO` block, an unparsable `CREATE`
+    /// mentioning TEMP, a `PREPARE` of a statement that would create some at `EXECUTE`). Only
+    /// the end of the connection is sure to end it; `DISCARD ALL` ends everything except a
+    /// library loaded by the unknown statement.
+    Unknown,
+}
+
+impl ResidentEffect {
+    /// Whether the effect may leave resident state behind (`Create` or `Unknown`).
+    pub fn creates(&self) -> bool {
+        matches!(self, ResidentEffect::Create(_) | ResidentEffect::Unknown)
+    }
+}
+
+/// One piece of resident state. Names are spelled as PostgreSQL resolves them (see
+/// `classify::resident`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "type", content = "name")]
+pub enum Resident {
+    /// A temporary table, view or sequence (`CREATE TEMP ..`, `SELECT .. INTO TEMP`, a name in
+    /// `pg_temp`), named without its `pg_temp` schema; released by `DROP TABLE/VIEW/SEQUENCE`
+    /// of the name, `DISCARD TEMP` and `DISCARD ALL`.
+    TempObject(Arc<str>),
+    /// A SQL `PREPARE name`; released by `DEALLOCATE`.
+    Prepared(Arc<str>),
+    /// A cursor declared `WITH HOLD`; released by `CLOSE`.
+    Cursor(Arc<str>),
+    /// A `LISTEN` channel; released by `UNLISTEN`.
+    Channel(Arc<str>),
+    /// One session-level advisory lock (`pg_advisory_lock`, `pg_try_advisory_lock` and their
+    /// `_shared` forms; the key is not reported). `pg_advisory_unlock(_shared)` releases one,
+    /// `pg_advisory_unlock_all()` all.
+    AdvisoryLock,
+    /// `SET SESSION AUTHORIZATION role`; released by `RESET SESSION AUTHORIZATION` and
+    /// `SET SESSION AUTHORIZATION DEFAULT`.
+    SessionAuthorization,
+    /// A library loaded with `LOAD`: it stays for the life of the connection, nothing releases it.
+    Library,
+}
+
+/// A sort of resident state that one statement ends all of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResidentSort {
+    /// `DISCARD TEMP`.
+    TempObjects,
+    /// `DEALLOCATE ALL`.
+    Prepared,
+    /// `CLOSE ALL`.
+    Cursors,
+    /// `UNLISTEN *`.
+    Channels,
+    /// `pg_advisory_unlock_all()`.
+    AdvisoryLocks,
+    /// `DISCARD ALL`: everything except `Library`.
+    All,
 }
 
 /// Everything the policy may know about one statement.

@@ -34,6 +34,7 @@ pub(crate) fn classification(
         tables_read: Arc::from(collector.reads),
         tables_written: Arc::from(collector.writes),
         functions: Arc::from(collector.functions),
+        resident: collector.resident,
     }
 }
 

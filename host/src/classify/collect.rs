@@ -15,8 +15,9 @@ use sqlparser::ast::{
 
 use super::functions;
 use super::names::{self, push_unique};
+use super::resident;
 use super::statement::{self, TableRef};
-use crate::model::{Protocol, StatementKind};
+use crate::model::{Protocol, ResidentEffect, ResidentEffects, StatementKind};
 
 pub(crate) struct Collector {
     protocol: Protocol,
@@ -29,6 +30,13 @@ pub(crate) struct Collector {
     /// UPDATE and DELETE statements seen (nested ones included), and how many had a WHERE.
     pub filterable: usize,
     pub filtered: usize,
+    /// Resident effects of executed statements, in order (PostgreSQL only).
+    pub resident: ResidentEffects,
+    /// The dry part is the statement of a PREPARE: it runs later, at each EXECUTE.
+    dry_prepared: bool,
+    /// The top-level statement evaluates its function calls when it runs, so an unlock call in
+    /// it releases (see `resident::runs_calls`).
+    releases_run: bool,
     /// CTE names in scope, innermost last; `cte_marks` remembers where each query's names start.
     ctes: Vec<String>,
     cte_marks: Vec<usize>,
@@ -57,6 +65,9 @@ impl Collector {
             volatile: false,
             filterable: 0,
             filtered: 0,
+            resident: ResidentEffects::new(),
+            dry_prepared: false,
+            releases_run: false,
             ctes: Vec::new(),
             cte_marks: Vec::new(),
             skip: Vec::new(),
@@ -125,25 +136,60 @@ impl Collector {
         if let Some(kind) = effect.kind {
             self.raise(kind);
         }
+        if let Some(lock) = effect.lock {
+            self.note_resident(resident::lock_effect(lock, self.releases_run));
+        }
         push_unique(&mut self.functions, name);
+    }
+
+    /// Records an effect of an executed statement. In the statement of a PREPARE anything that
+    /// would create resident state becomes one `Unknown`: it happens at EXECUTE, which we see
+    /// only by name.
+    fn note_resident(&mut self, effect: Option<ResidentEffect>) {
+        let Some(effect) = effect.filter(|_| self.protocol == Protocol::Postgres) else {
+            return;
+        };
+        if !self.dry() {
+            self.resident.push(effect);
+        } else if self.dry_prepared
+            && effect.creates()
+            && self.resident.last() != Some(&ResidentEffect::Unknown)
+        {
+            self.resident.push(ResidentEffect::Unknown);
+        }
     }
 
     /// `SELECT ... INTO new_table` creates and fills a table; MySQL `INTO @var` sets a variable.
     fn select_into(&mut self, into: &SelectInto) {
         for target in &into.targets {
-            let name = match target {
+            let ids = match target {
                 Expr::Identifier(id) if id.value.starts_with('@') => {
                     self.raise(StatementKind::Session);
                     continue;
                 }
-                Expr::Identifier(id) => names::table_ident(self.protocol, id),
-                Expr::CompoundIdentifier(ids) => ids
-                    .iter()
-                    .map(|id| names::table_ident(self.protocol, id))
-                    .collect::<Vec<_>>()
-                    .join("."),
-                _ => continue,
+                Expr::Identifier(id) => std::slice::from_ref(id),
+                Expr::CompoundIdentifier(ids) => ids.as_slice(),
+                _ => {
+                    // `INTO TEMP 'x'`: the server refuses it, but a temporary table whose name we
+                    // cannot read must not look harmless.
+                    if into.temporary {
+                        self.note_resident(Some(ResidentEffect::Unknown));
+                    }
+                    continue;
+                }
             };
+            if self.protocol == Protocol::Postgres {
+                let effect = match resident::ast_parts(ids) {
+                    Some(parts) => resident::temp_object(&parts, into.temporary),
+                    None => into.temporary.then_some(ResidentEffect::Unknown),
+                };
+                self.note_resident(effect);
+            }
+            let name = ids
+                .iter()
+                .map(|id| names::table_ident(self.protocol, id))
+                .collect::<Vec<_>>()
+                .join(".");
             self.raise(StatementKind::Write);
             if self.dry() {
                 push_unique(&mut self.reads, name);
@@ -174,6 +220,16 @@ impl Visitor for Collector {
         let shape = statement::shape(statement);
         self.raise(shape.kind);
         let dry = self.dry();
+        if self.protocol == Protocol::Postgres {
+            if self.depth == 1 {
+                self.releases_run = resident::runs_calls(statement);
+            }
+            let mut effects = ResidentEffects::new();
+            resident::statement(statement, &mut effects);
+            for effect in effects {
+                self.note_resident(Some(effect));
+            }
+        }
         for table in shape.writes {
             if let TableRef::Object(name) = table {
                 self.skip.push(address(name));
@@ -194,6 +250,7 @@ impl Visitor for Collector {
         }
         if shape.dry && self.dry_below.is_none() {
             self.dry_below = Some(self.depth);
+            self.dry_prepared = matches!(statement, Statement::Prepare { .. });
         }
         let selection = match statement {
             Statement::Update(update) => Some(update.selection.is_some()),

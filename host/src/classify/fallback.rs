@@ -10,12 +10,16 @@
 use std::sync::Arc;
 
 use super::clickhouse;
-use super::lexer::{Lexer, Token};
+use super::lexer::Token;
 use super::tokens::{Depth, name_after, object_after};
-use crate::model::{Classification, Protocol, QueryFlags, StatementKind};
+use crate::model::{Classification, Protocol, QueryFlags, ResidentEffects, StatementKind};
 
-pub(crate) fn classify(protocol: Protocol, sql: &str, fingerprint: u64) -> Option<Classification> {
-    let tokens: Vec<Token<'_>> = Lexer::new(protocol, sql).collect();
+pub(crate) fn classify(
+    protocol: Protocol,
+    sql: &str,
+    tokens: &[Token<'_>],
+    fingerprint: u64,
+) -> Option<Classification> {
     let end = tokens
         .iter()
         .rposition(|t| !t.is_punct(b';'))
@@ -209,6 +213,7 @@ impl Fallback {
             tables_read: Arc::from(self.reads),
             tables_written: Arc::from(self.writes),
             functions: Arc::from(self.functions),
+            resident: ResidentEffects::new(),
         }
     }
 }

@@ -33,7 +33,8 @@ use sqlparser::keywords::ALL_KEYWORDS;
 use super::functions;
 use super::lexer::{Lexer, Token, TokenKind, unquote};
 use super::names::{self, push_unique};
-use crate::model::{Classification, Protocol, QueryFlags, StatementKind};
+use super::resident;
+use crate::model::{Classification, Protocol, QueryFlags, ResidentEffects, StatementKind};
 
 /// Texts longer than this are left to the full parse (the fast path is for typical statements).
 const MAX_LEN: usize = 4096;
@@ -196,6 +197,7 @@ pub(crate) fn classify(protocol: Protocol, sql: &str, fingerprint: u64) -> Optio
         kind: StatementKind::Read,
         volatile: false,
         limited: false,
+        resident: ResidentEffects::new(),
     };
     fast.select()?;
     Some(Classification {
@@ -210,6 +212,7 @@ pub(crate) fn classify(protocol: Protocol, sql: &str, fingerprint: u64) -> Optio
         tables_read: Arc::from(fast.reads),
         tables_written: Arc::from(Vec::<String>::new()),
         functions: Arc::from(fast.functions),
+        resident: fast.resident,
     })
 }
 
@@ -223,6 +226,8 @@ struct Fast<'t, 'a> {
     kind: StatementKind,
     volatile: bool,
     limited: bool,
+    /// Advisory lock calls (a plain SELECT evaluates its calls, so unlocks release).
+    resident: ResidentEffects,
 }
 
 /// None: the text is outside the subset.
@@ -629,6 +634,9 @@ impl<'a> Fast<'_, 'a> {
         self.volatile |= effect.volatile;
         if let Some(kind) = effect.kind {
             self.kind = self.kind.max(kind);
+        }
+        if let Some(lock) = effect.lock {
+            self.resident.extend(resident::lock_effect(lock, true));
         }
         push_unique(&mut self.functions, name);
         if !self.eat_punct(b')') {

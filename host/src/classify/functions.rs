@@ -15,22 +15,50 @@ pub(crate) struct Effect {
     /// `Write` for side effects that must run on the primary, `Session` for functions that read
     /// per-connection state.
     pub kind: Option<StatementKind>,
+    /// A PostgreSQL session-level advisory lock taken or given back (resident state).
+    pub lock: Option<LockCall>,
+}
+
+/// What a call does to the session-level advisory locks (the `_xact_` forms end with their
+/// transaction and are not resident).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockCall {
+    Lock,
+    Unlock,
+    UnlockAll,
+}
+
+/// The lock call of a lower-case function name without its schema.
+pub(crate) fn lock_call(name: &str) -> Option<LockCall> {
+    match name {
+        "pg_advisory_lock"
+        | "pg_advisory_lock_shared"
+        | "pg_try_advisory_lock"
+        | "pg_try_advisory_lock_shared" => Some(LockCall::Lock),
+        "pg_advisory_unlock" | "pg_advisory_unlock_shared" => Some(LockCall::Unlock),
+        "pg_advisory_unlock_all" => Some(LockCall::UnlockAll),
+        _ => None,
+    }
 }
 
 pub(crate) fn effect(protocol: Protocol, name: &str) -> Effect {
     let base = name.rsplit('.').next().unwrap_or(name);
-    let kind = match protocol {
+    let (kind, lock) = match protocol {
         Protocol::Postgres => postgres_kind(base),
-        Protocol::Mysql => mysql_kind(base),
-        Protocol::ClickhouseHttp => None,
+        Protocol::Mysql => (mysql_kind(base), None),
+        Protocol::ClickhouseHttp => (None, None),
     };
     Effect {
         volatile: kind.is_some() || is_volatile(base),
         kind,
+        lock,
     }
 }
 
-fn postgres_kind(name: &str) -> Option<StatementKind> {
+fn postgres_kind(name: &str) -> (Option<StatementKind>, Option<LockCall>) {
+    if name.starts_with("pg_advisory") || name.starts_with("pg_try_advisory") {
+        return (Some(StatementKind::Write), lock_call(name));
+    }
     let write = matches!(
         name,
         "nextval"
@@ -47,12 +75,12 @@ fn postgres_kind(name: &str) -> Option<StatementKind> {
             | "lo_from_bytea"
             | "pg_terminate_backend"
             | "pg_cancel_backend"
-    ) || name.starts_with("pg_advisory")
-        || name.starts_with("pg_try_advisory");
+    );
     if write {
-        return Some(StatementKind::Write);
+        return (Some(StatementKind::Write), None);
     }
-    matches!(name, "currval" | "lastval" | "set_config").then_some(StatementKind::Session)
+    let session = matches!(name, "currval" | "lastval" | "set_config");
+    (session.then_some(StatementKind::Session), None)
 }
 
 fn mysql_kind(name: &str) -> Option<StatementKind> {

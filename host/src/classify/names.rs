@@ -25,7 +25,7 @@ fn ast_ident(protocol: Protocol, id: &Ident) -> String {
     ident(protocol, &id.value, id.quote_style.is_some())
 }
 
-fn part_ident(part: &ObjectNamePart) -> &Ident {
+pub(crate) fn part_ident(part: &ObjectNamePart) -> &Ident {
     match part {
         ObjectNamePart::Identifier(id) => id,
         ObjectNamePart::Function(func) => &func.name,

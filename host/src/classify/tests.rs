@@ -7,6 +7,7 @@ mod fast;
 mod fingerprint;
 mod mysql;
 mod postgres;
+mod resident;
 mod robust;
 
 use super::classify;

@@ -40,6 +40,11 @@ const BENCH: &[(Protocol, &str)] = &[
 /// Statements near the edge of the subset, in every dialect.
 const EDGES: &[&str] = &[
     "SELECT 1",
+    // Resident effects (advisory locks) must come out the same on both paths.
+    "SELECT pg_advisory_lock(1)",
+    "SELECT pg_try_advisory_lock(1), pg_advisory_unlock(2), pg_advisory_unlock_all()",
+    "SELECT id FROM jobs WHERE pg_try_advisory_lock_shared(id) LIMIT 1",
+    "SELECT pg_catalog.pg_advisory_lock(1), pg_advisory_xact_lock(2)",
     "SELECT 1;",
     "SELECT 1;;",
     "SELECT 1; SELECT 2",
@@ -262,6 +267,8 @@ fn fast_path_agrees_on_random_selects() {
         "DESC", "count", "now", "nextval", "INTERVAL", "DAY", ";", "DISTINCT", "id", "true",
         "\"q\"", "`q`", "CROSS", "JOIN", "SELECT",
     ];
+    // Calls with resident effects, which both paths must report alike.
+    let vocab = [VOCAB, &["pg_advisory_lock", "pg_advisory_unlock_all"]].concat();
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move |n: usize| {
         state ^= state << 13;
@@ -278,7 +285,7 @@ fn fast_path_agrees_on_random_selects() {
             if next(4) != 0 {
                 sql.push(' ');
             }
-            sql.push_str(VOCAB[next(VOCAB.len())]);
+            sql.push_str(vocab[next(vocab.len())]);
         }
         for protocol in PROTOCOLS {
             accepted += usize::from(compare(protocol, &sql, &mut failures));
