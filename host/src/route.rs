@@ -29,6 +29,7 @@ mod failover;
 mod lag;
 mod mirror;
 mod node;
+mod pinned;
 mod pool;
 mod position;
 mod strategy;
@@ -45,6 +46,7 @@ use std::time::Duration;
 pub use causal::NodeIndices;
 pub use mirror::{DEFAULT_MAX_IN_FLIGHT, MirrorStats, MirrorTicket};
 pub use node::{InFlight, NodeState};
+pub use pinned::{PinnedPlace, PinnedStats};
 pub use pool::Pool;
 pub use position::{PositionSample, WalPosition};
 

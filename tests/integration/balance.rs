@@ -145,7 +145,10 @@ async fn postgres_mirroring_to_a_slow_shadow_does_not_slow_the_client() {
         .parse()
         .expect("address");
     let relay = SlowRelay::start(target, DELAY).await;
+    // A read right after the client's own write waits for the replica to replay it (rather than
+    // going to the primary), so the last read below is mirrored like the others.
     let config = PgConfig::new(&pg)
+        .cluster("causal_wait = \"5s\"")
         .replica_pool("mirror = { pool = \"shadow\", max_in_flight = 2 }")
         .extra(&format!(
             "[cluster.pg.pool.shadow]\nrole = \"other\"\nnodes = [\"{}\"]\nconnect_timeout = \"10s\"\nhealth = {{ enabled = false }}\n",

@@ -1234,7 +1234,8 @@ async fn set_follows_the_client_across_a_shared_connection() {
 // 5. Read-your-writes
 // ---------------------------------------------------------------------------------------------
 
-/// With `read_your_writes = "2s"` and the only replica's replay paused: a client that wrote
+/// With `read_your_writes = "2s"`, `consistency = "eventual"` (the time window alone) and the
+/// only replica's replay paused: a client that wrote
 /// reads from the primary (and sees its row) for 2 s, then from the replica again (which does
 /// not have the row); a client that did not write reads from the replica all along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1247,7 +1248,7 @@ async fn read_your_writes_reads_from_the_primary_for_the_window() {
     pg.pause_replay(0);
     let proxy = Proxy::start(
         &PgConfig::new(&pg)
-            .cluster("read_your_writes = \"2s\"")
+            .cluster("read_your_writes = \"2s\"\nconsistency = \"eventual\"")
             .extra(&policy("rw-split", "fail-closed", ""))
             .build(),
     )

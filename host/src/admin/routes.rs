@@ -431,6 +431,13 @@ fn pools(ctx: &AdminContext) -> Value {
                     "nodes": nodes,
                     "connections": connections,
                     "limit": pool.limits().map(|l| limit_view(l, pool.config().max_concurrent_queries)),
+                    "pinned": {
+                        "now": pool.pinned_now(),
+                        "max": pool.config().pinned_limit(),
+                        "total": pool.pinned_totals().0,
+                        "refused": pool.pinned_totals().1,
+                        "seconds": pool.pinned_totals().2,
+                    },
                 }),
             );
         }

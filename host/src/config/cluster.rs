@@ -117,6 +117,11 @@ pub struct PoolConfig {
     /// Queries running at once on this pool, over all users (more wait in the queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_queries: Option<u32>,
+    /// PostgreSQL transaction pooling: server connections per node that clients holding
+    /// session state (temp tables, SQL PREPARE, WITH HOLD cursors, LISTEN, ...) may keep at
+    /// once; `None`: half of `size` (at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pinned: Option<u32>,
     /// Queries running longer are cancelled (PostgreSQL) or killed (ClickHouse).
     #[serde(
         default,
@@ -377,6 +382,11 @@ pub fn default_port(protocol: Protocol) -> u16 {
 // === impl PoolConfig ===
 
 impl PoolConfig {
+    /// `max_pinned`, or its default: half of `size`, at least one.
+    pub fn pinned_limit(&self) -> u32 {
+        self.max_pinned.unwrap_or((self.size / 2).max(1))
+    }
+
     pub(crate) fn check(&self, path: &KeyPath, problems: &mut Problems) {
         let nodes_path = path.key("nodes");
         if self.nodes.is_empty() {
@@ -447,6 +457,7 @@ impl PoolConfig {
             path.key("max_concurrent_queries"),
             self.max_concurrent_queries,
         );
+        problems.positive(path.key("max_pinned"), self.max_pinned);
         if let Some(limit) = self.max_execution_time {
             problems.duration(
                 path.key("max_execution_time"),

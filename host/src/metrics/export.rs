@@ -662,6 +662,37 @@ fn routing(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
         "Statements for which the pool had no available node.",
         per_pool(&|p| p.no_node_count()),
     )?;
+    gauges(
+        enc,
+        "switchyard_pool_pinned_clients",
+        "Clients keeping a server connection of this pool between transactions for their session state (temp tables, SQL PREPARE, WITH HOLD cursors, LISTEN, advisory locks, ...).",
+        per_pool(&|p| p.pinned_now())
+            .into_iter()
+            .map(|(l, v)| (l, v as f64))
+            .collect::<Vec<_>>(),
+    )?;
+    counters(
+        enc,
+        "switchyard_pool_pins",
+        "Clients pinned to a server connection of this pool by their session state.",
+        per_pool(&|p| p.pinned_totals().0),
+    )?;
+    counters(
+        enc,
+        "switchyard_pool_pins_refused",
+        "Statements refused because the pool had max_pinned clients pinned already.",
+        per_pool(&|p| p.pinned_totals().1),
+    )?;
+    let mut family = enc.encode_descriptor(
+        "switchyard_pool_pinned_seconds",
+        "Total time clients were pinned to server connections of this pool (ended pins).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (labels, pool) in &pools {
+        ConstCounter::new(pool.pinned_totals().2).encode(family.encode_family(labels)?)?;
+    }
+    drop(family);
     counters(
         enc,
         "switchyard_mirror_started",

@@ -29,6 +29,8 @@ pub struct Pool {
     /// `max_concurrent_queries`, here rather than in a frontend so every listener in front of
     /// the cluster counts against the same slots.
     limits: Option<Limits>,
+    /// Clients pinned to a server connection of this pool by their session state.
+    pub(super) pinned: super::pinned::PinnedStats,
 }
 
 impl Pool {
@@ -52,6 +54,7 @@ impl Pool {
             tick: AtomicU64::new(0),
             no_node: AtomicU64::new(0),
             mirror: MirrorStats::default(),
+            pinned: Default::default(),
         }
     }
 

@@ -273,8 +273,9 @@ fn clients(fe: &PgFrontend) -> Table {
         "server",
         "server_pid",
         "connected_secs",
+        "pinned",
     ]);
-    for (pid, info, server) in fe.cancels.clients() {
+    for (pid, info, server, pinned) in fe.cancels.clients() {
         let (state, addr, spid) = match server {
             Some((a, p)) => ("active", a, p.to_string()),
             None => ("idle", String::new(), String::new()),
@@ -292,6 +293,7 @@ fn clients(fe: &PgFrontend) -> Table {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
                 .to_string(),
+            pinned.unwrap_or("").to_owned(),
         ]);
     }
     t

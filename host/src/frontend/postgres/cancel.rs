@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct CancelSlot {
     target: Mutex<Option<(String, i32, i32)>>,
+    /// Why the session keeps its server connection between transactions, for SHOW CLIENTS.
+    pinned: Mutex<Option<&'static str>>,
 }
 
 impl CancelSlot {
@@ -22,6 +24,16 @@ impl CancelSlot {
         if let Ok(mut t) = self.target.lock() {
             *t = None;
         }
+    }
+
+    pub fn set_pinned(&self, reason: Option<&'static str>) {
+        if let Ok(mut p) = self.pinned.lock() {
+            *p = reason;
+        }
+    }
+
+    fn pinned(&self) -> Option<&'static str> {
+        self.pinned.lock().ok().and_then(|p| *p)
     }
 
     fn get(&self) -> Option<(String, i32, i32)> {
@@ -41,8 +53,14 @@ pub struct ClientInfo {
 /// A session's cancel key, slot and identity, by its pid.
 type SessionEntry = (i32, Arc<CancelSlot>, Arc<ClientInfo>);
 
-/// A session for SHOW CLIENTS: pid, who, the server connection running its query if any.
-pub type ClientRow = (i32, Arc<ClientInfo>, Option<(String, i32)>);
+/// A session for SHOW CLIENTS: pid, who, the server connection running its query if any, and
+/// why it is pinned to its server connection, if it is.
+pub type ClientRow = (
+    i32,
+    Arc<ClientInfo>,
+    Option<(String, i32)>,
+    Option<&'static str>,
+);
 
 /// Sessions by their proxy-issued (pid, key). Touched at login, logout and cancel only.
 #[derive(Debug, Default)]
@@ -94,12 +112,17 @@ impl CancelRegistry {
             .map(|s| {
                 s.iter()
                     .map(|(pid, (_, slot, info))| {
-                        (*pid, info.clone(), slot.get().map(|(a, p, _)| (a, p)))
+                        (
+                            *pid,
+                            info.clone(),
+                            slot.get().map(|(a, p, _)| (a, p)),
+                            slot.pinned(),
+                        )
                     })
                     .collect()
             })
             .unwrap_or_default();
-        out.sort_by_key(|(pid, _, _)| *pid);
+        out.sort_by_key(|(pid, _, _, _)| *pid);
         out
     }
 

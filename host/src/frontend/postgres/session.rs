@@ -50,6 +50,7 @@ mod causal;
 mod extended;
 mod fastpath;
 mod invalid;
+mod pinning;
 mod relay;
 mod server;
 mod simple;
@@ -107,6 +108,10 @@ pub struct Session<S> {
     discard: bool,
     /// The pool of the server connection that failed last, for the client's error message.
     lost_pool: Option<String>,
+    /// Session state living on the held server connection (transaction pooling pins the client
+    /// to it while there is any), and the pool place that pin takes.
+    resident: pinning::ResidentState,
+    pin: Option<pinning::Pin>,
     /// The WAL positions this session's reads must observe.
     causal: causal::CausalState,
     /// The last cache key's tables, by the classification's list they came from.
@@ -184,6 +189,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             lost_pool: None,
             key_tables: None,
             causal,
+            resident: pinning::ResidentState::default(),
+            pin: None,
         }
     }
 
@@ -327,11 +334,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     fn context(&self, sql: &str, in_transaction: bool, extended: bool) -> QueryContext {
-        let attributes = if extended {
+        let mut attributes = if extended {
             self.attributes_extended.clone()
         } else {
             self.attributes_simple.clone()
         };
+        if let Some(reason) = self.resident.reason() {
+            // The policy sees why this client keeps its server connection.
+            attributes = attributes
+                .iter()
+                .cloned()
+                .chain([("pinned".to_owned(), reason.to_owned())])
+                .collect();
+        }
         QueryContext {
             protocol: Protocol::Postgres,
             sql: sql.to_owned(),
@@ -450,7 +465,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // Mid-transaction or mid-answer: closing the connection rolls back on the server.
             return;
         }
-        if held.session_mode {
+        let pinned = self.resident.reason().is_some();
+        if pinned && !self.resident.resettable() {
+            // A loaded library stays for the life of the connection: closed, not pooled.
+            return;
+        }
+        if held.session_mode || pinned {
+            // Nothing of this client may reach the next one: temp tables, cursors, LISTENs,
+            // locks, settings and statements go with DISCARD ALL.
             let conn = held.conn.conn();
             let reset =
                 tokio::time::timeout(Duration::from_secs(5), conn.simple_query("DISCARD ALL"))

@@ -42,6 +42,9 @@ pub(super) struct CausalState {
     unit_wrote: bool,
     /// A probe to send once the ReadyForQuery that ended the unit has been relayed.
     probe_due: bool,
+    /// A probe was lost (its server failed, or it answered no position) after a write that
+    /// committed before this instant: reads need a primary position sampled after it.
+    unknown_since: Option<Instant>,
 }
 
 impl CausalState {
@@ -125,12 +128,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return (target, exclude);
         }
         let consistency = self.consistency(verdict);
+        let router = self.fe.backend.router().clone();
+        let wait = router.causal_wait();
+        if consistency != Consistency::Eventual
+            && let Some(since) = self.causal.unknown_since
+        {
+            match router
+                .primary_position_since(since, wait.max(GLOBAL_SAMPLE_WAIT))
+                .await
+            {
+                Some(lsn) => {
+                    self.causal.own = self.causal.own.max(Some(lsn));
+                    self.causal.unknown_since = None;
+                }
+                None => return self.to_primary(target, verdict, in_transaction),
+            }
+        }
         let mut required = match consistency {
             Consistency::Eventual => None,
             Consistency::Session | Consistency::Global => self.causal.required(),
         };
-        let router = self.fe.backend.router().clone();
-        let wait = router.causal_wait();
         if consistency == Consistency::Global {
             // Everything committed before this read began: a primary position sampled after now.
             let started = Instant::now();
@@ -242,14 +259,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .map_err(SessionEnd::Server)
     }
 
+    /// The probe will not answer: the position is taken from the primary's polls instead.
+    pub(super) fn causal_probe_lost(&mut self) {
+        self.causal.unknown_since.get_or_insert_with(Instant::now);
+    }
+
     /// A message of the probe's answer: its one DataRow holds the position.
     pub(super) fn wal_probe_answer(&mut self, msg: &RawMessage) {
+        if msg.tag() == b'E' {
+            self.causal_probe_lost();
+        }
         if msg.tag() != b'D' {
             return;
         }
         let Some(lsn) = first_text_column(msg.body_slice()).and_then(|t| t.parse::<Lsn>().ok())
         else {
             tracing::warn!(client = %self.peer, "the WAL position probe answered no position");
+            self.causal_probe_lost();
             return;
         };
         let lsn = self.fe.backend.router().normalize(lsn);

@@ -185,6 +185,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let kind = verdict.effective.kind;
         pending.wrote |= matches!(kind, StatementKind::Write | StatementKind::Ddl);
+        pending
+            .resident
+            .extend(verdict.effective.resident.iter().cloned());
         if pending.wrote {
             pending.invalidate = tables(&self.database, &verdict.effective.tables_written);
         }

@@ -54,6 +54,10 @@ pub(super) struct Pending {
     pub(super) rerun: bool,
     /// The proxy's question for the WAL position after a unit that wrote (see `causal`).
     pub(super) wal_probe: bool,
+    /// What its statements do to session state living on the connection (see `pinning`), and
+    /// whether it was a text of several statements.
+    pub(super) resident: crate::model::ResidentEffects,
+    pub(super) several: bool,
 }
 
 /// A server connection the session holds.
@@ -242,6 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return !pending.hide_ready;
         }
         self.causal_completed(&pending, status);
+        self.resident_completed(&pending.resident, pending.failed, pending.several);
         if let Some(observed) = pending.observed.take() {
             let pool = self.held.as_ref().map_or("", |h| h.pool.name());
             observed.finish(
@@ -364,8 +369,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && self.held.as_ref().is_none_or(Held::quiet);
         if idle {
             self.work = None;
+            if self.pin.is_some() && self.resident.reason().is_none() {
+                // The statement that took the pin created nothing (it failed, or never ran).
+                self.pin = None;
+                self.cancel.slot.set_pinned(None);
+            }
         }
-        let release = idle && self.held.as_ref().is_some_and(|h| !h.session_mode);
+        // A pinned client keeps its connection between transactions (see `pinning`).
+        let release =
+            idle && !self.is_pinned() && self.held.as_ref().is_some_and(|h| !h.session_mode);
         if release && let Some(held) = self.held.take() {
             self.cancel.slot.clear();
             held.conn.release();

@@ -62,13 +62,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(held) = &self.held
             && !may_leave_replica
         {
+            let pool = held.pool.clone();
+            if let Err(e) = self.pin_for(verdict, &pool) {
+                return Ok(Err(e));
+            }
             if starting {
-                let pool = held.pool.clone();
                 return Ok(self.pool_permit(&pool).await);
             }
             return Ok(Ok(()));
         }
-        let mut route = verdict.decision.route.clone();
+        let mut route = self.resident_route(verdict, verdict.decision.route.clone());
         if route.is_read_routing()
             && self
                 .fe
@@ -97,6 +100,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .causal_target(verdict, &route, target, in_transaction)
             .await;
         let pool = target.pool.clone();
+        if let Err(e) = self.pin_for(verdict, &pool) {
+            return Ok(Err(e));
+        }
         if starting && let Err(e) = self.pool_permit(&pool).await {
             return Ok(Err(e));
         }
@@ -276,8 +282,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.lost_pool = Some(held.pool.name().to_owned());
         let node = held.conn.bucket().node().clone();
         node.record_failure(&held.pool.config().health, &error.to_string());
-        if held.quiet() && !held.session_mode && self.status == TransactionStatus::Idle {
-            // Nothing outstanding and no transaction: the client loses nothing.
+        // Only the proxy's own statements outstanding (a settings replay, the WAL position
+        // probe after a write), no transaction, nothing pinned to this connection: the client
+        // loses nothing. A lost probe leaves the session's position to be learnt from the
+        // primary's next poll (see `causal`).
+        let proxys_own = held.open.is_none() && held.queue.iter().all(|p| p.silent);
+        if proxys_own
+            && !held.session_mode
+            && !self.is_pinned()
+            && self.status == TransactionStatus::Idle
+        {
+            if held.queue.iter().any(|p| p.wal_probe) {
+                self.causal_probe_lost();
+            }
             self.work = None;
             return Ok(());
         }

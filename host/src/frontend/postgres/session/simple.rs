@@ -103,6 +103,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             invalidate: self.tables(&verdict.effective.tables_written),
             retry: (kind == StatementKind::Read && !in_transaction).then(|| bytes.clone()),
             observed: Some(observed),
+            resident: verdict.effective.resident.clone(),
+            several: verdict.effective.flags.multi_statement,
             ..Pending::default()
         };
         self.send(bytes, pending, true).await
