@@ -19,6 +19,12 @@ command -v pgbench >/dev/null || need+=(postgresql-contrib)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# Drivers of tests/drivers/ (tests/integration/postgres_drivers.rs): pgjdbc with a JDK (the
+# single-file source launcher compiles), and Node.js 18+ with npm for node-postgres.
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null || need+=(default-jdk-headless)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     log "missing packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})"
@@ -30,11 +36,21 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=600 install -y -q "${need[@]}" >/dev/null
 fi
 
-# --- psycopg for the PostgreSQL frontend's client tests (tests/integration/postgres.rs) ---
+# --- psycopg and asyncpg for the PostgreSQL client tests (postgres.rs, postgres_drivers.rs) ---
 if ! target/pyenv/bin/python -c 'import psycopg' 2>/dev/null; then
   log "creating target/pyenv with psycopg"
   python3 -m venv target/pyenv
   target/pyenv/bin/pip install -q 'psycopg[binary]'
+fi
+if ! target/pyenv/bin/python -c 'import asyncpg' 2>/dev/null; then
+  log "installing asyncpg into target/pyenv"
+  target/pyenv/bin/pip install -q asyncpg
+fi
+
+# --- node-postgres for tests/drivers/pg_session.js ---
+if [ ! -f target/node-drivers/node_modules/pg/package.json ]; then
+  log "installing node-postgres into target/node-drivers"
+  npm install --prefix target/node-drivers --no-audit --no-fund --silent pg@8
 fi
 
 # --- Rust toolchain pieces ---

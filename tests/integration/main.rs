@@ -14,6 +14,7 @@ mod policy_swap;
 mod positions;
 mod postgres;
 mod postgres_causal;
+mod postgres_drivers;
 mod postgres_policy;
 mod postgres_qos;
 mod postgres_transparency;

@@ -459,7 +459,7 @@ async fn listen_notify_in_session_mode() {
 
 /// Where psycopg's virtualenv is (tests/run.sh creates it): `$SWITCHYARD_PYENV` or
 /// `<workspace>/target/pyenv`.
-fn pyenv_python() -> std::path::PathBuf {
+pub(crate) fn pyenv_python() -> std::path::PathBuf {
     let dir = std::env::var_os("SWITCHYARD_PYENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
