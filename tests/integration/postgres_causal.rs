@@ -668,6 +668,25 @@ fn regex_lite_mask(text: &str, marker: &str) -> String {
     out
 }
 
+/// Equal outputs, or a panic showing the first lines that differ.
+fn assert_same(got: &str, want: &str, what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w): (Vec<&str>, Vec<&str>) = (got.lines().collect(), want.lines().collect());
+    let at = g
+        .iter()
+        .zip(&w)
+        .position(|(a, b)| a != b)
+        .unwrap_or(g.len().min(w.len()));
+    let from = at.saturating_sub(3);
+    panic!(
+        "{what}: output differs at line {at}\n--- through the proxy ---\n{}\n--- PostgreSQL ---\n{}",
+        g[from..(at + 4).min(g.len())].join("\n"),
+        w[from..(at + 4).min(w.len())].join("\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_psql_scripts_give_the_same_output_as_postgres() {
     let pg = PgCluster::start(2);
@@ -688,10 +707,14 @@ async fn ordinary_psql_scripts_give_the_same_output_as_postgres() {
     assert!(direct[0].contains("hello"), "the script ran: {}", direct[0]);
     // One client, then four at once sharing the pool with the replicas in rotation.
     let alone = run_ordinary(proxy.addr(), "s0").await;
-    assert_eq!(alone, direct[0], "one client through the proxy");
+    assert_same(&alone, &direct[0], "one client through the proxy");
     let runs = schemas.map(|s| tokio::spawn(run_ordinary(proxy.addr(), s)));
     for (i, run) in runs.into_iter().enumerate() {
         let got = run.await.expect("psql task");
-        assert_eq!(got, direct[i], "client {i} of 4 through the proxy");
+        assert_same(
+            &got,
+            &direct[i],
+            &format!("client {i} of 4 through the proxy"),
+        );
     }
 }

@@ -154,10 +154,9 @@ async fn psycopg_session_state_in_transaction_mode() {
     same_through_the_proxy(Driver::Psycopg).await;
 }
 
-/// Fails: asyncpg prepares with Parse + Describe + Flush and no Sync, so after `conn.prepare()`
-/// of a read the proxy keeps the client on the replica connection it chose for that Parse, and
-/// the next statement, a write, runs there: `UPDATE drv_asyncpg_alone SET v = $1 WHERE id = 1`
-/// gets 25006 "cannot execute UPDATE in a read-only transaction" (not retried on the primary).
+/// asyncpg prepares with Parse + Describe + Flush and no Sync: after `conn.prepare()` of a read
+/// the replica connection chosen for that Parse is held until a Sync, and the next statement, a
+/// write, must still reach the primary (the proxy ends the batch with a Sync of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_session_state_in_transaction_mode() {
     same_through_the_proxy(Driver::Asyncpg).await;

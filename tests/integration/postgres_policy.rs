@@ -945,7 +945,8 @@ async fn admin_console_shows_reloads_pauses_and_refuses() {
             "state",
             "server",
             "server_pid",
-            "connected_secs"
+            "connected_secs",
+            "pinned"
         ]
     );
     let db = column(&cols, "database");

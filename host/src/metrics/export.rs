@@ -692,7 +692,6 @@ fn routing(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
     for (labels, pool) in &pools {
         ConstCounter::new(pool.pinned_totals().2).encode(family.encode_family(labels)?)?;
     }
-    drop(family);
     counters(
         enc,
         "switchyard_mirror_started",

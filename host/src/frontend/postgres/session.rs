@@ -104,6 +104,9 @@ pub struct Session<S> {
     batch: Vec<RawMessage>,
     batch_bytes: usize,
     copy_in: bool,
+    /// A copy-in started by a batch that ended with Sync: the server ignored that Sync, so the
+    /// client's next Sync (after CopyDone/CopyFail) is the one the unit's ReadyForQuery answers.
+    copy_sync_ignored: bool,
     /// After an error in an extended batch: messages are dropped up to the next Sync.
     discard: bool,
     /// The pool of the server connection that failed last, for the client's error message.
@@ -185,6 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             batch: Vec::new(),
             batch_bytes: 0,
             copy_in: false,
+            copy_sync_ignored: false,
             discard: false,
             lost_pool: None,
             key_tables: None,
@@ -315,6 +319,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.query(msg).await?;
                     } else {
                         self.function_call(msg).await?;
+                    }
+                }
+                b'S' if self.copy_sync_ignored && self.batch.is_empty() && !self.copy_in => {
+                    // Answered by the ReadyForQuery the copy's unit already waits for.
+                    self.copy_sync_ignored = false;
+                    if let Some(held) = self.held.as_mut() {
+                        held.conn
+                            .conn()
+                            .write_all(msg.bytes())
+                            .await
+                            .map_err(SessionEnd::Server)?;
                     }
                 }
                 b'S' | b'H' => {

@@ -141,6 +141,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.causal.own = self.causal.own.max(Some(lsn));
                     self.causal.unknown_since = None;
                 }
+                // No writable node answers (the primary is down, none promoted yet): the write
+                // is on the replicas or lost with the primary, and a primary read cannot run.
+                // Reads go on from the replicas rather than fail.
+                None if !primary_reachable(&router) => {}
                 None => return self.to_primary(target, verdict, in_transaction),
             }
         }
@@ -281,6 +285,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let lsn = self.fe.backend.router().normalize(lsn);
         self.causal.own = self.causal.own.max(Some(lsn));
     }
+}
+
+/// Whether the cluster's writes pool has a node in rotation.
+fn primary_reachable(router: &crate::route::Router) -> bool {
+    router
+        .pools()
+        .any(|p| p.role() == PoolRole::Primary && p.has_available())
 }
 
 /// How long a `global` read waits at least for a fresh primary position (one poll round trip).

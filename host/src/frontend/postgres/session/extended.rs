@@ -173,10 +173,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let bytes = mirror::extended(stmt, rest);
             self.spawn_mirror(ticket, bytes);
         }
+        // Every statement the batch binds counts, not only its first: JDBC sends BEGIN and the
+        // UPDATE after it in one batch.
+        let mut written: Vec<String> = Vec::new();
+        let mut writes = false;
+        for stmt in items.iter().filter_map(|i| match i {
+            Item::Parse { stmt, .. } | Item::Bind { stmt, .. } => Some(stmt),
+            _ => None,
+        }) {
+            if self.writes(&stmt.verdict) {
+                writes = true;
+                written.extend(stmt.verdict.effective.tables_written.iter().cloned());
+            }
+        }
+        let binds = items.iter().any(|i| {
+            matches!(i, Item::Bind { .. }) || matches!(i, Item::Raw(raw) if raw.tag() == b'E')
+        });
         let Some(held) = self.held.as_mut() else {
             return Ok(());
         };
         let mut pending = held.open.take().unwrap_or_default();
+        pending.portal |= binds;
         if pending.observed.is_none() {
             pending.observed = observed;
         }
@@ -184,12 +201,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             pending.capture = capture;
         }
         let kind = verdict.effective.kind;
-        pending.wrote |= matches!(kind, StatementKind::Write | StatementKind::Ddl);
-        pending
-            .resident
-            .extend(verdict.effective.resident.iter().cloned());
+        // A Parse or Describe alone runs nothing: only an Execute writes or creates state.
+        let executes = items
+            .iter()
+            .any(|i| matches!(i, Item::Raw(raw) if raw.tag() == b'E'));
+        if executes {
+            pending.wrote |= writes;
+            pending
+                .resident
+                .extend(verdict.effective.resident.iter().cloned());
+        }
         if pending.wrote {
-            pending.invalidate = tables(&self.database, &verdict.effective.tables_written);
+            written.extend(verdict.effective.tables_written.iter().cloned());
+            written.sort();
+            written.dedup();
+            pending.invalidate = tables(&self.database, &written);
         }
         let conn = held.conn.conn();
         let mut out = BytesMut::with_capacity(256);

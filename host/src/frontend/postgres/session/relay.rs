@@ -58,6 +58,8 @@ pub(super) struct Pending {
     /// whether it was a text of several statements.
     pub(super) resident: crate::model::ResidentEffects,
     pub(super) several: bool,
+    /// A batch not yet synced bound a portal (Bind or Execute): the connection must stay.
+    pub(super) portal: bool,
 }
 
 /// A server connection the session holds.
@@ -135,6 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.io.wbuf.extend_from_slice(msg.bytes());
                 continue;
             }
+            let front_synced = !held.queue.is_empty();
             // The front unit is the last one outstanding (see the re-run on the primary below).
             let alone = held.open.is_none() && held.queue.len() == 1;
             let on_replica = held.pool.role() == PoolRole::Replica;
@@ -211,7 +214,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
             match tag {
-                b'G' => self.copy_in = true,
+                b'G' => {
+                    self.copy_in = true;
+                    // The Sync that ended this batch reached the server in copy-in mode, where it
+                    // is ignored: the unit's ReadyForQuery answers the client's Sync after
+                    // CopyDone/CopyFail instead, which must not open a unit of its own.
+                    self.copy_sync_ignored = front_synced;
+                }
                 b'H' => {}
                 _ => {}
             }

@@ -31,6 +31,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         verdict: &Verdict,
         in_transaction: bool,
     ) -> Result<Result<(), ErrorFields>, SessionEnd> {
+        // The connection is held only for the proxy's own statements (the WAL position probe
+        // after a write): let them finish and the connection go, so this statement is routed
+        // with the position the probe learns rather than stuck to the writer's connection.
+        let proxys_own_only = self.held.as_ref().is_some_and(|h| {
+            !h.session_mode
+                && h.open.is_none()
+                && !h.queue.is_empty()
+                && h.queue.iter().all(|p| p.silent)
+        });
+        if proxys_own_only
+            && self.status == TransactionStatus::Idle
+            && !self.copy_in
+            && !self.is_pinned()
+        {
+            self.drain().await?;
+            self.maybe_release();
+        }
+        // A replica connection held only by a Flush-ended batch that prepared or described
+        // statements (asyncpg prepares with Parse, Describe, Flush): a statement that must not
+        // run on a replica ends that batch with a Sync of the proxy's own and moves on. The
+        // statements are prepared again wherever they are bound next; no portal is lost.
+        let replica_prepare_only = self.held.as_ref().is_some_and(|h| {
+            !h.session_mode
+                && h.queue.is_empty()
+                && h.pool.role() == PoolRole::Replica
+                && h.open.as_ref().is_some_and(|o| !o.portal)
+        });
+        let replica_read = verdict.effective.kind == StatementKind::Read
+            && verdict.decision.route.is_read_routing();
+        if replica_prepare_only
+            && !replica_read
+            && self.status == TransactionStatus::Idle
+            && !self.copy_in
+            && !self.is_pinned()
+        {
+            self.drain().await?;
+            self.maybe_release();
+        }
         let starting = self.work.is_none();
         if starting && self.held.is_none() {
             // Between transactions: the moment to move to a reloaded config.
@@ -358,6 +396,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .write_all(&bytes)
             .await
             .map_err(SessionEnd::Server)
+    }
+
+    /// Whether a statement writes: a write or DDL, or a read of a shape learnt to write (a
+    /// function that updates), whose commit the session's later reads must see.
+    pub(super) fn writes(&self, verdict: &Verdict) -> bool {
+        matches!(
+            verdict.effective.kind,
+            StatementKind::Write | StatementKind::Ddl
+        ) || self
+            .fe
+            .shared
+            .metrics
+            .learned_writes
+            .contains(Protocol::Postgres, verdict.effective.fingerprint)
     }
 
     /// Runs again on the primary a read that a replica refused (see `relay`): the replica

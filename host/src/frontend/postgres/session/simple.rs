@@ -99,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let pending = Pending {
             capture,
             setting,
-            wrote: matches!(kind, StatementKind::Write | StatementKind::Ddl),
+            wrote: self.writes(&verdict),
             invalidate: self.tables(&verdict.effective.tables_written),
             retry: (kind == StatementKind::Read && !in_transaction).then(|| bytes.clone()),
             observed: Some(observed),
