@@ -19,9 +19,12 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
 /// An admin API without a token, for the tests' reads of `/digests` and `/pools`.
 const ADMIN: &str = "[admin]\nbind = \"127.0.0.1:0\"\n";
 
-/// Lines of a node's log that mention `needle`.
-fn log_count(pg: &PgCluster, port: u16, needle: &str) -> usize {
-    pg.log_of(port).matches(needle).count()
+/// How often the replicas' logs mention `needle`.
+fn replica_log_count(pg: &PgCluster, needle: &str) -> usize {
+    pg.replica_ports()
+        .iter()
+        .map(|&p| pg.log_of(p).matches(needle).count())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,11 +40,7 @@ async fn a_read_that_writes_runs_on_the_primary_and_is_remembered() {
     block(|| pg.wait_replicated());
     let proxy = Proxy::start(&PgConfig::new(&pg).extra(ADMIN).build()).await;
     let refused = "read-only transaction";
-    let before: usize = pg
-        .replica_ports()
-        .iter()
-        .map(|&p| log_count(&pg, p, refused))
-        .sum();
+    let before: usize = replica_log_count(&pg, refused);
 
     // Classified a read, so first sent to a replica: it refuses (25006), and the proxy runs it
     // again on the primary. The client sees only the primary's answer.
@@ -49,11 +48,7 @@ async fn a_read_that_writes_runs_on_the_primary_and_is_remembered() {
         .await
         .expect("a writing function through the proxy");
     assert_eq!(out.trim(), "1");
-    let after_first: usize = pg
-        .replica_ports()
-        .iter()
-        .map(|&p| log_count(&pg, p, refused))
-        .sum();
+    let after_first: usize = replica_log_count(&pg, refused);
     assert_eq!(after_first, before + 1, "the first call went to a replica");
 
     // Extended protocol too, and from now on straight to the primary: no replica sees it again.
@@ -69,11 +64,7 @@ async fn a_read_that_writes_runs_on_the_primary_and_is_remembered() {
         .await
         .expect("again");
     assert_eq!(out.trim(), "6");
-    let after: usize = pg
-        .replica_ports()
-        .iter()
-        .map(|&p| log_count(&pg, p, refused))
-        .sum();
+    let after: usize = replica_log_count(&pg, refused);
     assert!(
         after <= after_first + 1,
         "the learnt shape still reached replicas: {after} refusals after {after_first}"

@@ -73,6 +73,18 @@ pub(super) struct Held {
     pub(super) _in_flight: InFlight,
 }
 
+impl Pending {
+    /// Readies a unit to be sent again on another connection: the bytes to send, with the
+    /// answers the client already has skipped (see `relay`) and nothing prepared yet there.
+    pub(super) fn for_resend(&mut self) -> Bytes {
+        self.swallow_parse = 0;
+        self.new_prepared.clear();
+        self.skip = self.prefix;
+        self.prefix = 0;
+        self.retry.clone().unwrap_or_default()
+    }
+}
+
 impl Held {
     pub(super) fn quiet(&self) -> bool {
         self.queue.is_empty() && self.open.is_none()

@@ -361,11 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let pool = held.pool.clone();
         drop(held);
         tracing::warn!(client = %self.peer, node = node.addr(), error = %error, "server failed during a read: retrying on another node");
-        let bytes = pending.retry.clone().unwrap_or_default();
-        pending.swallow_parse = 0;
-        pending.new_prepared.clear();
-        pending.skip = pending.prefix;
-        pending.prefix = 0;
+        let bytes = pending.for_resend();
         let fallback =
             self.fe
                 .backend
@@ -440,12 +436,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(c) = pending.capture.take() {
             c.fill.skip();
         }
-        let bytes = pending.retry.clone().unwrap_or_default();
+        let bytes = pending.for_resend();
         pending.rerun = false;
-        pending.swallow_parse = 0;
-        pending.new_prepared.clear();
-        pending.skip = pending.prefix;
-        pending.prefix = 0;
         let primary =
             self.fe
                 .backend
