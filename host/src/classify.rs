@@ -43,6 +43,7 @@
 //!   a `read`: it is not cached and not sent to a replica.
 
 mod analyze;
+mod builtins;
 mod cache;
 mod clickhouse;
 mod collect;
@@ -60,6 +61,7 @@ mod tokens;
 #[cfg(test)]
 mod tests;
 
+pub use builtins::only_read_only_builtins;
 pub use cache::{Classifier, MAX_CACHED_SQL};
 pub use fingerprint::{digest_text, fingerprint};
 pub use parse::MAX_PARSE_LEN;
@@ -70,6 +72,31 @@ use lexer::{Lexer, Token};
 /// Classifies one SQL text (possibly several statements) in the dialect of `protocol`.
 pub fn classify(protocol: Protocol, sql: &str) -> Classification {
     classify_with_fingerprint(protocol, sql, fingerprint::fingerprint(protocol, sql))
+}
+
+/// The statements of a text, each without the whitespace and comments around it and without its
+/// `;`; empty statements are left out. Quotes, dollar quotes and comments are lexed, so a `;`
+/// inside them splits nothing.
+pub fn statement_texts(protocol: Protocol, sql: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut end = 0;
+    for token in Lexer::new(protocol, sql) {
+        if token.is_punct(b';') {
+            if let Some(s) = start.take() {
+                out.extend(sql.get(s..end));
+            }
+            continue;
+        }
+        if start.is_none() {
+            start = Some(token.end - token.text.len());
+        }
+        end = token.end;
+    }
+    if let Some(s) = start {
+        out.extend(sql.get(s..end));
+    }
+    out
 }
 
 /// [`classify`] with the fingerprint already computed (the classifier's cache computes it on the

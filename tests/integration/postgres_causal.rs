@@ -709,3 +709,61 @@ async fn ordinary_psql_scripts_give_the_same_output_as_postgres() {
         );
     }
 }
+
+/// Several clients, each with a function of its own that updates a row (the same statement
+/// text, so one learnt shape), each reading its row back at once: never the value before its
+/// own call, whether the call went to a replica first (refused, run again on the primary) or
+/// straight to the primary. One replica stops replaying half-way, so a read sent to it after
+/// the call would miss it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_functions_are_read_back_by_their_callers_under_concurrency() {
+    let mut pg = PgCluster::start(2);
+    pg.psql(pg.primary_port(), "GRANT CREATE ON DATABASE appdb TO app");
+    let config = PgConfig::new(&pg).defaults("size = 4").build();
+    let proxy = Proxy::start(&config).await;
+    let clients = 4;
+    let rounds = 60;
+    let mut setup = Vec::new();
+    for c in 0..clients {
+        let client = pg::connect(proxy.addr()).await;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA f{c}; SET search_path TO f{c};
+                 CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL);
+                 INSERT INTO items VALUES (2, 0);
+                 CREATE FUNCTION bump(i int) RETURNS int LANGUAGE sql AS
+                   'UPDATE items SET qty = qty + 1 WHERE id = i RETURNING qty';"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("setup: {}", pg::describe(&e)));
+        setup.push(client);
+    }
+    let run = |client: tokio_postgres::Client, c: usize| async move {
+        for round in 1..=rounds {
+            // psql's way: simple protocol, one statement at a time.
+            let bumped = pg::query_one_text(&client, "SELECT bump(2)").await;
+            assert_eq!(bumped, round.to_string(), "client {c}: bump");
+            let read = pg::query_one_text(
+                &client,
+                "SELECT qty || ' on ' || inet_server_port() FROM items WHERE id = 2",
+            )
+            .await;
+            let (value, port) = read.split_once(" on ").unwrap_or((&read, ""));
+            assert_eq!(
+                value, bumped,
+                "client {c} round {round}: read back on port {port}"
+            );
+        }
+        client
+    };
+    let tasks: Vec<_> = setup
+        .into_iter()
+        .enumerate()
+        .map(|(c, client)| tokio::spawn(run(client, c)))
+        .collect();
+    block(|| pg.pause_replay(0));
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    block(|| pg.resume_replay(0));
+}

@@ -313,3 +313,55 @@ fn pyenv_python() -> std::path::PathBuf {
     );
     python
 }
+
+async fn show(client: &tokio_postgres::Client, name: &str) -> String {
+    switchyard_tests::pg::query_one_text(client, &format!("SHOW {name}")).await
+}
+
+/// `SET` as clients really send it — in a text of several statements, through the extended
+/// protocol, inside a transaction that commits or rolls back — follows the client to its next
+/// transaction on whatever connection, and never reaches another client. One server connection
+/// and two clients taking turns on it, so any leak shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_their_client_however_they_were_made() {
+    let pg = PgCluster::start(1);
+    let config = PgConfig::new(&pg).defaults("size = 1").build();
+    let proxy = Proxy::start(&config).await;
+    let a = switchyard_tests::pg::connect(proxy.addr()).await;
+    let b = switchyard_tests::pg::connect(proxy.addr()).await;
+    let default_mem = show(&b, "work_mem").await;
+    let default_app = show(&b, "application_name").await;
+
+    // Several statements in one text: an implicit transaction that succeeds.
+    a.batch_execute("SET work_mem = '3MB'; SELECT 1")
+        .await
+        .expect("multi-statement SET");
+    assert_eq!(show(&b, "work_mem").await, default_mem, "leaked to b");
+    assert_eq!(show(&a, "work_mem").await, "3MB", "lost by a");
+
+    // The extended protocol (what pgjdbc's Statement.execute sends).
+    a.execute("SET application_name = 'a_ext'", &[])
+        .await
+        .expect("extended SET");
+    assert_eq!(show(&b, "application_name").await, default_app);
+    assert_eq!(show(&a, "application_name").await, "a_ext");
+
+    // Inside a transaction that commits: kept; one that rolls back: undone, as on a server.
+    a.batch_execute("BEGIN").await.expect("begin");
+    a.batch_execute("SET work_mem = '5MB'").await.expect("set");
+    a.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!(show(&b, "work_mem").await, default_mem);
+    assert_eq!(show(&a, "work_mem").await, "5MB");
+    a.batch_execute("BEGIN; SET work_mem = '7MB'")
+        .await
+        .expect("set");
+    a.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(show(&b, "work_mem").await, default_mem);
+    assert_eq!(show(&a, "work_mem").await, "5MB");
+    // A text of several statements that fails is rolled back with its SETs.
+    a.batch_execute("SET work_mem = '9MB'; SELECT 1/0")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(show(&a, "work_mem").await, "5MB");
+    assert_eq!(show(&b, "work_mem").await, default_mem);
+}

@@ -187,3 +187,19 @@ fn postgres_statements() {
 pub(super) fn sql() -> impl Iterator<Item = &'static str> {
     CASES.iter().map(|c| c.sql)
 }
+
+#[test]
+fn statement_texts_split_at_top_level_semicolons_only() {
+    let sql = "  SET search_path TO a; /* c; */ SET x = 'a;b' ;; \
+               SELECT $q$;$q$, E'\\';' -- ;\n; RESET ALL";
+    assert_eq!(
+        crate::classify::statement_texts(Protocol::Postgres, sql),
+        vec![
+            "SET search_path TO a",
+            "SET x = 'a;b'",
+            "SELECT $q$;$q$, E'\\';'",
+            "RESET ALL"
+        ]
+    );
+    assert!(crate::classify::statement_texts(Protocol::Postgres, " ; -- x").is_empty());
+}

@@ -101,6 +101,8 @@ pub struct Session<S> {
     last_write: Option<Instant>,
     /// Tables written in the open transaction: invalidated again when it ends (see `completed`).
     written_in_transaction: Vec<TableRef>,
+    /// `SET`s of the transaction in progress: recorded if it commits (see `settings_completed`).
+    uncommitted_settings: Vec<super::settings::Change>,
     batch: Vec<RawMessage>,
     batch_bytes: usize,
     copy_in: bool,
@@ -185,6 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             status: TransactionStatus::Idle,
             last_write: None,
             written_in_transaction: Vec::new(),
+            uncommitted_settings: Vec::new(),
             batch: Vec::new(),
             batch_bytes: 0,
             copy_in: false,

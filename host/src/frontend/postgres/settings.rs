@@ -4,8 +4,10 @@
 //! transaction runs on, when that connection carries different settings. Settings are compared
 //! by a hash, so clients with equal settings (every pgbench client) share connections freely.
 //!
-//! Not tracked (documented): `SET` inside a transaction that then commits, `SET` hidden in a
-//! function or a multi-statement string, and `set_config()` calls.
+//! A `SET` counts once it is committed: alone, in a multi-statement text (an implicit
+//! transaction) that succeeds, or in an explicit transaction that commits; the session holds
+//! those of an open transaction until it ends. Not tracked (documented): `SET` hidden in a
+//! function, `set_config()` calls, and a `SET` undone by `ROLLBACK TO SAVEPOINT`.
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -135,6 +137,17 @@ fn hash_of(list: &[(String, String)]) -> u64 {
     xxh3_64(all.as_bytes()) | 1
 }
 
+/// The changes of every statement of `sql`, in order (`multi`: the text holds several).
+pub fn parse_changes(sql: &str, multi: bool) -> Vec<Change> {
+    if !multi {
+        return parse_change(sql).into_iter().collect();
+    }
+    crate::classify::statement_texts(crate::model::Protocol::Postgres, sql)
+        .into_iter()
+        .filter_map(parse_change)
+        .collect()
+}
+
 /// Reads `SET [SESSION] name {TO|=} value`, `RESET name`, `RESET ALL` and `DISCARD ALL` from
 /// one statement. `SET LOCAL` and anything else: `None`.
 pub fn parse_change(sql: &str) -> Option<Change> {
@@ -215,6 +228,22 @@ mod tests {
             Some(Change::Reset("work_mem".into()))
         );
         assert_eq!(parse_change("SELECT 1"), None);
+    }
+
+    #[test]
+    fn every_statement_of_a_text_counts() {
+        let changes = parse_changes("SET search_path TO f1; SELECT 1; /* x */ RESET ALL;", true);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Set {
+                    name: "search_path".into(),
+                    sql: "SET search_path TO f1".into()
+                },
+                Change::ResetAll
+            ]
+        );
+        assert!(parse_changes("SELECT 1", false).is_empty());
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::frontend::postgres::mirror;
 use crate::frontend::postgres::observe::{Observed, Text, cache_outcome};
 use crate::frontend::postgres::statements::Statement;
+use crate::frontend::postgres::{mirror, settings};
 use crate::model::{Action, StatementKind};
 use crate::pipeline::Verdict;
 use crate::postgres::protocol::backend::ready_for_query;
@@ -206,6 +206,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .iter()
             .any(|i| matches!(i, Item::Raw(raw) if raw.tag() == b'E'));
         if executes {
+            // A `SET` through the extended protocol (pgjdbc's `Statement.execute`) counts as in
+            // a simple query.
+            for stmt in items.iter().filter_map(|i| match i {
+                Item::Bind { stmt, .. } => Some(stmt),
+                _ => None,
+            }) {
+                if stmt.verdict.effective.kind == StatementKind::Session && stmt.sql.is_utf8() {
+                    pending
+                        .settings
+                        .extend(settings::parse_change(stmt.sql.as_str()));
+                }
+            }
             pending.wrote |= writes;
             pending
                 .resident

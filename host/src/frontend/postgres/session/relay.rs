@@ -36,7 +36,10 @@ pub(super) struct Pending {
     pub(super) new_prepared: Vec<u64>,
     pub(super) capture: Option<Capture>,
     pub(super) invalidate: Vec<TableRef>,
-    pub(super) setting: Option<settings::Change>,
+    /// The session-setting changes of its statements, in order (see `settings`).
+    pub(super) settings: Vec<settings::Change>,
+    /// A CommandComplete said ROLLBACK: the transaction it ended undid its `SET`s.
+    pub(super) rolled_back: bool,
     pub(super) wrote: bool,
     pub(super) failed: bool,
     /// The bytes sent, when resending them elsewhere is safe (a read outside a transaction).
@@ -184,6 +187,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 front.wrote |= error_code(&msg) == Some(b"25006");
                 continue;
             }
+            if tag == b'C' && msg.body_slice().starts_with(b"ROLLBACK") {
+                front.rolled_back = true;
+            }
             if tag == b'E' {
                 front.failed = true;
                 let conn = held.conn.conn();
@@ -288,18 +294,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let tables = std::mem::take(&mut self.written_in_transaction);
             self.invalidate_cache(tables);
         }
+        self.settings_completed(&mut pending, status);
         if pending.failed {
             return !pending.hide_ready;
         }
         for hash in pending.new_prepared.drain(..) {
             self.fe.known_statements.insert(hash);
-        }
-        if let Some(change) = pending.setting.take() {
-            self.causal.setting_changed(&change);
-            let server = self.settings.apply(&change);
-            if let Some(held) = self.held.as_mut() {
-                held.conn.conn().settings = server;
-            }
         }
         if pending.wrote {
             self.last_write = Some(Instant::now());
@@ -354,6 +354,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     tracing::warn!(error = %e, "cache invalidation did not reach every replica");
                 }
             });
+        }
+    }
+
+    /// Session settings count once committed: a unit's `SET`s wait with the transaction they
+    /// ran in, and are recorded when it ends without a rollback (a text of several statements is
+    /// a transaction of its own, ended by its ReadyForQuery). The connection they ran on then
+    /// carries them, and says so.
+    fn settings_completed(&mut self, pending: &mut Pending, status: TransactionStatus) {
+        if !pending.failed {
+            self.uncommitted_settings.append(&mut pending.settings);
+        }
+        if status != TransactionStatus::Idle || self.uncommitted_settings.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.uncommitted_settings);
+        if pending.failed || pending.rolled_back {
+            return;
+        }
+        let mut server = None;
+        for change in &changes {
+            self.causal.setting_changed(change);
+            server = Some(self.settings.apply(change));
+        }
+        if let (Some(server), Some(held)) = (server, self.held.as_mut()) {
+            held.conn.conn().settings = server;
         }
     }
 

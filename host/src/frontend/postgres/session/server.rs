@@ -394,18 +394,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .map_err(SessionEnd::Server)
     }
 
-    /// Whether a statement writes: a write or DDL, or a read of a shape learnt to write (a
-    /// function that updates), whose commit the session's later reads must see.
+    /// Whether a statement writes: a write or DDL, a read of a shape learnt to write (a
+    /// function that updates), or a read running on the primary that calls a function which may
+    /// update (there nothing refuses it, so nothing would tell): its commit the session's later
+    /// reads must see.
     pub(super) fn writes(&self, verdict: &Verdict) -> bool {
-        matches!(
-            verdict.effective.kind,
-            StatementKind::Write | StatementKind::Ddl
-        ) || self
-            .fe
-            .shared
-            .metrics
-            .learned_writes
-            .contains(Protocol::Postgres, verdict.effective.fingerprint)
+        let effective = &verdict.effective;
+        if effective.kind == StatementKind::Read
+            && !effective.functions.is_empty()
+            && self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.pool.role() == PoolRole::Primary)
+            && !crate::classify::only_read_only_builtins(&effective.functions)
+        {
+            return true;
+        }
+        matches!(effective.kind, StatementKind::Write | StatementKind::Ddl)
+            || self
+                .fe
+                .shared
+                .metrics
+                .learned_writes
+                .contains(Protocol::Postgres, verdict.effective.fingerprint)
     }
 
     /// Runs again on the primary a read that a replica refused (see `relay`): the replica

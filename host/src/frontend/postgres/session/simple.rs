@@ -85,20 +85,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             raw.into_bytes()
         };
         let kind = verdict.effective.kind;
-        // A multi-statement SET string is not tracked (documented): recording it under its
-        // first name would replay it wrongly.
-        let setting = if utf8
-            && kind == StatementKind::Session
-            && !in_transaction
-            && !verdict.effective.flags.multi_statement
+        // Recorded when its transaction commits (see `settings_completed`); not from a text that
+        // is not UTF-8, whose bytes the replay could not repeat.
+        let settings = if utf8
+            && (kind == StatementKind::Session || verdict.effective.flags.multi_statement)
         {
-            settings::parse_change(final_sql)
+            settings::parse_changes(final_sql, verdict.effective.flags.multi_statement)
         } else {
-            None
+            Vec::new()
         };
         let pending = Pending {
             capture,
-            setting,
+            settings,
             wrote: self.writes(&verdict),
             invalidate: self.tables(&verdict.effective.tables_written),
             retry: (kind == StatementKind::Read && !in_transaction).then(|| bytes.clone()),
