@@ -301,6 +301,33 @@ impl QueryCache {
         self.inner.core.local.clear();
     }
 
+    /// Whether a Redis tier is configured (causal positions can be shared).
+    pub fn has_redis(&self) -> bool {
+        self.inner.redis.is_some()
+    }
+
+    /// Raises the shared causal position `name` to `position` in Redis (see
+    /// `redis/positions.rs`). Without a Redis tier there is nothing to share: `Ok`.
+    pub async fn raise_shared_position(
+        &self,
+        name: &str,
+        position: u64,
+        ttl: std::time::Duration,
+    ) -> Result<(), CacheError> {
+        match &self.inner.redis {
+            Some(redis) => redis.raise_position(name, position, ttl).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The shared causal position `name` from Redis (`None`: none stored, or no Redis tier).
+    pub async fn shared_position(&self, name: &str) -> Result<Option<u64>, CacheError> {
+        match &self.inner.redis {
+            Some(redis) => redis.position(name).await,
+            None => Ok(None),
+        }
+    }
+
     /// Whether the Redis tier is configured and its circuit breaker currently skips it.
     pub fn redis_degraded(&self) -> bool {
         self.inner

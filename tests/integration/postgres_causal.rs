@@ -767,3 +767,101 @@ async fn writing_functions_are_read_back_by_their_callers_under_concurrency() {
     }
     block(|| pg.resume_replay(0));
 }
+
+/// A client that names a causal key writes through one proxy and reads through another: with
+/// Redis between them, its reads see its writes on either; a client without a key, reading
+/// through the second proxy, can still be sent to a replica that lacks them (what the key is
+/// for). Without Redis, a key makes the client's reads wait for the primary's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_causal_key_carries_the_position_across_proxies() {
+    let mut pg = PgCluster::start(2);
+    pg.psql(
+        pg.primary_port(),
+        "CREATE TABLE shared_pos (id int PRIMARY KEY, v int NOT NULL);
+         INSERT INTO shared_pos VALUES (1, 0);",
+    );
+    block(|| pg.wait_replicated());
+    let redis = RedisServer::start();
+    let with_redis = PgConfig::new(&pg)
+        .extra(&format!(
+            "[cache]\nenabled = true\n[cache.redis]\nurl = \"{}\"\ntimeout = \"1s\"\n",
+            redis.url()
+        ))
+        .build();
+    let a = Proxy::start(&with_redis).await;
+    let b = Proxy::start(&with_redis).await;
+    let alone = Proxy::start(&PgConfig::new(&pg).build()).await;
+    let primary = pg.primary_port();
+    // Both replicas stop replaying: only the primary has the writes below.
+    block(|| {
+        pg.pause_replay(0);
+        pg.pause_replay(1);
+    });
+    let writer = pg::connect(a.addr()).await;
+    writer
+        .batch_execute("SET switchyard.causal_key = 'order-42'")
+        .await
+        .expect("SET causal_key");
+    let reader = pg::connect(b.addr()).await;
+    reader
+        .batch_execute("SET switchyard.causal_key = 'order-42'")
+        .await
+        .expect("SET causal_key");
+    let keyless = pg::connect(b.addr()).await;
+    let lone = pg::connect(alone.addr()).await;
+    lone.batch_execute("SET switchyard.causal_key = 'order-42'")
+        .await
+        .expect("SET causal_key");
+    let mut keyless_stale = 0;
+    for round in 1..=10 {
+        writer
+            .execute("UPDATE shared_pos SET v = $1 WHERE id = 1", &[&round])
+            .await
+            .unwrap_or_else(|e| panic!("write: {}", pg::describe(&e)));
+        let got = first(
+            &reader,
+            "SELECT v::text || ' ' || inet_server_port() FROM shared_pos WHERE id = 1",
+        )
+        .await
+        .expect("read through the other proxy");
+        assert_eq!(
+            got,
+            format!("{round} {primary}"),
+            "round {round}: the keyed reader"
+        );
+        // No Redis: the key makes the read wait for the primary's position.
+        let got = first(
+            &lone,
+            "SELECT v::text || ' ' || inet_server_port() FROM shared_pos WHERE id = 1",
+        )
+        .await
+        .expect("read through the proxy without Redis");
+        assert_eq!(
+            got,
+            format!("{round} {primary}"),
+            "round {round}: keyed, no Redis"
+        );
+        let got = first(&keyless, "SELECT v::text FROM shared_pos WHERE id = 1")
+            .await
+            .expect("keyless read");
+        if got != round.to_string() {
+            keyless_stale += 1;
+        }
+    }
+    assert!(
+        keyless_stale > 0,
+        "a keyless client through the other proxy never read a replica: the test shows nothing"
+    );
+    let stored = redis.command("KEYS *:pos:*").expect("redis KEYS");
+    assert!(
+        stored.contains("order-42"),
+        "no shared position in redis: {stored}"
+    );
+    block(|| {
+        pg.resume_replay(0);
+        pg.resume_replay(1);
+    });
+    a.stop().await;
+    b.stop().await;
+    alone.stop().await;
+}

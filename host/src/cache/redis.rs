@@ -5,6 +5,7 @@
 //! - `<p>:lock:<k>` the distributed fill lock, `SET NX PX <grace>` holding a per-fill token;
 //! - `<p>:g:all`, `<p>:g:ns:<ns>`, `<p>:g:t:<len(db)>:<db>:<table>` generation counters, bumped
 //!   with `INCR` on invalidation and never expiring;
+//! - `<p>:pos:<name>` a client's causal position shared between instances (`positions.rs`);
 //! - channel `<p>:invalidate` (`pubsub.rs`).
 //!
 //! Generations rather than deleting entries: an entry stores the counters it was built with, and
@@ -27,6 +28,7 @@
 
 mod codec;
 mod health;
+mod positions;
 mod pubsub;
 mod unconfirmed;
 

@@ -57,6 +57,8 @@ pub struct FrontendStats {
     pub causal_primary: AtomicU64,
     /// Cache hits not used because the entry may predate a position the session must see.
     pub causal_cache_bypass: AtomicU64,
+    /// Redis operations on shared causal positions (`switchyard.causal_key`) that failed.
+    pub shared_position_failures: AtomicU64,
 }
 
 /// One PostgreSQL listener.

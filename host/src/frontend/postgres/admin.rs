@@ -336,6 +336,10 @@ fn stats(fe: &PgFrontend) -> Table {
         "causal_cache_bypasses",
         fe.stats.causal_cache_bypass.load(Ordering::Relaxed),
     );
+    add(
+        "causal_shared_position_failures",
+        fe.stats.shared_position_failures.load(Ordering::Relaxed),
+    );
     let buckets = fe.backend.buckets();
     let sum = |f: &dyn Fn(&crate::backend::postgres::BucketStats) -> u64| {
         buckets.iter().map(|b| f(&b.stats)).sum::<u64>()

@@ -56,7 +56,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .learned_writes
                 .contains(Protocol::Postgres, verdict.effective.fingerprint)
             && self.status == TransactionStatus::Idle
-            && self.held.is_none();
+            && self.held.is_none()
+            // Another instance's entry may predate this client's write through it.
+            && self.causal.shared_key_is_none();
         if !cacheable {
             return None;
         }

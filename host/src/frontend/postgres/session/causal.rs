@@ -8,7 +8,10 @@
 //!
 //! The probe costs one extra statement per writing transaction on a connection the session
 //! already holds, and no round trip the client waits for: the client's ReadyForQuery is
-//! relayed before the probe is sent.
+//! relayed before the probe is sent. A client that names a causal key has its position shared
+//! through Redis with the other instances (`shared`).
+
+mod shared;
 
 use std::time::Instant;
 
@@ -30,6 +33,8 @@ const WAL_PROBE: &str = "SELECT pg_current_wal_insert_lsn()";
 
 /// The setting by which a client states a position its reads must observe.
 pub(super) const MIN_LSN_SETTING: &str = "switchyard.min_lsn";
+/// The setting by which a client names the key its position is shared under (`shared`).
+pub(super) const CAUSAL_KEY_SETTING: &str = "switchyard.causal_key";
 
 /// What the session knows of the positions its reads must see.
 #[derive(Debug, Default)]
@@ -45,25 +50,37 @@ pub(super) struct CausalState {
     /// A probe was lost (its server failed, or it answered no position) after a write that
     /// committed before this instant: reads need a primary position sampled after it.
     unknown_since: Option<Instant>,
+    /// `switchyard.causal_key`: the key the client's position is shared under.
+    shared_key: Option<String>,
+    /// The ReadyForQuery of a unit that wrote, held back until its position is shared.
+    held_ready: Option<bytes::Bytes>,
 }
 
 impl CausalState {
-    /// A position from the startup packet's `options` (`-c switchyard.min_lsn=0/16B3748`).
+    /// Positions and keys from the startup packet's `options`
+    /// (`-c switchyard.min_lsn=0/16B3748 -c switchyard.causal_key=order-42`).
     pub(super) fn from_startup(attributes: &[(String, String)]) -> CausalState {
-        let min = attributes
-            .iter()
-            .find(|(name, _)| name == "options")
-            .and_then(|(_, options)| {
-                options
-                    .split_ascii_whitespace()
-                    .filter_map(|o| o.strip_prefix(MIN_LSN_SETTING)?.strip_prefix('='))
-                    .next_back()
-                    .and_then(|v| v.parse().ok())
-            });
+        let option = |setting: &str| {
+            attributes
+                .iter()
+                .find(|(name, _)| name == "options")
+                .and_then(|(_, options)| {
+                    options
+                        .split_ascii_whitespace()
+                        .filter_map(|o| o.strip_prefix(setting)?.strip_prefix('='))
+                        .next_back()
+                })
+        };
         CausalState {
-            min,
+            min: option(MIN_LSN_SETTING).and_then(|v| v.parse().ok()),
+            shared_key: option(CAUSAL_KEY_SETTING).and_then(shared::valid_key),
             ..CausalState::default()
         }
+    }
+
+    /// Whether the client named no causal key (see `shared`).
+    pub(super) fn shared_key_is_none(&self) -> bool {
+        self.shared_key.is_none()
     }
 
     /// The position a read must see, if any.
@@ -78,7 +95,14 @@ impl CausalState {
                 self.min = setting_value(sql).and_then(|v| v.parse().ok());
             }
             settings::Change::Reset(name) if name == MIN_LSN_SETTING => self.min = None,
-            settings::Change::ResetAll => self.min = None,
+            settings::Change::Set { name, sql } if name == CAUSAL_KEY_SETTING => {
+                self.shared_key = setting_value(sql).and_then(shared::valid_key);
+            }
+            settings::Change::Reset(name) if name == CAUSAL_KEY_SETTING => self.shared_key = None,
+            settings::Change::ResetAll => {
+                self.min = None;
+                self.shared_key = None;
+            }
             _ => {}
         }
     }
@@ -99,7 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The consistency level of a read: the cluster's, unless the policy tagged the statement
     /// `consistency = eventual | session | global`.
     fn consistency(&self, verdict: &Verdict) -> Consistency {
-        verdict
+        let level = verdict
             .decision
             .tags
             .iter()
@@ -110,7 +134,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "global" => Some(Consistency::Global),
                 _ => None,
             })
-            .unwrap_or_else(|| self.fe.backend.router().consistency())
+            .unwrap_or_else(|| self.fe.backend.router().consistency());
+        // A causal key with no Redis to share positions through: the client's writes through
+        // other instances are seen only by waiting for the primary's position.
+        if level == Consistency::Session
+            && self.causal.shared_key.is_some()
+            && !self.shares_positions()
+        {
+            return Consistency::Global;
+        }
+        level
     }
 
     /// Where a read with read routing may run so that it sees what it must: `target` itself
@@ -266,6 +299,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The probe will not answer: the position is taken from the primary's polls instead.
     pub(super) fn causal_probe_lost(&mut self) {
         self.causal.unknown_since.get_or_insert_with(Instant::now);
+        self.release_held_ready();
     }
 
     /// A message of the probe's answer: its one DataRow holds the position.
@@ -328,11 +362,20 @@ mod tests {
         }
         state.setting_changed(&settings::Change::ResetAll);
         assert_eq!(state.required(), None);
-        let state = CausalState::from_startup(&[(
+        let mut state = CausalState::from_startup(&[(
             "options".to_owned(),
-            "-c search_path=x -c switchyard.min_lsn=1/0".to_owned(),
+            "-c search_path=x -c switchyard.min_lsn=1/0 -c switchyard.causal_key=order-42"
+                .to_owned(),
         )]);
         assert_eq!(state.required(), Some(Lsn(1 << 32)));
+        assert_eq!(state.shared_key.as_deref(), Some("order-42"));
+        state.setting_changed(&settings::Change::Set {
+            name: CAUSAL_KEY_SETTING.to_owned(),
+            sql: "SET switchyard.causal_key = 'cart-7'".to_owned(),
+        });
+        assert_eq!(state.shared_key.as_deref(), Some("cart-7"));
+        state.setting_changed(&settings::Change::Reset(CAUSAL_KEY_SETTING.to_owned()));
+        assert!(state.shared_key_is_none());
     }
 
     #[test]

@@ -109,6 +109,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 policy_time: Duration::ZERO,
             }),
         };
+        if !self.causal.shared_key_is_none() {
+            Box::pin(self.refresh_shared_position(&verdict)).await;
+        }
         let mut capture = None;
         let key = if synced {
             self.extended_cache_key(&verdict, &items)

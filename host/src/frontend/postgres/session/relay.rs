@@ -139,8 +139,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.rerun_on_primary(pending).await?;
                     continue;
                 }
+                let probe = pending.wal_probe;
                 if self.completed(pending, status) {
-                    self.io.wbuf.extend_from_slice(msg.bytes());
+                    if self.holds_ready_for_sharing() {
+                        self.hold_ready(Bytes::copy_from_slice(msg.bytes()));
+                    } else {
+                        self.io.wbuf.extend_from_slice(msg.bytes());
+                    }
+                }
+                if probe {
+                    self.share_position().await;
                 }
                 self.send_wal_probe().await?;
                 self.resync_settings().await?;

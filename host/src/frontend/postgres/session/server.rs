@@ -134,6 +134,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(target) => target,
             Err(e) => return Ok(Err(ErrorFields::error("08000", e.to_string()))),
         };
+        // A read sent to the primary only for causality goes back to the replicas if the
+        // primary turns out to be down (see below).
+        let replica = (route.is_read_routing() && target.pool.role() == PoolRole::Replica)
+            .then(|| (target.pool.clone(), target.exclude()));
         let (target, exclude) = self
             .causal_target(verdict, &route, target, in_transaction)
             .await;
@@ -172,6 +176,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .cloned()
         {
             result = self.checkout(&fallback, affinity, &[]).await;
+        }
+        // The primary is down and the health checks have not said so yet: the read goes on from
+        // the replicas, as once they have (see `causal_target`).
+        if let Err(e) = &result
+            && e.is_node_failure()
+            && pool.role() == PoolRole::Primary
+            && let Some((replica, exclude)) = replica
+        {
+            result = self.checkout(&replica, affinity, &exclude).await;
         }
         match result {
             Ok(()) => Ok(Ok(())),

@@ -37,6 +37,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(e) => return self.answer_error(e, true).await,
         };
         let verdict = Arc::new(verdict);
+        if !self.causal.shared_key_is_none() {
+            Box::pin(self.refresh_shared_position(&verdict)).await;
+        }
         let rewritten = matches!(&verdict.decision.action, Action::Rewrite(new) if *new != sql);
         let mut capture = None;
         let key = if utf8 {
