@@ -47,6 +47,7 @@ mod builtins;
 mod cache;
 mod clickhouse;
 mod collect;
+mod facts;
 mod fallback;
 mod fast;
 mod fingerprint;
@@ -119,7 +120,9 @@ fn classify_with_fingerprint(protocol: Protocol, sql: &str, fingerprint: u64) ->
 fn classify_parsed(protocol: Protocol, text: &str, fingerprint: u64) -> Classification {
     match parse::statements(protocol, text) {
         Ok(statements) if !statements.is_empty() => {
-            analyze::classification(protocol, &statements, fingerprint)
+            let mut classification = analyze::classification(protocol, &statements, fingerprint);
+            classification.statements = facts::of_text(protocol, text, Some(&statements)).into();
+            classification
         }
         Ok(_) => Classification::unknown(fingerprint),
         // Syntax errors and texts too deep or too long to parse all get the keyword fallback;
@@ -131,6 +134,7 @@ fn classify_parsed(protocol: Protocol, text: &str, fingerprint: u64) -> Classifi
             if protocol == Protocol::Postgres {
                 classification.resident = resident::scan(&tokens);
             }
+            classification.statements = facts::of_text(protocol, text, None).into();
             classification
         }
     }

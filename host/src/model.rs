@@ -5,12 +5,14 @@
 //! Frontends build a `QueryContext`; the policy engine maps it to and from the WIT types in one
 //! place (`policy::convert`); everything downstream (cache, routing, pools) reads `Decision`.
 
+mod facts;
 mod lsn;
 
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+pub use facts::{Access, ObjectKind, ObjectRef, StatementFacts};
 pub use lsn::{Lsn, LsnParseError, WalLayout};
 
 /// The wire protocol a client speaks.
@@ -105,6 +107,9 @@ pub struct Classification {
     /// for almost every statement (and then without an allocation). PostgreSQL only; the rules
     /// are in `classify::resident`.
     pub resident: ResidentEffects,
+    /// Every statement of the text with what the parser found in it, for policies (empty only
+    /// for texts classified without a policy in mind, such as the proxy's own).
+    pub statements: Arc<[StatementFacts]>,
 }
 
 impl Classification {
@@ -118,6 +123,7 @@ impl Classification {
             tables_written: Arc::from(Vec::new()),
             functions: Arc::from(Vec::new()),
             resident: ResidentEffects::new(),
+            statements: Arc::from(Vec::new()),
         }
     }
 }

@@ -54,6 +54,15 @@ pub enum PolicyError {
     Compile { path: PathBuf, reason: String },
     #[error("policy {path} does not fit the switchyard:policy world: {reason}")]
     Link { path: PathBuf, reason: String },
+    #[error(
+        "policy {path} was built against the contract {found}; this Switchyard loads {expected}: \
+         rebuild it with the current SDK (`wit/policy.wit`)"
+    )]
+    ContractVersion {
+        path: PathBuf,
+        found: String,
+        expected: &'static str,
+    },
     #[error("policy {path} refused its configuration in init: {reason}")]
     Init { path: PathBuf, reason: String },
     #[error("policy `{policy}` failed: {reason}")]

@@ -35,11 +35,12 @@ pub(crate) fn classification(
         tables_written: Arc::from(collector.writes),
         functions: Arc::from(collector.functions),
         resident: collector.resident,
+        statements: Arc::from(Vec::new()),
     }
 }
 
 /// Whether a top-level statement bounds its rows; None for statements where that means nothing.
-fn limited(statement: &Statement) -> Option<bool> {
+pub(crate) fn limited(statement: &Statement) -> Option<bool> {
     match statement {
         Statement::Query(query) => Some(query_limited(query)),
         Statement::Update(update) => Some(update.limit.is_some()),

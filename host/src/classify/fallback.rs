@@ -214,6 +214,7 @@ impl Fallback {
             tables_written: Arc::from(self.writes),
             functions: Arc::from(self.functions),
             resident: ResidentEffects::new(),
+            statements: Arc::from(Vec::new()),
         }
     }
 }

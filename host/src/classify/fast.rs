@@ -200,7 +200,7 @@ pub(crate) fn classify(protocol: Protocol, sql: &str, fingerprint: u64) -> Optio
         resident: ResidentEffects::new(),
     };
     fast.select()?;
-    Some(Classification {
+    let mut classification = Classification {
         kind: fast.kind,
         flags: QueryFlags {
             has_where: false,
@@ -213,7 +213,10 @@ pub(crate) fn classify(protocol: Protocol, sql: &str, fingerprint: u64) -> Optio
         tables_written: Arc::from(Vec::<String>::new()),
         functions: Arc::from(fast.functions),
         resident: fast.resident,
-    })
+        statements: Arc::from(Vec::new()),
+    };
+    classification.statements = super::facts::of_fast(&classification).into();
+    Some(classification)
 }
 
 struct Fast<'t, 'a> {

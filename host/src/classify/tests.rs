@@ -3,6 +3,7 @@
 
 mod cache;
 mod clickhouse;
+mod facts;
 mod fast;
 mod fingerprint;
 mod mysql;

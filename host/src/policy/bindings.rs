@@ -2,8 +2,8 @@
 //! WIT types are mapped to and from the protocol-neutral model.
 
 use crate::model::{
-    Action, CacheDirective, Decision, PoolRole, PoolState, Protocol, QueryContext, Route,
-    StatementKind,
+    Access, Action, CacheDirective, Decision, ObjectKind, ObjectRef, PoolRole, PoolState, Protocol,
+    QueryContext, Route, StatementFacts, StatementKind,
 };
 
 mod generated {
@@ -42,6 +42,18 @@ pub fn with_wit_query<R>(q: &QueryContext, f: impl FnOnce(wit::Query<'_>) -> R) 
     let tables_read = names(&c.tables_read);
     let tables_written = names(&c.tables_written);
     let functions = names(&c.functions);
+    // Objects of every statement first, then the statements borrowing them.
+    let objects: SmallVec<[SmallVec<[wit::ObjectRef<'_>; 4]>; 2]> = c
+        .statements
+        .iter()
+        .map(|st| st.objects.iter().map(object_to_wit).collect())
+        .collect();
+    let statements: SmallVec<[wit::Statement<'_>; 2]> = c
+        .statements
+        .iter()
+        .zip(&objects)
+        .map(|(st, objects)| statement_to_wit(st, objects))
+        .collect();
     let attributes: SmallVec<[(&str, &str); 8]> = q
         .attributes
         .iter()
@@ -55,15 +67,7 @@ pub fn with_wit_query<R>(q: &QueryContext, f: impl FnOnce(wit::Query<'_>) -> R) 
         },
         sql: &q.sql,
         fingerprint: c.fingerprint,
-        kind: match c.kind {
-            StatementKind::Read => wit::StatementKind::Read,
-            StatementKind::Write => wit::StatementKind::Write,
-            StatementKind::Ddl => wit::StatementKind::Ddl,
-            StatementKind::Transaction => wit::StatementKind::Transaction,
-            StatementKind::Session => wit::StatementKind::Session,
-            StatementKind::Utility => wit::StatementKind::Utility,
-            StatementKind::Unknown => wit::StatementKind::Unknown,
-        },
+        kind: kind_to_wit(c.kind),
         flags,
         tables_read: &tables_read,
         tables_written: &tables_written,
@@ -72,8 +76,69 @@ pub fn with_wit_query<R>(q: &QueryContext, f: impl FnOnce(wit::Query<'_>) -> R) 
         database: &q.database,
         client_addr: &q.client_addr,
         in_transaction: q.in_transaction,
+        statements: &statements,
         attributes: &attributes,
     })
+}
+
+fn kind_to_wit(kind: StatementKind) -> wit::StatementKind {
+    match kind {
+        StatementKind::Read => wit::StatementKind::Read,
+        StatementKind::Write => wit::StatementKind::Write,
+        StatementKind::Ddl => wit::StatementKind::Ddl,
+        StatementKind::Transaction => wit::StatementKind::Transaction,
+        StatementKind::Session => wit::StatementKind::Session,
+        StatementKind::Utility => wit::StatementKind::Utility,
+        StatementKind::Unknown => wit::StatementKind::Unknown,
+    }
+}
+
+fn statement_to_wit<'a>(
+    st: &'a StatementFacts,
+    objects: &'a [wit::ObjectRef<'a>],
+) -> wit::Statement<'a> {
+    wit::Statement {
+        command: &st.command,
+        kind: kind_to_wit(st.kind),
+        parsed: st.parsed,
+        runs: st.runs,
+        depth: st.depth,
+        objects,
+        has_where: st.has_where,
+        has_limit: st.has_limit,
+    }
+}
+
+fn object_to_wit(o: &ObjectRef) -> wit::ObjectRef<'_> {
+    wit::ObjectRef {
+        kind: match o.kind {
+            ObjectKind::Relation => wit::ObjectKind::Relation,
+            ObjectKind::Table => wit::ObjectKind::Table,
+            ObjectKind::View => wit::ObjectKind::View,
+            ObjectKind::MaterializedView => wit::ObjectKind::MaterializedView,
+            ObjectKind::Sequence => wit::ObjectKind::Sequence,
+            ObjectKind::Index => wit::ObjectKind::Index,
+            ObjectKind::Function => wit::ObjectKind::Function,
+            ObjectKind::Procedure => wit::ObjectKind::Procedure,
+            ObjectKind::Schema => wit::ObjectKind::Schema,
+            ObjectKind::Database => wit::ObjectKind::Database,
+            ObjectKind::Role => wit::ObjectKind::Role,
+            ObjectKind::Type => wit::ObjectKind::Type,
+            ObjectKind::Trigger => wit::ObjectKind::Trigger,
+            ObjectKind::Rule => wit::ObjectKind::Rule,
+            ObjectKind::Extension => wit::ObjectKind::Extension,
+            ObjectKind::Other => wit::ObjectKind::Other,
+        },
+        schema: o.schema.as_deref(),
+        name: &o.name,
+        access: match o.access {
+            Access::Read => wit::Access::Read,
+            Access::Write => wit::Access::Write,
+            Access::Define => wit::Access::Define,
+            Access::Call => wit::Access::Call,
+        },
+        guessed: o.guessed,
+    }
 }
 
 fn names(list: &[String]) -> SmallVec<[&str; 8]> {

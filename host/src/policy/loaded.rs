@@ -78,6 +78,7 @@ impl CompiledPolicy {
         bytes: &[u8],
     ) -> Result<Self, PolicyError> {
         let component = runtime.component(path, bytes)?;
+        check_contract_version(runtime, &component, path)?;
         let link_error = |e: wasmtime::Error| PolicyError::Link {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
@@ -296,5 +297,55 @@ impl LoadedPolicy {
             Some(trap) => CallFailure::Trap(trap.to_string()),
             None => CallFailure::Trap(format!("{error:#}")),
         }
+    }
+}
+
+/// The contract this host implements (`package` in `wit/policy.wit`).
+pub const CONTRACT: &str = "switchyard:policy@0.2.0";
+
+/// A component built against another version of the contract imports its `host` interface
+/// under that version: say so, rather than the linker's message about a missing import.
+fn check_contract_version(
+    runtime: &PolicyRuntime,
+    component: &wasmtime::component::Component,
+    path: &Path,
+) -> Result<(), PolicyError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(runtime.engine()) {
+        if let Some(rest) = name.strip_prefix("switchyard:policy/")
+            && let Some((_, version)) = rest.split_once('@')
+            && !CONTRACT.ends_with(&format!("@{version}"))
+        {
+            return Err(PolicyError::ContractVersion {
+                path: path.to_path_buf(),
+                found: format!("switchyard:policy@{version}"),
+                expected: CONTRACT,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component built against the first contract (a policy that blocks everything) is
+    /// refused with the versions named, not with a linker message.
+    #[test]
+    fn an_older_contract_is_named_in_the_error() {
+        let runtime = PolicyRuntime::new(None).expect("runtime");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/contract-0.1.0.wasm");
+        let error = CompiledPolicy::compile(&runtime, &path)
+            .err()
+            .expect("an older contract is refused");
+        let text = error.to_string();
+        assert!(
+            matches!(error, PolicyError::ContractVersion { .. }),
+            "{text}"
+        );
+        assert!(text.contains("switchyard:policy@0.1.0"), "{text}");
+        assert!(text.contains(CONTRACT), "{text}");
     }
 }

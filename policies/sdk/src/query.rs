@@ -74,6 +74,7 @@ impl Query {
             database: String::new(),
             client_addr: "127.0.0.1:50000".to_string(),
             in_transaction: false,
+            statements: Vec::new(),
             attributes: Vec::new(),
         }
     }
