@@ -34,10 +34,13 @@
 #   node by a one-time restart of the cluster) and prints a second table: reads on the primary
 #   and on the replicas, writes, the proxy's WAL position probes (per transaction) and polls (per
 #   second, all nodes); for Switchyard also SHOW STATS causal_reads_on_primary per transaction
-#   CALLGRIND_TX="2000 6000" CALLGRIND_CLIENTS=8 (callgrind: two pgbench -t runs per variant; the
-#   proxy's counters are zeroed before and dumped after each, and the per-transaction figure is
-#   the difference of the two divided by the difference of their transactions, which cancels what
-#   does not depend on the count: start-up, a run's connects and disconnects)
+#   CALLGRIND_TX="2000 6000" CALLGRIND_CLIENTS=8 CALLGRIND_IDLE=5 (callgrind: per variant, after
+#   a warm-up and one unmeasured run of the workload, an idle period and one pgbench -t run per
+#   count; the proxy's counters are zeroed before and dumped after each. Per transaction: each run
+#   alone, less what the idle process executes in as long (pollers and timers, inflated by
+#   valgrind's slowness), and the difference of the first and last runs divided by the difference
+#   of their transactions, which cancels what does not depend on the count, such as the clients'
+#   logins)
 #   THREADS=2 (pgbench -j)  SCALE=10 (pgbench -i -s)  RSS_CLIENTS=1000
 #   TARGETS="direct pgbouncer haproxy sy-nocache sy-cache sy-split" (any subset, in this order)
 #   BENCH_STATE=/tmp/switchyard-pg-bench
@@ -491,20 +494,27 @@ sy_stat() { # target name -> a counter of the proxy's admin console (SHOW STATS)
     awk -F'|' -v k="$2" '$1 == k { v = $2 } END { print (v == "" ? "-" : v) }'
 }
 
-print_counts() { # counts.tsv [show the round column] -> markdown
+counts_per_tx() { # counts.tsv -> label clients mode round, then per run: % of reads on the
+  # replicas, per transaction: reads on the primary, on the replicas, writes, probes, causal
+  # reads on the primary (SHOW STATS), other statements; polls per second
   # counts.tsv: label clients mode round txs seconds, the primary's reads writes probes polls
   # other (7-11), the replicas' (12-16), causal reads the proxy sent to the primary (17)
-  awk -F'\t' -v rounds="${2:-0}" '
+  awk -F'\t' -v OFS='\t' '
     function d(a, b) { return (a != "-" && b > 0) ? sprintf("%.3f", a / b) : "-" }
+    { n = $5; pr = $7; rr = $12
+      print $1, $2, $3, $4, (pr + rr > 0 ? sprintf("%.1f", 100 * rr / (pr + rr)) : "-"), d(pr, n), d(rr, n),
+        d($8 + $13, n), d($9 + $14, n), d($17, n), d($11 + $16, n), d($10 + $15, $6) }' "$1"
+}
+
+print_counts() { # output of counts_per_tx [show the round column] -> markdown
+  awk -F'\t' -v rounds="${2:-0}" '
     BEGIN {
       r = rounds ? " round |" : ""; rs = rounds ? " ---: |" : ""
-      print "| target | clients | mode |" r " reads on replicas | primary reads/tx | replica reads/tx | writes/tx | probes/tx | causal reads on primary/tx | polls/s (3 nodes) | other statements/tx |"
+      print "| target | clients | mode |" r " reads on replicas | primary reads/tx | replica reads/tx | writes/tx | probes/tx | causal reads on primary/tx | other statements/tx | polls/s (3 nodes) |"
       print "| --- | ---: | --- |" rs " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     }
-    { n = $5; pr = $7; pw = $8 + $13; pp = $9 + $14; pl = $10 + $15; ot = $11 + $16; rr = $12
-      printf "| %s | %s | %s |%s %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, (rounds ? " " $4 " |" : ""),
-        (pr + rr > 0 ? sprintf("%.1f %%", 100 * rr / (pr + rr)) : "-"), d(pr, n), d(rr, n), d(pw, n), d(pp, n),
-        d($17, n), d(pl, $6), d(ot, n) }' "$1"
+    { printf "| %s | %s | %s |%s %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, (rounds ? " " $4 " |" : ""),
+        ($5 == "-" ? "-" : $5 " %"), $6, $7, $8, $9, $10, $11, $12 }' "$1"
 }
 
 per_tx() { # seconds transactions -> microseconds per transaction
@@ -683,8 +693,8 @@ section_tps() {
     fi
     if [ "$STMT_COUNTS" = 1 ]; then
       echo; echo "Statements on the nodes (pg_stat_statements) and reads the proxy sent to the primary for causality (SHOW STATS)"; echo
-      print_counts "$COUNTS" "$shown"
-      if [ "$ROUNDS" -gt 1 ]; then echo; print_counts <(medians "$COUNTS" 4 0) 0; fi
+      print_counts <(counts_per_tx "$COUNTS") "$shown"
+      if [ "$ROUNDS" -gt 1 ]; then echo; print_counts <(medians <(counts_per_tx "$COUNTS") 4 0) 0; fi
     fi
     echo
   } | tee "$STATE/tps.md"
@@ -694,17 +704,23 @@ section_tps() {
 
 # ---------------------------------------------------------------- callgrind
 
-cg_take() { # pid -> Ir (instructions) counted since the last zeroing; dumps them (which zeroes)
+cg_take() { # pid -> "Ir Ir-in-server-logins" counted since the last zeroing; dumps them (which
+  # zeroes). A server login is a SCRAM exchange (PBKDF2, 4096 rounds of HMAC-SHA-256), ~57
+  # million instructions under valgrind (no SHA extensions there): counted apart, since how many
+  # a run needs depends on how its clients happen to end (a client that hangs up while the WAL
+  # position probe after its last write is unanswered leaves that server connection closed)
   local before after f
   before=$(find "$STATE" -maxdepth 1 -name "callgrind.out.$1.*" | wc -l)
-  callgrind_control -d "$1" >/dev/null
+  callgrind_control -d "$1" >/dev/null 2>&1
   for _ in $(seq 1 300); do
     after=$(find "$STATE" -maxdepth 1 -name "callgrind.out.$1.*" | wc -l)
     [ "$after" -gt "$before" ] && break
     sleep 0.1
   done
   f=$(ls -t "$STATE/callgrind.out.$1".* | head -1)
-  awk '/^(summary|totals):/ { print $2; exit }' "$f"
+  printf '%s %s\n' "$(awk '/^(summary|totals):/ { print $2; exit }' "$f")" \
+    "$(callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null |
+      awk '/ScramClient::server_first/ { gsub(",", "", $1); print $1; found = 1; exit } END { if (!found) print 0 }')"
 }
 
 section_callgrind() {
@@ -716,7 +732,7 @@ section_callgrind() {
   trap stop_proxies EXIT
   local variants=${SPLIT_VARIANTS:-consistency=session consistency=eventual}
   local c=${CALLGRIND_CLIENTS:-8} idle=${CALLGRIND_IDLE:-5} mode=${MODES%% *} workload v n pid port
-  local out=$STATE/callgrind-$(date +%Y%m%d-%H%M%S).tsv t0 t1 s0 s1 ir txs
+  local out=$STATE/callgrind-$(date +%Y%m%d-%H%M%S).tsv t0 t1 s0 s1 l0 l1 ir txs
   read -ra workload <<<"$WORKLOAD"
   port=$(sy_port sy-split)
   : >"$out"
@@ -726,48 +742,55 @@ section_callgrind() {
     start_switchyard sy-split valgrind --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.%p"
     pid=$(sy_pid sy-split)
     warm_up "$port" "$c" "$([ "$WARMUP" = 0 ] && echo 5 || echo "$WARMUP")"
+    # and the workload itself once, unmeasured: every server connection it needs is opened (a
+    # SCRAM login costs the proxy ~57 million instructions here) before the counting starts
+    n=${CALLGRIND_TX:-2000 6000}; n=${n%% *}
+    pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -t $((n / c)) -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" >/dev/null 2>&1 || true
     # What the idle process executes per second (pollers, timers): to subtract from the runs,
     # which last ~50 times longer under valgrind than natively.
-    wait_replicas; callgrind_control -z "$pid" >/dev/null
+    wait_replicas; callgrind_control -z "$pid" >/dev/null 2>&1
     t0=$(date +%s%N); sleep "$idle"; ir=$(cg_take "$pid"); t1=$(date +%s%N)
-    printf '%s\tidle\t0\t%s\t%s\t-\n' "$v" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" "$ir" >>"$out"
+    printf '%s\tidle\t0\t%s\t%s\t-\t0\t0\n' "$v" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" "${ir%% *}" >>"$out"
     for n in ${CALLGRIND_TX:-2000 6000}; do
       wait_replicas
-      s0=$(sy_stat sy-split causal_reads_on_primary)
-      callgrind_control -z "$pid" >/dev/null
+      s0=$(sy_stat sy-split causal_reads_on_primary); l0=$(sy_stat sy-split server_connects)
+      callgrind_control -z "$pid" >/dev/null 2>&1
       t0=$(date +%s%N)
       pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -t $((n / c)) -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" \
         >"$STATE/pgbench.out" 2>&1 || log "pgbench failed: $(tail -n1 "$STATE/pgbench.out")"
       ir=$(cg_take "$pid"); t1=$(date +%s%N)
-      s1=$(sy_stat sy-split causal_reads_on_primary)
+      s1=$(sy_stat sy-split causal_reads_on_primary); l1=$(sy_stat sy-split server_connects)
       txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$STATE/pgbench.out")
       printf '### callgrind %s c=%s -t %s\n%s\n\n' "$v" "$c" $((n / c)) "$(cat "$STATE/pgbench.out")" >>"$STATE/pgbench.log"
-      printf '%s\trun\t%s\t%s\t%s\t%s\n' "$v" "${txs:-0}" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" "$ir" "$((s1 - s0))" >>"$out"
-      log "callgrind $v: $txs transactions, $ir instructions, $((s1 - s0)) causal reads on the primary"
+      printf '%s\trun\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "${txs:-0}" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
+        "${ir%% *}" "$((s1 - s0))" "$((l1 - l0))" "${ir##* }" >>"$out"
+      log "callgrind $v: $txs transactions, ${ir%% *} instructions (${ir##* } in $((l1 - l0)) server logins), $((s1 - s0)) causal reads on the primary"
     done
     stop_switchyard sy-split
   done
-  # out: variant kind(idle|run) transactions seconds Ir causal-reads-on-primary
+  # out: variant kind(idle|run) transactions seconds Ir causal-reads-on-primary server-logins
+  # Ir-in-server-logins
   {
     echo
     echo "Instructions the proxy executed (callgrind, all threads), pgbench -n $WORKLOAD -M $mode -c $c -t N, sy-split"
     echo
     awk -F'\t' '
       $2 == "idle" { rate[$1] = $5 / $4; idle[$1] = $4; order[++nv] = $1; next }
-      { k = $1; m = ++runs[k]; tx[k, m] = $3; sec[k, m] = $4; ir[k, m] = $5; cp[k, m] = $6 }
+      { k = $1; m = ++runs[k]; tx[k, m] = $3; sec[k, m] = $4; ir[k, m] = $5; cp[k, m] = $6; lg[k, m] = $7; li[k, m] = $8 }
+      # net: less what the idle process executes in as long, less server logins
+      function net(k, m) { return ir[k, m] - rate[k] * sec[k, m] - li[k, m] }
       END {
-        print "| variant | transactions | seconds | instructions | per tx | per tx less idle | causal reads on primary/tx |"
-        print "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        print "| variant | transactions | seconds | instructions | server logins (their instructions) | per tx | per tx less idle and logins | causal reads on primary/tx |"
+        print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         for (o = 1; o <= nv; o++) {
           k = order[o]
-          printf "| %s | idle | %.1f | %.0f/s | | | |\n", k, idle[k], rate[k]
+          printf "| %s | idle | %.1f | %.0f/s | | | | |\n", k, idle[k], rate[k]
           for (m = 1; m <= runs[k]; m++)
-            printf "| %s | %d | %.1f | %.0f | %.0f | %.0f | %.3f |\n", k, tx[k, m], sec[k, m], ir[k, m],
-              ir[k, m] / tx[k, m], (ir[k, m] - rate[k] * sec[k, m]) / tx[k, m], cp[k, m] / tx[k, m]
+            printf "| %s | %d | %.1f | %.0f | %d (%.0f) | %.0f | %.0f | %.3f |\n", k, tx[k, m], sec[k, m], ir[k, m], lg[k, m], li[k, m],
+              ir[k, m] / tx[k, m], net(k, m) / tx[k, m], cp[k, m] / tx[k, m]
           if (runs[k] >= 2) {
             a = 1; b = runs[k]; dn = tx[k, b] - tx[k, a]
-            printf "| %s | difference | | | **%.0f** | **%.0f** | |\n", k,
-              (ir[k, b] - ir[k, a]) / dn, ((ir[k, b] - rate[k] * sec[k, b]) - (ir[k, a] - rate[k] * sec[k, a])) / dn
+            printf "| %s | difference | | | | %.0f | **%.0f** | |\n", k, (ir[k, b] - ir[k, a]) / dn, (net(k, b) - net(k, a)) / dn
           }
         }
       }' "$out"
