@@ -7,7 +7,9 @@
 #                                     # x -M modes, with the CPU each process spends per transaction
 #   examples/postgres/bench.sh rss    # VmRSS of pgbouncer and switchyard before/with 1000 idle
 #                                     # clients, KiB per client
-#   examples/postgres/bench.sh all    # both
+#   examples/postgres/bench.sh callgrind  # instructions the proxy executes per transaction
+#                                     # (sy-split under valgrind --tool=callgrind), per SPLIT_VARIANTS
+#   examples/postgres/bench.sh all    # tps and rss
 #   examples/postgres/bench.sh down   # stop the proxies and the cluster (the data stays in
 #                                     # BENCH_STATE for the next run)
 #
@@ -16,6 +18,29 @@
 #
 # Env (defaults): DURATION=15 (s per run)  HOT_KEYS (unset: pgbench -S; N: the same query over
 #   accounts 1..N only, the workload for measuring cache hits: TARGETS="direct sy-cache")  CLIENTS="32 200"  MODES="simple extended prepared"
+#   WORKLOAD="-S" (pgbench's workload options, e.g. "-b simple-update", "-b tpcb-like",
+#   "-b select-only@9 -b simple-update@1"; before every run the replicas are waited for)
+#   ROUNDS=1: repeat the whole matrix this many times, so slow drifts of the machine's load hit
+#   every target alike; with ROUNDS > 1 a `round` column tells the runs apart and a second table
+#   gives the median of every column over the rounds
+#   SPLIT_VARIANTS (unset: sy-split as configured below): run sy-split once per listed variant,
+#   a fresh process each time; a variant is a comma-separated list of [cluster.main] keys, e.g.
+#   "consistency=session consistency=eventual" or
+#   "consistency=session,wal_poll_interval=10ms,causal_wait=5ms"; even rounds take the variants
+#   in reverse order
+#   WARMUP=0: seconds of unmeasured reads before each proxied run (pgbench -S, then a read inside
+#   a transaction, which fills the primary's pool too): warm server connections after a restart
+#   STMT_COUNTS=0: 1 counts the statements each node ran (pg_stat_statements, preloaded on every
+#   node by a one-time restart of the cluster) and prints a second table: reads on the primary
+#   and on the replicas, writes, the proxy's WAL position probes (per transaction) and polls (per
+#   second, all nodes); for Switchyard also SHOW STATS causal_reads_on_primary per transaction
+#   CALLGRIND_TX="2000 6000" CALLGRIND_CLIENTS=8 CALLGRIND_IDLE=5 (callgrind: per variant, after
+#   a warm-up and one unmeasured run of the workload, an idle period and one pgbench -t run per
+#   count; the proxy's counters are zeroed before and dumped after each. Per transaction: each run
+#   alone, less what the idle process executes in as long (pollers and timers, inflated by
+#   valgrind's slowness), and the difference of the first and last runs divided by the difference
+#   of their transactions, which cancels what does not depend on the count, such as the clients'
+#   logins)
 #   THREADS=2 (pgbench -j)  SCALE=10 (pgbench -i -s)  RSS_CLIENTS=1000
 #   TARGETS="direct pgbouncer haproxy sy-nocache sy-cache sy-split" (any subset, in this order)
 #   BENCH_STATE=/tmp/switchyard-pg-bench
@@ -39,9 +64,10 @@
 # what that costs in system time on loopback is in its "proxy us/tx" column.
 #
 # CPU per transaction: the proxy's user + system time (/proc/PID/stat), PostgreSQL's (the
-# primary's postmaster, its live children and the children it reaped: /proc/PID/stat cutime) and
-# pgbench's (bash `time`), each divided by the transactions pgbench counted. The three together
-# are what the 2 cores had to give to each transaction.
+# primary's postmaster, its live children and the children it reaped: /proc/PID/stat cutime; the
+# two replicas' likewise, in a column of their own) and pgbench's (bash `time`), each divided by
+# the transactions pgbench counted. Together they are what the 2 cores had to give to each
+# transaction.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -49,6 +75,12 @@ STATE=${BENCH_STATE:-/tmp/switchyard-pg-bench}
 DURATION=${DURATION:-15}
 CLIENTS=${CLIENTS:-32 200}
 MODES=${MODES:-simple extended prepared}
+WORKLOAD=${WORKLOAD:--S}
+ROUNDS=${ROUNDS:-1}
+SPLIT_VARIANTS=${SPLIT_VARIANTS:-}
+SPLIT_KEYS= # the variant sy-split runs with now
+STMT_COUNTS=${STMT_COUNTS:-0}
+WARMUP=${WARMUP:-0}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 RSS_CLIENTS=${RSS_CLIENTS:-1000}
@@ -65,7 +97,7 @@ SKIP_SY=${BENCH_SKIP_SWITCHYARD:-0}
 CLUSTER=$ROOT/examples/postgres/cluster.sh
 PGB_DIR=$STATE/pgbouncer
 PGB_OS_USER=${PG_OS_USER:-postgres}
-DB=appdb APP_USER=app
+DB=appdb APP_USER=app ADMIN_USER=bench_admin # (the admin console: SHOW STATS)
 export PGPASSWORD=app_pass PGCONNECT_TIMEOUT=5
 
 log() { echo "[bench] $*" >&2; }
@@ -252,6 +284,12 @@ stop_haproxy() {
 
 # ---------------------------------------------------------------- Switchyard
 
+split_keys() { # name -> the [cluster.main] keys of the sy-split variant running now
+  if [ "$1" = sy-split ] && [ -n "$SPLIT_KEYS" ]; then
+    tr ',' '\n' <<<"$SPLIT_KEYS" | sed 's/^\([a-z_]*\)=\(.*\)$/\1 = "\2"/'
+  fi
+}
+
 sy_config() { # name
   local port; port=$(sy_port "$1")
   local policy=rw-split cache=false
@@ -267,6 +305,7 @@ cluster = "main"
 [cluster.main]
 protocol = "postgres"
 database = "$DB"
+$(split_keys "$1")
 
 [cluster.main.defaults]
 size = 20
@@ -291,6 +330,11 @@ TOML
 [[user]]
 name = "$APP_USER"
 password = "$PGPASSWORD"
+
+[[user]]
+name = "$ADMIN_USER"
+password = "$PGPASSWORD"
+admin = true
 
 [cache]
 enabled = $cache
@@ -320,21 +364,23 @@ sy_pid() { # name
   [ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"
 }
 
-start_switchyard() { # name
-  local name=$1 port; port=$(sy_port "$1")
+start_switchyard() { # name [command to run it under, e.g. valgrind ...]
+  local name=$1 port; port=$(sy_port "$1"); shift
   if sy_pid "$name" >/dev/null; then log "$name already running (pid $(sy_pid "$name"))"; return 0; fi
   sy_config "$name" >"$STATE/$name.toml"
   "$BIN" config check "$STATE/$name.toml" >/dev/null || die "$STATE/$name.toml does not pass 'switchyard config check'"
-  setsid "$BIN" run --config "$STATE/$name.toml" >"$STATE/$name.log" 2>&1 </dev/null &
+  setsid "$@" "$BIN" run --config "$STATE/$name.toml" >"$STATE/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/$name.pid"
-  local i
-  for i in $(seq 1 150); do
-    psql_app "$port" -Atc 'SELECT 1' >/dev/null 2>&1 && { log "$name up on 127.0.0.1:$port (pid $(sy_pid "$name"))"; return 0; }
+  local i tries=150 # 30 s; under a wrapper (valgrind) 5 minutes
+  [ $# = 0 ] || tries=1500
+  for i in $(seq 1 "$tries"); do
+    psql_app "$port" -Atc 'SELECT 1' >/dev/null 2>&1 && {
+      log "$name up on 127.0.0.1:$port (pid $(sy_pid "$name"))$(split_keys "$name" | tr '\n' ' ' | sed 's/^./: &/')"; return 0; }
     sy_pid "$name" >/dev/null || { tail -n 20 "$STATE/$name.log" >&2; die "$name exited (log above)"; }
     sleep 0.2
   done
   tail -n 20 "$STATE/$name.log" >&2
-  die "$name does not accept logins on $port within 30 s"
+  die "$name does not accept logins on $port within $((tries / 5)) s"
 }
 
 stop_switchyard() { # name
@@ -396,74 +442,198 @@ ticks_of() { # pid -> user + system clock ticks so far (0 without a pid)
   if [ -n "$1" ]; then awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; else echo 0; fi
 }
 
-pg_ticks() { # clock ticks of the primary: postmaster, its live children, the children it reaped
-  local pm; pm=$(head -1 "$PG_BASE/primary/postmaster.pid")
+pg_ticks() { # [node dir] -> clock ticks of the node (primary): postmaster, its live children,
+  # the children it reaped
+  local pm; pm=$(head -1 "$PG_BASE/${1:-primary}/postmaster.pid")
   # (cat, not awk on the files: a process may exit between the glob and the read)
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
     awk -v pm="$pm" '$2 == "(postgres)" && ($1 == pm || $4 == pm) { t += $14 + $15 } $1 == pm && $2 == "(postgres)" { t += $16 + $17 } END { print t + 0 }'
+}
+
+# ---------------------------------------------------------------- statements per node (STMT_COUNTS=1)
+
+stmt_setup() { # pg_stat_statements preloaded on every node (one restart), its view on the primary
+  local n restart=0
+  for n in primary 1 2; do
+    if [[ $("$CLUSTER" psql "$n" -Atc 'SHOW shared_preload_libraries') != *pg_stat_statements* ]]; then
+      # (ALTER SYSTEM works on a standby too: it writes the node's own postgresql.auto.conf)
+      "$CLUSTER" psql "$n" -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" >/dev/null
+      restart=1
+    fi
+  done
+  if [ "$restart" = 1 ]; then
+    log "restarting the cluster with pg_stat_statements preloaded"
+    stop_proxies # (their server connections would die with the restart)
+    "$CLUSTER" stop "$PG_BASE" && "$CLUSTER" start "$PG_BASE"
+  fi
+  "$CLUSTER" psql primary -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' >/dev/null
+  wait_replicas
+}
+
+stmt_reset() { local n; for n in primary 1 2; do "$CLUSTER" psql "$n" -Atc 'SELECT pg_stat_statements_reset()' >/dev/null; done; }
+
+stmt_counts() { # node -> "reads writes probes polls other" since stmt_reset
+  # The probe is the session's `SELECT pg_current_wal_insert_lsn()`, the poll the one statement
+  # naming pg_is_in_recovery() (backend/postgres/wal_poll.rs); "other" is BEGIN/END, settings
+  # replays, health checks. (Run over the unix socket as postgres: not counted by the proxy.)
+  "$CLUSTER" psql "$1" -AtF ' ' -c "
+    SELECT coalesce(sum(calls) FILTER (WHERE k = 'read'), 0), coalesce(sum(calls) FILTER (WHERE k = 'write'), 0),
+           coalesce(sum(calls) FILTER (WHERE k = 'probe'), 0), coalesce(sum(calls) FILTER (WHERE k = 'poll'), 0),
+           coalesce(sum(calls) FILTER (WHERE k = 'other'), 0)
+    FROM (SELECT calls, CASE
+            WHEN query LIKE '%pg_stat_statements%' THEN 'ours'
+            WHEN query LIKE '%pg_is_in_recovery()%' THEN 'poll'
+            WHEN query = 'SELECT pg_current_wal_insert_lsn()' THEN 'probe'
+            WHEN query ~* '^\s*select' AND query LIKE '%pgbench_%' THEN 'read'
+            WHEN query ~* '^\s*(update|insert|delete)' THEN 'write'
+            ELSE 'other' END AS k FROM pg_stat_statements) s"
+}
+
+sy_stat() { # target name -> a counter of the proxy's admin console (SHOW STATS), "-" if none
+  psql -X -q -h 127.0.0.1 -p "$(sy_port "$1")" -U "$ADMIN_USER" -d switchyard -Atc 'SHOW STATS' 2>/dev/null |
+    awk -F'|' -v k="$2" '$1 == k { v = $2 } END { print (v == "" ? "-" : v) }'
+}
+
+counts_per_tx() { # counts.tsv -> label clients mode round, then per run: % of reads on the
+  # replicas, per transaction: reads on the primary, on the replicas, writes, probes, causal
+  # reads on the primary (SHOW STATS), other statements; polls per second
+  # counts.tsv: label clients mode round txs seconds, the primary's reads writes probes polls
+  # other (7-11), the replicas' (12-16), causal reads the proxy sent to the primary (17)
+  awk -F'\t' -v OFS='\t' '
+    function d(a, b) { return (a != "-" && b > 0) ? sprintf("%.3f", a / b) : "-" }
+    { n = $5; pr = $7; rr = $12
+      print $1, $2, $3, $4, (pr + rr > 0 ? sprintf("%.1f", 100 * rr / (pr + rr)) : "-"), d(pr, n), d(rr, n),
+        d($8 + $13, n), d($9 + $14, n), d($17, n), d($11 + $16, n), d($10 + $15, $6) }' "$1"
+}
+
+print_counts() { # output of counts_per_tx [show the round column] -> markdown
+  awk -F'\t' -v rounds="${2:-0}" '
+    BEGIN {
+      r = rounds ? " round |" : ""; rs = rounds ? " ---: |" : ""
+      print "| target | clients | mode |" r " reads on replicas | primary reads/tx | replica reads/tx | writes/tx | probes/tx | causal reads on primary/tx | other statements/tx | polls/s (3 nodes) |"
+      print "| --- | ---: | --- |" rs " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    }
+    { printf "| %s | %s | %s |%s %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, (rounds ? " " $4 " |" : ""),
+        ($5 == "-" ? "-" : $5 " %"), $6, $7, $8, $9, $10, $11, $12 }' "$1"
 }
 
 per_tx() { # seconds transactions -> microseconds per transaction
   awk -v t="$1" -v n="${2:-0}" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / n; else printf "-" }'
 }
 
-run_pgbench() { # target clients mode -> appends a line to $RESULTS
-  local target=$1 c=$2 mode=$3 port out rc=0 tps lat failed foreign fs sp status
-  local pid p0 p1 g0 g1 txs hz proxy_us=- pg_us bench_us
+warm_up() { # port clients seconds: unmeasured reads, so a fresh proxy's server connections are open
+  # The read inside a transaction goes to the primary and fills its pool too; it writes nothing,
+  # so no connection is left with a WAL position probe outstanding when the clients hang up.
+  printf '\\set aid random(1, 100000)\nBEGIN;\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\nEND;\n' >"$STATE/warm.sql"
+  pgbench -n -S -c "$2" -j "$THREADS" -T "$3" -h 127.0.0.1 -p "$1" -U "$APP_USER" "$DB" >/dev/null 2>&1 || true
+  pgbench -n -f "$STATE/warm.sql" -c "$2" -j "$THREADS" -T "$3" -h 127.0.0.1 -p "$1" -U "$APP_USER" "$DB" >/dev/null 2>&1 || true
+}
+
+run_pgbench() { # target clients mode round [label] -> appends a line to $RESULTS (and $COUNTS)
+  local target=$1 c=$2 mode=$3 round=$4 label=${5:-$1} port out rc=0 tps lat failed foreign fs sp status
+  local pid p0 p1 g0 g1 r0 r1 txs hz proxy_us=- pg_us rep_us bench_us s0=- s1=- t0 t1
   port=$(target_port "$target")
   pid=$(proxy_pid "$target") || true
+  if [ "$WARMUP" != 0 ] && [ "$target" != direct ]; then warm_up "$port" "$c" "$WARMUP"; fi
+  wait_replicas
   wait_idle
+  if [ "$STMT_COUNTS" = 1 ]; then
+    stmt_reset
+    if [[ $target == sy-* ]]; then s0=$(sy_stat "$target" causal_reads_on_primary); fi
+  fi
   fs=$(mktemp); foreign_sampler "$fs" & sp=$!
   SAMPLER=$sp # stopped by the EXIT trap if this run dies
-  local workload=(-S)
+  local workload
+  read -ra workload <<<"$WORKLOAD"
   if [ -n "${HOT_KEYS:-}" ]; then
     # The cache benchmark: the same -S query over only HOT_KEYS accounts, so repeated reads can
     # be cache hits (plain -S draws from scale x 100,000 accounts and rarely repeats).
     printf '\\set aid random(1, %s)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n' "$HOT_KEYS" >"$STATE/hot.sql"
     workload=(-f "$STATE/hot.sql")
   fi
-  p0=$(ticks_of "$pid"); g0=$(pg_ticks)
+  p0=$(ticks_of "$pid"); g0=$(pg_ticks); r0=$(( $(pg_ticks replica1) + $(pg_ticks replica2) )); t0=$(date +%s%N)
   local TIMEFORMAT='%U %S'
   { time pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" \
       >"$STATE/pgbench.out" 2>&1; } 2>"$STATE/pgbench.time" || rc=$?
-  p1=$(ticks_of "$pid"); g1=$(pg_ticks)
+  p1=$(ticks_of "$pid"); g1=$(pg_ticks); r1=$(( $(pg_ticks replica1) + $(pg_ticks replica2) )); t1=$(date +%s%N)
   out=$(cat "$STATE/pgbench.out")
   kill "$sp" 2>/dev/null; wait "$sp" 2>/dev/null || true
   txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
   hz=$(getconf CLK_TCK)
   if [ -n "$pid" ]; then proxy_us=$(per_tx "$(awk -v t=$((p1 - p0)) -v hz="$hz" 'BEGIN { print t / hz }')" "$txs"); fi
   pg_us=$(per_tx "$(awk -v t=$((g1 - g0)) -v hz="$hz" 'BEGIN { print t / hz }')" "$txs")
+  rep_us=$(per_tx "$(awk -v t=$((r1 - r0)) -v hz="$hz" 'BEGIN { print t / hz }')" "$txs")
   bench_us=$(per_tx "$(awk '{ print $1 + $2 }' "$STATE/pgbench.time")" "$txs")
   foreign=$(cat "$fs" 2>/dev/null || echo '?'); rm -f "$fs" "$fs.tmp"
-  printf '### %s c=%s M=%s rc=%s\n%s\n\n' "$target" "$c" "$mode" "$rc" "$out" >>"$STATE/pgbench.log"
-  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+  printf '### %s c=%s M=%s round %s rc=%s\n%s\n\n' "$label" "$c" "$mode" "$round" "$rc" "$out" >>"$STATE/pgbench.log"
+  if [ "$STMT_COUNTS" = 1 ]; then
+    if [ "$s0" != - ]; then s1=$(sy_stat "$target" causal_reads_on_primary); fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$c" "$mode" "$round" "${txs:-0}" \
+      "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
+      "$(stmt_counts primary | tr ' ' '\t')" \
+      "$(paste -d ' ' <(stmt_counts 1) <(stmt_counts 2) | awk '{ for (i = 1; i <= 5; i++) printf "%s%d", (i > 1 ? "\t" : ""), $i + $(i + 5) }')" \
+      "$(if [ "$s0" != - ] && [ "$s1" != - ]; then echo $((s1 - s0)); else echo -; fi)" >>"$COUNTS"
+  fi
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection time\|including reconnection times\))/\1/p' <<<"$out") # (the latter: -C)
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
   status=ok
   if [ "$rc" != 0 ] || [ -z "$tps" ]; then
     status=FAILED
-    log "$target c=$c -M $mode FAILED (rc $rc): $(grep -m1 -iE 'error|fatal|abort' <<<"$out" || tail -n1 <<<"$out")"
+    log "$label c=$c -M $mode FAILED (rc $rc): $(grep -m1 -iE 'error|fatal|abort' <<<"$out" || tail -n1 <<<"$out")"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$c" "$mode" "${tps:--}" "${lat:--}" "${failed:-0}" "$foreign" "$status" \
-    "$proxy_us" "$pg_us" "$bench_us" >>"$RESULTS"
-  log "$(printf '%-10s c=%-3s %-8s %10s tps  %7s ms  foreign %s%%  %s  us/tx: proxy %s postgres %s pgbench %s' "$target" "$c" "$mode" "${tps:--}" "${lat:--}" "$foreign" "$status" "$proxy_us" "$pg_us" "$bench_us")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$c" "$mode" "${tps:--}" "${lat:--}" "${failed:-0}" "$foreign" "$status" \
+    "$proxy_us" "$pg_us" "$bench_us" "$rep_us" "$round" >>"$RESULTS"
+  log "$(printf '%-10s c=%-3s %-8s round %s %10s tps  %7s ms  foreign %s%%  %s  us/tx: proxy %s primary %s replicas %s pgbench %s' "$label" "$c" "$mode" "$round" "${tps:--}" "${lat:--}" "$foreign" "$status" "$proxy_us" "$pg_us" "$rep_us" "$bench_us")"
 }
 
-print_table() { # results.tsv
-  awk -F'\t' '
-    { key = $2 SUBSEP $3; tps[$1, key] = ($8 == "ok") ? $4 : ""; row[NR] = $0 }
+# results.tsv: label clients mode tps latency failed foreign% status proxy primary pgbench
+# replicas round (the CPU columns in µs per transaction)
+print_table() { # results.tsv [show the round column] -> markdown
+  # (ratios against direct and PgBouncer of the same round)
+  awk -F'\t' -v rounds="${2:-0}" '
+    { key = $2 SUBSEP $3 SUBSEP $13; tps[$1, key] = ($8 == "ok") ? $4 : ""; row[NR] = $0 }
     function ratio(a, b) { return (a != "" && b != "" && b > 0) ? sprintf("%.2fx", a / b) : "-" }
     END {
-      print "| target | clients | mode | TPS | avg latency ms | failed tx | vs direct | vs pgbouncer | proxy µs/tx | PostgreSQL µs/tx | pgbench µs/tx | foreign% |"
-      print "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+      r = rounds ? " round |" : ""; rs = rounds ? " ---: |" : ""
+      print "| target | clients | mode |" r " TPS | avg latency ms | failed tx | vs direct | vs pgbouncer | proxy µs/tx | primary µs/tx | replicas µs/tx | pgbench µs/tx | foreign% |"
+      print "| --- | ---: | --- |" rs " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
       for (i = 1; i <= NR; i++) {
-        split(row[i], f, "\t"); key = f[2] SUBSEP f[3]
+        split(row[i], f, "\t"); key = f[2] SUBSEP f[3] SUBSEP f[13]
         t = (f[8] == "ok") ? f[4] : ""
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3],
+        printf "| %s | %s | %s |%s %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3],
+          (rounds ? " " f[13] " |" : ""),
           (t == "" ? "FAILED" : sprintf("%.0f", t)), f[5], f[6],
           (f[1] == "direct" ? "1.00x" : ratio(t, tps["direct", key])),
           (f[1] == "pgbouncer" ? (t == "" ? "-" : "1.00x") : ratio(t, tps["pgbouncer", key])),
-          f[9], f[10], f[11], f[7]
+          f[9], f[10], f[12], f[11], f[7]
+      }
+    }' "$1"
+}
+
+medians() { # tsv round-column status-column -> one row per target, clients and mode: the median
+  # over the rounds of every numeric column (failed runs left out; a target that failed every
+  # round keeps its first row)
+  awk -F'\t' -v OFS='\t' -v rc="$2" -v sc="$3" '
+    { k = $1 SUBSEP $2 SUBSEP $3
+      if (!(k in n)) { order[++keys] = k; first[k] = $0; n[k] = 0; fails[k] = 0 }
+      if (sc && $sc != "ok") { fails[k]++; next }
+      n[k]++; for (i = 4; i <= NF; i++) v[k, i, n[k]] = $i; nf[k] = NF }
+    function median(k, i,   m, j, l, x, a) {
+      m = 0
+      for (j = 1; j <= n[k]; j++) if (v[k, i, j] ~ /^-?[0-9.]+$/) { x = v[k, i, j] + 0; for (l = ++m; l > 1 && a[l - 1] > x; l--) a[l] = a[l - 1]; a[l] = x }
+      if (m == 0) return v[k, i, 1]
+      x = sprintf("%.3f", (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2)
+      sub(/\.?0+$/, "", x); return x
+    }
+    END {
+      for (o = 1; o <= keys; o++) {
+        k = order[o]
+        if (n[k] == 0) { print first[k]; continue }
+        split(k, id, SUBSEP); line = id[1] OFS id[2] OFS id[3]
+        for (i = 4; i <= nf[k]; i++)
+          line = line OFS (i == rc ? "median" : median(k, i))
+        print line
       }
     }' "$1"
 }
@@ -474,33 +644,159 @@ section_tps() {
   install_missing
   ensure_data
   trap stop_proxies EXIT
+  if [ "$STMT_COUNTS" = 1 ]; then stmt_setup; fi
   local t
   for t in $TARGETS; do
     wanted "$t" || continue
     case $t in
       pgbouncer) start_pgbouncer ;;
       haproxy) start_haproxy ;;
+      sy-split) [ -n "$SPLIT_VARIANTS" ] || start_switchyard "$t" ;; # (else: one process per run)
       sy-*) start_switchyard "$t" ;;
     esac
   done
   RESULTS=$STATE/tps-$(date +%Y%m%d-%H%M%S).tsv
+  COUNTS=${RESULTS%.tsv}-statements.tsv
   : >"$RESULTS"
-  log "pgbench -n -S -T $DURATION -j $THREADS, clients: $CLIENTS, modes: $MODES, targets: $TARGETS (raw output: $STATE/pgbench.log)"
-  local c m
-  for c in $CLIENTS; do
-    for m in $MODES; do
-      for t in $TARGETS; do
-        wanted "$t" || continue
-        run_pgbench "$t" "$c" "$m"
+  if [ "$STMT_COUNTS" = 1 ]; then : >"$COUNTS"; fi
+  log "pgbench -n $WORKLOAD -T $DURATION -j $THREADS, clients: $CLIENTS, modes: $MODES, targets: $TARGETS, rounds: $ROUNDS${SPLIT_VARIANTS:+, sy-split variants: $SPLIT_VARIANTS} (raw output: $STATE/pgbench.log)"
+  local c m r v variants
+  for r in $(seq 1 "$ROUNDS"); do
+    for c in $CLIENTS; do
+      for m in $MODES; do
+        for t in $TARGETS; do
+          wanted "$t" || continue
+          if [ "$t" = sy-split ] && [ -n "$SPLIT_VARIANTS" ]; then
+            variants=$SPLIT_VARIANTS
+            if [ $((r % 2)) = 0 ]; then variants=$(tr ' ' '\n' <<<"$SPLIT_VARIANTS" | tac | tr '\n' ' '); fi
+            for v in $variants; do
+              SPLIT_KEYS=$v; start_switchyard sy-split
+              run_pgbench "$t" "$c" "$m" "$r" "sy-split $v"
+              stop_switchyard sy-split # (its WAL pollers stay out of the other runs)
+            done
+          else
+            run_pgbench "$t" "$c" "$m" "$r"
+          fi
+        done
       done
     done
   done
-  echo
-  echo "pgbench -n -S -T $DURATION -j $THREADS, scale $SCALE, $(nproc) cores shared by pgbench, PostgreSQL and the proxies"
-  echo
-  print_table "$RESULTS" | tee "$STATE/tps.md"
-  echo
-  log "table saved in $STATE/tps.md, raw figures in $RESULTS"
+  local shown=0; [ "$ROUNDS" -gt 1 ] && shown=1
+  {
+    echo
+    echo "pgbench -n $WORKLOAD -T $DURATION -j $THREADS, scale $SCALE, $(nproc) cores shared by pgbench, PostgreSQL and the proxies"
+    echo
+    print_table "$RESULTS" "$shown"
+    if [ "$ROUNDS" -gt 1 ]; then
+      echo; echo "Medians over the $ROUNDS rounds"; echo
+      print_table <(medians "$RESULTS" 13 8)
+    fi
+    if [ "$STMT_COUNTS" = 1 ]; then
+      echo; echo "Statements on the nodes (pg_stat_statements) and reads the proxy sent to the primary for causality (SHOW STATS)"; echo
+      print_counts <(counts_per_tx "$COUNTS") "$shown"
+      if [ "$ROUNDS" -gt 1 ]; then echo; print_counts <(medians <(counts_per_tx "$COUNTS") 4 0) 0; fi
+    fi
+    echo
+  } | tee "$STATE/tps.md"
+  log "tables saved in $STATE/tps.md, raw figures in $RESULTS$(if [ "$STMT_COUNTS" = 1 ]; then echo " and $COUNTS"; fi)"
+  stop_proxies; trap - EXIT
+}
+
+# ---------------------------------------------------------------- callgrind
+
+cg_take() { # pid -> "Ir Ir-in-server-logins" counted since the last zeroing; dumps them (which
+  # zeroes). A server login is a SCRAM exchange (PBKDF2, 4096 rounds of HMAC-SHA-256), ~57
+  # million instructions under valgrind (no SHA extensions there): counted apart, since how many
+  # a run needs depends on how its clients happen to end (a client that hangs up while the WAL
+  # position probe after its last write is unanswered leaves that server connection closed)
+  local before after f
+  before=$(find "$STATE" -maxdepth 1 -name "callgrind.out.$1.*" | wc -l)
+  callgrind_control -d "$1" >/dev/null 2>&1
+  for _ in $(seq 1 300); do
+    after=$(find "$STATE" -maxdepth 1 -name "callgrind.out.$1.*" | wc -l)
+    [ "$after" -gt "$before" ] && break
+    sleep 0.1
+  done
+  f=$(ls -t "$STATE/callgrind.out.$1".* | head -1)
+  printf '%s %s\n' "$(awk '/^(summary|totals):/ { print $2; exit }' "$f")" \
+    "$(callgrind_annotate --inclusive=yes --threshold=100 "$f" 2>/dev/null |
+      awk '/ScramClient::server_first/ { gsub(",", "", $1); print $1; found = 1; exit } END { if (!found) print 0 }')"
+}
+
+section_callgrind() {
+  install_missing
+  command -v callgrind_control >/dev/null || {
+    log "installing valgrind (apt)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q valgrind >/dev/null; }
+  ensure_data
+  trap stop_proxies EXIT
+  local variants=${SPLIT_VARIANTS:-consistency=session consistency=eventual}
+  local c=${CALLGRIND_CLIENTS:-8} idle=${CALLGRIND_IDLE:-5} mode=${MODES%% *} workload v n pid port
+  local out=$STATE/callgrind-$(date +%Y%m%d-%H%M%S).tsv t0 t1 s0 s1 l0 l1 ir txs
+  read -ra workload <<<"$WORKLOAD"
+  port=$(sy_port sy-split)
+  : >"$out"
+  stop_switchyard sy-split
+  for v in $variants; do
+    SPLIT_KEYS=$v
+    start_switchyard sy-split valgrind --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.%p"
+    pid=$(sy_pid sy-split)
+    warm_up "$port" "$c" "$([ "$WARMUP" = 0 ] && echo 5 || echo "$WARMUP")"
+    # and the workload itself once, unmeasured: every server connection it needs is opened (a
+    # SCRAM login costs the proxy ~57 million instructions here) before the counting starts
+    n=${CALLGRIND_TX:-2000 6000}; n=${n%% *}
+    pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -t $((n / c)) -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" >/dev/null 2>&1 || true
+    # What the idle process executes per second (pollers, timers): to subtract from the runs,
+    # which last ~50 times longer under valgrind than natively.
+    wait_replicas; callgrind_control -z "$pid" >/dev/null 2>&1
+    t0=$(date +%s%N); sleep "$idle"; ir=$(cg_take "$pid"); t1=$(date +%s%N)
+    printf '%s\tidle\t0\t%s\t%s\t-\t0\t0\n' "$v" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" "${ir%% *}" >>"$out"
+    for n in ${CALLGRIND_TX:-2000 6000}; do
+      wait_replicas
+      s0=$(sy_stat sy-split causal_reads_on_primary); l0=$(sy_stat sy-split server_connects)
+      callgrind_control -z "$pid" >/dev/null 2>&1
+      t0=$(date +%s%N)
+      pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -t $((n / c)) -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" \
+        >"$STATE/pgbench.out" 2>&1 || log "pgbench failed: $(tail -n1 "$STATE/pgbench.out")"
+      ir=$(cg_take "$pid"); t1=$(date +%s%N)
+      s1=$(sy_stat sy-split causal_reads_on_primary); l1=$(sy_stat sy-split server_connects)
+      txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$STATE/pgbench.out")
+      printf '### callgrind %s c=%s -t %s\n%s\n\n' "$v" "$c" $((n / c)) "$(cat "$STATE/pgbench.out")" >>"$STATE/pgbench.log"
+      printf '%s\trun\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "${txs:-0}" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
+        "${ir%% *}" "$((s1 - s0))" "$((l1 - l0))" "${ir##* }" >>"$out"
+      log "callgrind $v: $txs transactions, ${ir%% *} instructions (${ir##* } in $((l1 - l0)) server logins), $((s1 - s0)) causal reads on the primary"
+    done
+    stop_switchyard sy-split
+  done
+  # out: variant kind(idle|run) transactions seconds Ir causal-reads-on-primary server-logins
+  # Ir-in-server-logins
+  {
+    echo
+    echo "Instructions the proxy executed (callgrind, all threads), pgbench -n $WORKLOAD -M $mode -c $c -t N, sy-split"
+    echo
+    awk -F'\t' '
+      $2 == "idle" { rate[$1] = $5 / $4; idle[$1] = $4; order[++nv] = $1; next }
+      { k = $1; m = ++runs[k]; tx[k, m] = $3; sec[k, m] = $4; ir[k, m] = $5; cp[k, m] = $6; lg[k, m] = $7; li[k, m] = $8 }
+      # net: less what the idle process executes in as long, less server logins
+      function net(k, m) { return ir[k, m] - rate[k] * sec[k, m] - li[k, m] }
+      END {
+        print "| variant | transactions | seconds | instructions | server logins (their instructions) | per tx | per tx less idle and logins | causal reads on primary/tx |"
+        print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        for (o = 1; o <= nv; o++) {
+          k = order[o]
+          printf "| %s | idle | %.1f | %.0f/s | | | | |\n", k, idle[k], rate[k]
+          for (m = 1; m <= runs[k]; m++)
+            printf "| %s | %d | %.1f | %.0f | %d (%.0f) | %.0f | %.0f | %.3f |\n", k, tx[k, m], sec[k, m], ir[k, m], lg[k, m], li[k, m],
+              ir[k, m] / tx[k, m], net(k, m) / tx[k, m], cp[k, m] / tx[k, m]
+          if (runs[k] >= 2) {
+            a = 1; b = runs[k]; dn = tx[k, b] - tx[k, a]
+            printf "| %s | difference | | | | %.0f | **%.0f** | |\n", k, (ir[k, b] - ir[k, a]) / dn, (net(k, b) - net(k, a)) / dn
+          }
+        }
+      }' "$out"
+    echo
+  } | tee "$STATE/callgrind.md"
+  log "table saved in $STATE/callgrind.md, raw figures in $out, profiles in $STATE/callgrind.out.*"
   stop_proxies; trap - EXIT
 }
 
@@ -579,8 +875,9 @@ section_down() {
 
 case "${1:-}" in
   tps) section_tps ;;
+  callgrind) section_callgrind ;;
   rss) section_rss ;;
   all) section_tps; section_rss ;;
   down) section_down ;;
-  *) echo "usage: $0 {tps|rss|all|down}" >&2; exit 2 ;;
+  *) echo "usage: $0 {tps|rss|callgrind|all|down}" >&2; exit 2 ;;
 esac
