@@ -865,3 +865,44 @@ async fn a_causal_key_carries_the_position_across_proxies() {
     b.stop().await;
     alone.stop().await;
 }
+
+/// Clients that write and leave at once (the Terminate right behind the write, as a script's
+/// last statement) leave their server connection with the position probe still unanswered: the
+/// proxy reads the answer and pools the connection rather than closing it, so the next client
+/// does not pay for a new server login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_leaves_at_once_gives_its_connection_back() {
+    use switchyard_tests::wire::{Wire, message, query};
+    let pg = PgCluster::start(2);
+    pg.psql(pg.primary_port(), "CREATE TABLE leave_at_once (id int)");
+    block(|| pg.wait_replicated());
+    let trust = "[[user]]\nname = \"rawtrust\"\nauth = \"trust\"\n";
+    let proxy = Proxy::start(&PgConfig::new(&pg).extra(ADMIN).extra(trust).build()).await;
+    let connects = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("switchyard_pool_connects_total") && l.contains("primary"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    for i in 0..20 {
+        let mut wire = Wire::tcp(proxy.addr()).await;
+        wire.login("rawtrust").await;
+        let mut bytes = query(format!("INSERT INTO leave_at_once VALUES ({i})").as_bytes());
+        bytes.extend_from_slice(&message(b'X', b""));
+        wire.send(&bytes).await;
+        wire.until_closed().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let metrics = get(&format!("{}/metrics", proxy.admin_url())).await.text();
+    let opened = connects(&metrics);
+    assert!(opened >= 1, "no primary connects counted: {metrics}");
+    assert!(
+        opened <= 3,
+        "{opened} server connections opened for 20 clients writing one after the other"
+    );
+    assert_eq!(
+        pg.psql(pg.primary_port(), "SELECT count(*) FROM leave_at_once")
+            .trim(),
+        "20"
+    );
+}

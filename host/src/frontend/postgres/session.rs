@@ -475,6 +475,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Closes down: the server connection goes back to the pool when it is clean.
     async fn finish(&mut self) {
+        // The client left with answers outstanding: as a server would, the statements it sent
+        // before leaving run to their end (a script's last INSERT, then Terminate), and so does
+        // the proxy's position probe after it. Their answers are read (for a moment at most)
+        // and dropped, and a connection left idle is pooled instead of closed.
+        // Not through `drain`: a server that fails here (a client's bad message broke it) is
+        // closed without counting against its node.
+        let outstanding = self
+            .held
+            .as_ref()
+            .is_some_and(|h| h.open.is_none() && !h.queue.is_empty());
+        if outstanding && !self.copy_in {
+            let drained = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    let Some(held) = self.held.as_mut() else {
+                        return true;
+                    };
+                    if held.queue.is_empty() {
+                        return true;
+                    }
+                    if held.conn.conn().fill().await.is_err() || self.relay().await.is_err() {
+                        return false;
+                    }
+                }
+            })
+            .await;
+            if !matches!(drained, Ok(true)) {
+                // Closed, not pooled.
+                self.held = None;
+                self.cancel.slot.clear();
+                return;
+            }
+        }
         let Some(mut held) = self.held.take() else {
             return;
         };

@@ -135,11 +135,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => None,
             })
             .unwrap_or_else(|| self.fe.backend.router().consistency());
-        // A causal key with no Redis to share positions through: the client's writes through
-        // other instances are seen only by waiting for the primary's position.
-        if level == Consistency::Session
-            && self.causal.shared_key.is_some()
-            && !self.shares_positions()
+        // Session positions are not learnt where nothing needs them (an `eventual` cluster
+        // without a causal key), and with a causal key but no Redis the client's writes through
+        // other instances cannot be known: a `session` read then waits for the primary's
+        // position instead, which covers the client's own writes too.
+        if level == Consistency::Session && !self.learns_positions()
+            || level == Consistency::Session
+                && self.causal.shared_key.is_some()
+                && !self.shares_positions()
         {
             return Consistency::Global;
         }
@@ -270,7 +273,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .router()
             .pools()
             .any(|p| p.role() == PoolRole::Replica);
-        self.causal.probe_due = !on_replica && has_replicas;
+        self.causal.probe_due = !on_replica && has_replicas && self.learns_positions();
+    }
+
+    /// Whether the session learns the positions of its writes: not in an `eventual` cluster
+    /// (unless the client shares its position with other instances), where no read asks.
+    fn learns_positions(&self) -> bool {
+        self.fe.backend.router().consistency() != Consistency::Eventual
+            || self.causal.shared_key.is_some()
     }
 
     /// Sends the scheduled probe (after the client's ReadyForQuery is in its buffer).
