@@ -361,3 +361,11 @@ fn random_id() -> u64 {
 fn poll_interval(grace: Duration) -> Duration {
     (grace / 20).clamp(Duration::from_millis(2), Duration::from_millis(50))
 }
+
+/// The Redis tier's codecs, for the fuzz targets (`host/fuzz`): an entry value and a pub/sub
+/// invalidation message as Redis hands them back.
+#[cfg(any(fuzzing, test))]
+pub fn fuzz_redis_codecs(data: &[u8]) {
+    let _ = redis::decode_value(bytes::Bytes::copy_from_slice(data), 1 << 20);
+    let _ = redis::decode_invalidation(data);
+}

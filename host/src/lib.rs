@@ -12,6 +12,8 @@ pub mod cache;
 pub mod classify;
 pub mod config;
 pub mod frontend;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
 pub mod model;

@@ -50,6 +50,8 @@ pub(crate) use unconfirmed::InFlight;
 use unconfirmed::Unconfirmed;
 
 pub(crate) use codec::{decode as decode_value, encode as encode_value};
+#[cfg(any(fuzzing, test))]
+pub(crate) use pubsub::decode as decode_invalidation;
 
 /// Deletes the lock only if it still holds our token (it may have expired and been taken).
 const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";

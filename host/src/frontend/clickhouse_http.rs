@@ -185,3 +185,21 @@ impl QueryIds {
         format!("switchyard-{:016x}-{n}", self.prefix)
     }
 }
+
+/// The request decoding the ClickHouse frontend does itself, for the fuzz targets
+/// (`host/fuzz`): URL parameters, and a body in each content encoding it accepts, bounded.
+#[cfg(any(fuzzing, test))]
+pub fn fuzz_request(query: &str, body: &[u8]) {
+    let params = params::Params::parse(Some(query));
+    let _ = params.attributes();
+    let _ = params.backend_query_string(&[("query", "SELECT 1")]);
+    let _ = params.settings().count();
+    for encoding in [None, Some("gzip"), Some("deflate")] {
+        if let Some(mut decoder) = decode::Decoder::new(encoding) {
+            if decoder.feed(body, 1 << 20).is_ok() {
+                let _ = decoder.finish();
+            }
+            let _ = decoder.take();
+        }
+    }
+}
