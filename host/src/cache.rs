@@ -79,7 +79,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use config::{CacheConfig, Compression, RedisConfig, parse_redis_url};
+pub use config::{CacheConfig, Compression, RedisConfig, load_ca_file, parse_redis_url};
 pub use error::CacheError;
 pub use fill::{CONCURRENT_FAILURE_PREFIX, FillGuard};
 pub use key::{CacheKey, CacheKeyBuilder, KeyEncoder, TableRef};

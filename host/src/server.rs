@@ -128,6 +128,7 @@ pub fn cache_settings(c: &config::CacheConfig) -> crate::cache::CacheConfig {
             },
             key_prefix: r.key_prefix.clone(),
             coalesce: r.coalesce,
+            tls_ca_file: r.tls_ca_file.clone(),
             ..crate::cache::RedisConfig::default()
         }),
     }

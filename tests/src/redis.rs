@@ -26,6 +26,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Also listen on `<dir>/redis.sock`.
     unix_socket: bool,
+    /// Also serve TLS on this port, with a certificate for 127.0.0.1 signed by `<dir>/ca.crt`.
+    tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -33,16 +35,23 @@ impl RedisServer {
     /// Starts a server on a free loopback port. Panics when `redis-server` is missing or does not
     /// come up.
     pub fn start() -> RedisServer {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// Like [`start`](Self::start), and also serving TLS ([`tls_url`](Self::tls_url)) with a
+    /// certificate for `127.0.0.1` signed by a throwaway authority ([`ca_file`]
+    /// (Self::ca_file)); [`command`](Self::command) keeps using the plain port.
+    pub fn start_with_tls() -> RedisServer {
+        Self::start_with(false, true)
     }
 
     /// Like [`start`](Self::start), and also listening on a Unix socket ([`unix_url`]
     /// (Self::unix_url)); [`command`](Self::command) keeps using TCP.
     pub fn start_with_unix_socket() -> RedisServer {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
-    fn start_with(unix_socket: bool) -> RedisServer {
+    fn start_with(unix_socket: bool, tls: bool) -> RedisServer {
         // The port is free when we ask, but another process may take it before redis binds it:
         // try a few ports before giving up.
         let mut last_error = String::new();
@@ -53,8 +62,14 @@ impl RedisServer {
                 port,
                 dir,
                 unix_socket,
+                tls_port: tls.then(free_port),
                 child: None,
             };
+            if tls {
+                if let Err(e) = server.make_certificates() {
+                    panic!("could not make certificates for redis-server: {e}");
+                }
+            }
             match server.spawn() {
                 Ok(()) => return server,
                 Err(e) => last_error = e,
@@ -78,6 +93,90 @@ impl RedisServer {
     pub fn unix_url(&self) -> String {
         assert!(self.unix_socket, "started without a unix socket");
         format!("unix://{}", self.socket_path().display())
+    }
+
+    /// `rediss://127.0.0.1:<tls port>`; panics unless started with
+    /// [`start_with_tls`](Self::start_with_tls).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started without TLS");
+        format!("rediss://127.0.0.1:{port}")
+    }
+
+    /// The PEM certificate of the authority that signed the TLS certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A CA and a server certificate for 127.0.0.1 it signed, with the `openssl` command. The
+    /// server certificate is not itself a CA (a verifier refuses a CA used as a server).
+    fn make_certificates(&self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .output()
+                .map_err(|e| format!("run openssl (apt-get install -y openssl): {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=switchyard test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ])?;
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+        ])?;
+        std::fs::write(
+            self.dir.join("redis.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .map_err(|e| format!("cannot write redis.ext: {e}"))?;
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "redis.ext",
+            "-out",
+            "redis.crt",
+        ])
     }
 
     fn socket_path(&self) -> PathBuf {
@@ -141,6 +240,17 @@ impl RedisServer {
                 .arg("--unixsocket")
                 .arg(self.socket_path())
                 .args(["--unixsocketperm", "700"]);
+        }
+        if let Some(port) = self.tls_port {
+            command
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("redis.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("redis.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(self.ca_file())
+                .args(["--tls-auth-clients", "no"]);
         }
         let child = command
             .args(["--port", &self.port.to_string()])

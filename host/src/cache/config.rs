@@ -67,6 +67,8 @@ pub struct RedisConfig {
     pub breaker_cooldown: Duration,
     /// At most one warning about Redis failures per this interval.
     pub warn_interval: Duration,
+    /// CA certificates (PEM) for a `rediss://` server; `None`: the system's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -80,6 +82,7 @@ impl Default for RedisConfig {
             compression: Compression::Lz4,
             key_prefix: "switchyard:cache".to_owned(),
             coalesce: true,
+            tls_ca_file: None,
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(1),
             warn_interval: Duration::from_secs(10),
@@ -132,20 +135,14 @@ impl CacheConfig {
 impl RedisConfig {
     fn validate(&self) -> Result<(), CacheError> {
         let bad = |key, reason: String| Err(CacheError::Config { key, reason });
-        if self.url.starts_with("rediss://") {
+        if !["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|scheme| self.url.starts_with(scheme))
+        {
             return bad(
                 "redis.url",
                 format!(
-                    "`{}`: TLS to Redis (rediss://) is not supported yet",
-                    redact(&self.url)
-                ),
-            );
-        }
-        if !self.url.starts_with("redis://") && !self.url.starts_with("unix://") {
-            return bad(
-                "redis.url",
-                format!(
-                    "`{}` must start with redis:// or unix://",
+                    "`{}` must start with redis://, rediss:// or unix://",
                     redact(&self.url)
                 ),
             );
@@ -198,6 +195,45 @@ pub(crate) fn fred_config(url: &str) -> Result<fred::types::config::Config, fred
             "a unix:// URL needs the socket's absolute path, as in unix:///run/redis.sock",
         )),
     }
+}
+
+/// The fred configuration of `config`: its URL, and for `rediss://` the certificate authorities
+/// to verify the server against.
+pub(crate) fn fred_config_tls(
+    config: &RedisConfig,
+) -> Result<fred::types::config::Config, fred::error::Error> {
+    let mut settings = fred_config(&config.url)?;
+    if let Some(ca) = &config.tls_ca_file {
+        let roots = load_ca_file(ca)
+            .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Tls, e.to_string()))?;
+        let client = tokio_rustls::rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        settings.tls = Some(fred::types::config::TlsConnector::from(client).into());
+    }
+    Ok(settings)
+}
+
+/// A root store of the certificates in the PEM file at `path`.
+pub fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<tokio_rustls::rustls::RootCertStore, CacheError> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let bad = |reason: String| CacheError::Config {
+        key: "redis.tls_ca_file",
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in it".to_owned()));
+    }
+    Ok(roots)
 }
 
 /// The URL without its password, for errors and logs.

@@ -42,7 +42,7 @@ use fred::types::config::{Config, Options, ReconnectPolicy};
 use fred::types::{Builder, Expiration, SetOptions, Value};
 use tokio::task::JoinHandle;
 
-use super::config::{fred_config, redact};
+use super::config::{fred_config_tls, redact};
 use super::stats::CacheStats;
 use super::{CacheError, CacheKey, CachedResponse, Compression, Core, Invalidation, RedisConfig};
 use health::Health;
@@ -111,7 +111,7 @@ impl RedisTier {
             key: "redis.url",
             reason: e.to_string(),
         };
-        let mut settings: Config = fred_config(&config.url).map_err(bad_url)?;
+        let mut settings: Config = fred_config_tls(config).map_err(bad_url)?;
         // Keep retrying when the first connection fails instead of giving up.
         settings.fail_fast = false;
         let mut builder = Builder::from_config(settings);

@@ -54,9 +54,13 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]` or `unix:///path/to/redis.sock`. `rediss://` (TLS)
-    /// is refused: the client is built without TLS.
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` (TLS, the server's certificate
+    /// verified against `tls_ca_file` or the system's roots) or `unix:///path/to/redis.sock`.
     pub url: SecretUrl,
+    /// PEM file of the certificate authorities a `rediss://` server's certificate must chain
+    /// to (default: the system's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// A Redis call slower than this counts as a miss (queries never fail because of Redis).
     #[serde(default = "defaults::timeout", with = "units::duration")]
     pub timeout: Duration,
@@ -140,19 +144,12 @@ impl CacheConfig {
 impl RedisConfig {
     fn check(&self, path: &KeyPath, problems: &mut Problems) {
         let url = self.url.expose();
-        if url.starts_with("rediss://") {
-            // Accepting it would mean a plain-text connection, or none, where TLS was asked for.
-            problems.add(
-                path.key("url"),
-                Reason::Unsupported {
-                    what: "TLS to Redis (rediss://)".to_string(),
-                },
-            );
-        } else if !url.starts_with("redis://") && !url.starts_with("unix://") {
+        let tls = url.starts_with("rediss://");
+        if !tls && !url.starts_with("redis://") && !url.starts_with("unix://") {
             problems.add(
                 path.key("url"),
                 Reason::Format {
-                    expected: "a redis:// or unix:// URL".to_string(),
+                    expected: "a redis://, rediss:// or unix:// URL".to_string(),
                 },
             );
         } else if let Err(e) = crate::cache::parse_redis_url(url) {
@@ -161,6 +158,16 @@ impl RedisConfig {
                 path.key("url"),
                 Reason::Incompatible(format!("is not a usable Redis URL: {e}")),
             );
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            if !tls {
+                problems.add(
+                    path.key("tls_ca_file"),
+                    Reason::Incompatible("is only used with a rediss:// URL".to_string()),
+                );
+            } else if let Err(e) = crate::cache::load_ca_file(ca) {
+                problems.add(path.key("tls_ca_file"), Reason::Incompatible(e.to_string()));
+            }
         }
         problems.duration(
             path.key("timeout"),

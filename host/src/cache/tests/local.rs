@@ -286,12 +286,7 @@ fn validation_names_the_offending_key() {
         }),
         "redis.url",
     );
-    for url in [
-        "rediss://redis:6380",
-        "unix://",
-        "unix://localhost",
-        "redis://r/zero",
-    ] {
+    for url in ["unix://", "unix://localhost", "redis://r/zero"] {
         check(
             redis(RedisConfig {
                 url: url.into(),

@@ -35,6 +35,7 @@ fn redis_config_at(url: String) -> CacheConfig {
             breaker_failures: 3,
             breaker_cooldown: Duration::from_millis(200),
             warn_interval: Duration::from_secs(1),
+            tls_ca_file: None,
         }),
         ..local_config()
     }
@@ -98,6 +99,39 @@ async fn a_second_instance_hits_through_redis() {
     assert_eq!(hit_body(&b, &k).await, "rows");
     assert_eq!(b.stats().hits_local, 1);
     assert_eq!(a.stats().redis_errors + b.stats().redis_errors, 0);
+}
+
+/// `rediss://`: the server's certificate is verified against `tls_ca_file`, and with it the
+/// tier works as over plain TCP; against another authority nothing is stored or read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_server_is_verified_and_used() {
+    let server = RedisServer::start_with_tls();
+    let over_tls = |ca: std::path::PathBuf| {
+        let mut config = redis_config_at(server.tls_url());
+        if let Some(redis) = config.redis.as_mut() {
+            redis.tls_ca_file = Some(ca);
+        }
+        QueryCache::new(config)
+    };
+    let (a, b) = (
+        over_tls(server.ca_file()).await.expect("cache"),
+        over_tls(server.ca_file()).await.expect("cache"),
+    );
+    let k = key("SELECT * FROM users");
+    assert_eq!(fill(&a, &k, "rows").await, StoreOutcome::Stored);
+    assert_eq!(hit_body(&b, &k).await, "rows");
+    assert_eq!(b.stats().hits_redis, 1);
+    assert_eq!(a.stats().redis_errors + b.stats().redis_errors, 0);
+    assert!(server.command("DBSIZE").is_ok_and(|r| r == ":1\r\n"));
+
+    // A server whose certificate another authority signed is not trusted: queries still get
+    // answers (a miss, then the local tier), but nothing reaches that Redis.
+    let other = RedisServer::start_with_tls();
+    let distrustful = over_tls(other.ca_file()).await.expect("cache");
+    let k2 = key("SELECT * FROM orders");
+    fill(&distrustful, &k2, "rows").await;
+    assert_eq!(distrustful.stats().hits_redis, 0);
+    assert!(server.command("DBSIZE").is_ok_and(|r| r == ":1\r\n"));
 }
 
 /// What an entry's data reflects travels with it, through Redis and into the local tier.

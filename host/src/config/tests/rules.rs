@@ -472,9 +472,16 @@ fn cache_payload_fits_in_the_cache() {
 #[test]
 fn redis_urls_the_cache_cannot_use_are_refused() {
     fails_at(
-        &with("[cache.redis]\nurl = \"rediss://redis:6380\"\n"),
-        "cache.redis.url",
-        |r| r.to_string() == "TLS to Redis (rediss://) is not supported yet",
+        &with("[cache.redis]\nurl = \"redis://redis:6379\"\ntls_ca_file = \"ca.pem\"\n"),
+        "cache.redis.tls_ca_file",
+        |r| r.to_string() == "is only used with a rediss:// URL",
+    );
+    fails_at(
+        &with(
+            "[cache.redis]\nurl = \"rediss://redis:6380\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+        ),
+        "cache.redis.tls_ca_file",
+        |r| r.to_string().contains("/nonexistent/ca.pem"),
     );
     for url in ["unix://", "unix://localhost", "unix:///"] {
         fails_at(
