@@ -81,6 +81,10 @@ use std::time::Duration;
 
 pub use config::{CacheConfig, Compression, RedisConfig, load_ca_file, parse_redis_url};
 pub use error::CacheError;
+
+/// Warnings that an invalidation missed other replicas: one per write while Redis is slow or
+/// its breaker is open, from either frontend, so they share one limit.
+pub static INVALIDATION_MISSED: crate::log_limit::LogLimit = crate::log_limit::LogLimit::standard();
 pub use fill::{CONCURRENT_FAILURE_PREFIX, FillGuard};
 pub use key::{CacheKey, CacheKeyBuilder, KeyEncoder, TableRef};
 pub use response::CachedResponse;

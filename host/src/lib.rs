@@ -14,7 +14,9 @@ pub mod config;
 pub mod frontend;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+pub mod guard;
 pub mod limits;
+pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -148,6 +148,8 @@ pub struct Metrics {
     slow_queries: AtomicU64,
     /// Where the exporter reads live state.
     pub sources: Sources,
+    /// What the connection guards refused or closed (see `guard`).
+    pub guard: Arc<crate::guard::GuardStats>,
 }
 
 impl Metrics {
@@ -164,6 +166,7 @@ impl Metrics {
             slow_query_threshold: ArcSwapOption::from(slow_query_threshold.map(Arc::new)),
             slow_queries: AtomicU64::new(0),
             sources: Sources::new(policy),
+            guard: Arc::default(),
         }
     }
 

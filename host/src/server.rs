@@ -7,18 +7,13 @@
 //! callers that have a shutdown future (the binary's signals).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,14 +26,17 @@ use crate::cache::{CacheError, QueryCache};
 use crate::classify::Classifier;
 use crate::config::{self, Config};
 use crate::frontend::Drain;
-use crate::frontend::clickhouse_http::{ChFrontend, Shared};
+use crate::frontend::clickhouse_http::Shared;
 use crate::frontend::postgres::PgFrontend;
+use crate::guard::LoginGate;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::model::Protocol;
 use crate::policy::{PolicyHandle, PolicySettings};
 
 mod generation;
+mod http_accept;
+mod pg_accept;
 mod reload;
 
 use generation::Generation;
@@ -209,9 +207,11 @@ impl Server {
                 let socket = bind(listener, tls, &mut addrs).await?;
                 let slot = Arc::new(ArcSwap::new(frontend.clone()));
                 pg_slots.insert(listener.name.clone(), slot.clone());
-                listeners.spawn(pg_accept_loop(
+                let gate = LoginGate::new(listener, deps.metrics.guard.clone());
+                listeners.spawn(pg_accept::accept_loop(
                     socket,
                     listener.max_connections,
+                    gate,
                     slot,
                     stop.subscribe(),
                 ));
@@ -224,11 +224,12 @@ impl Server {
                 let socket = bind(listener, tls.is_some(), &mut addrs).await?;
                 let slot = Arc::new(ArcSwap::new(frontend.clone()));
                 ch_slots.insert(listener.name.clone(), slot.clone());
-                listeners.spawn(accept_loop(
+                listeners.spawn(http_accept::accept_loop(
                     socket,
                     listener.clone(),
                     slot,
                     tls,
+                    deps.metrics.guard.clone(),
                     stop.subscribe(),
                     drain.subscribe(),
                 ));
@@ -384,101 +385,6 @@ pub async fn run(
     Ok(())
 }
 
-async fn accept_loop(
-    socket: TcpListener,
-    listener: config::ListenerConfig,
-    slot: Arc<ArcSwap<ChFrontend>>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    mut stop: watch::Receiver<bool>,
-    mut drain: watch::Receiver<Drain>,
-) {
-    let limit = Arc::new(Semaphore::new(listener.max_connections as usize));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    if let Some(idle) = listener.idle_timeout {
-        // HTTP/1: a keep-alive connection that sends no next request within this is closed.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(idle);
-    }
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        // A permit before accept: past max_connections, clients wait in the kernel's backlog.
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.changed() => break,
-        };
-        let Some((stream, peer)) = accept_next(&socket, &mut stop).await else {
-            break;
-        };
-        let _ = stream.set_nodelay(true);
-        let slot = slot.clone();
-        let service = service_fn(move |request| {
-            // Each request takes the newest frontend: a config reload applies to the next
-            // request on a kept-alive connection.
-            let frontend = slot.load_full();
-            async move { Ok::<_, Infallible>(frontend.handle(request, peer).await) }
-        });
-        let Some(acceptor) = tls.clone() else {
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let watched = graceful.watch(connection);
-            connections.spawn(async move {
-                if let Err(e) = watched.await {
-                    tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-                }
-                drop(permit);
-            });
-            continue;
-        };
-        // HTTPS: the handshake runs in the connection's own task, so a slow client cannot
-        // hold up the accept loop; it is bounded like any request.
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        connections.spawn(async move {
-            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-            let stream = match handshake.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(socket);
-    // Idle keep-alive connections close now; requests in flight finish unless the drain
-    // timeout passes first.
-    let shutdown = graceful.shutdown();
-    tokio::pin!(shutdown);
-    tokio::select! {
-        _ = &mut shutdown => {}
-        true = async { drain.wait_for(|d| *d == Drain::Closing).await.is_ok() } => {
-            // Requests still waiting for an answer are now answered 503 by the frontend; give
-            // those answers a moment to leave before the rest is closed.
-            if tokio::time::timeout(CLOSE_GRACE / 2, &mut shutdown).await.is_err() {
-                tracing::warn!(open = connections.len(), "drain timeout: closing the remaining HTTP connections");
-            }
-        }
-    }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
-}
-
 /// The next client connection, or `None` once `stop` fires. Accept errors (out of file
 /// descriptors and the like) are logged and retried after a pause instead of spinning.
 async fn accept_next(
@@ -490,7 +396,9 @@ async fn accept_next(
             accepted = socket.accept() => match accepted {
                 Ok(pair) => return Some(pair),
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    static ACCEPT_FAILED: crate::log_limit::LogLimit =
+                        crate::log_limit::LogLimit::standard();
+                    crate::warn_limited!(ACCEPT_FAILED, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -577,9 +485,6 @@ fn health_login(config: &Config, cluster: &config::ClusterConfig) -> Option<Logi
     })
 }
 
-/// Longest a TLS handshake may take on an HTTPS listener.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A TLS acceptor from the listener's PEM files, offering `alpn` protocols (HTTPS: h2 and
 /// http/1.1; PostgreSQL: none).
 fn tls_acceptor(
@@ -612,46 +517,6 @@ fn tls_acceptor(
         .map_err(|e| err(e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Accepts PostgreSQL clients until stopped, then waits for their sessions, which end by
-/// themselves as the drain proceeds (see `Server::shutdown`).
-async fn pg_accept_loop(
-    socket: TcpListener,
-    max_connections: u32,
-    slot: Arc<ArcSwap<PgFrontend>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let limit = Arc::new(Semaphore::new(max_connections as usize));
-    let mut sessions = JoinSet::new();
-    loop {
-        while sessions.try_join_next().is_some() {}
-        let Some((stream, peer)) = accept_next(&socket, &mut stop).await else {
-            break;
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            // Over max_connections: a clear error instead of a hang (PgBouncer does the same).
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt;
-                let mut stream = stream;
-                let mut out = bytes::BytesMut::new();
-                crate::postgres::protocol::ErrorFields::fatal(
-                    "53300",
-                    "too many client connections (listener max_connections)",
-                )
-                .encode_error(&mut out);
-                let _ = stream.write_all(&out).await;
-            });
-            continue;
-        };
-        let frontend = slot.load_full();
-        sessions.spawn(async move {
-            frontend.serve(stream, peer).await;
-            drop(permit);
-        });
-    }
-    drop(socket);
-    while sessions.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

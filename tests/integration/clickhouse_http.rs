@@ -461,7 +461,9 @@ async fn a_rewritten_insert_inside_a_compressed_body_streams_its_data_decoded() 
     // A stream damaged past what the proxy reads to find the statement (an invalid deflate block
     // after a sync flush, so everything before it decodes to whole rows and ClickHouse cannot
     // fail first): the client gets the proxy's error about its body, not a gateway error, and
-    // nothing of that INSERT lands.
+    // the proxy never ends the body as if it were whole: ClickHouse fails the INSERT. What a
+    // Memory table had already taken of its first rows stays there, as when a client's own
+    // connection breaks mid-body, but never more than the rows before the damage.
     let half = insert.len() / 2;
     let half = insert[..half].rfind('\n').map_or(half, |i| i + 1);
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -477,9 +479,22 @@ async fn a_rewritten_insert_inside_a_compressed_body_streams_its_data_decoded() 
         "Code: 36, e.displayText() = DB::Exception: Cannot read the request body: cannot decompress \
          it: corrupt deflate stream, e.what() = DB::Exception\n"
     );
+    let landed: u64 = ch
+        .node(0)
+        .query("SELECT count() FROM default.landed")
+        .trim()
+        .parse()
+        .expect("a count");
+    assert!(
+        (2 * rows..=2 * rows + rows / 2).contains(&landed),
+        "{landed} rows landed"
+    );
     assert_eq!(
-        ch.node(0).query("SELECT count() FROM default.landed"),
-        format!("{}\n", 2 * rows)
+        ch.node(0)
+            .queries_with_an_exception_settled("INSERT INTO default.landed FORMAT CSV", 1)
+            .await,
+        1,
+        "ClickHouse took the damaged INSERT for a whole one"
     );
     // The proxy still serves the next request.
     let r = post(&url, "SELECT count() FROM default.landed").await;
@@ -505,9 +520,22 @@ async fn a_rewritten_insert_inside_a_compressed_body_streams_its_data_decoded() 
     .await;
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.text().starts_with("Code: 307"), "{}", r.text());
+    let after: u64 = ch
+        .node(0)
+        .query("SELECT count() FROM default.landed")
+        .trim()
+        .parse()
+        .expect("a count");
+    assert!(
+        (landed..landed + rows).contains(&after),
+        "{after} rows after {landed}"
+    );
     assert_eq!(
-        ch.node(0).query("SELECT count() FROM default.landed"),
-        format!("{}\n", 2 * rows)
+        ch.node(0)
+            .queries_with_an_exception_settled("INSERT INTO default.landed FORMAT CSV", 2)
+            .await,
+        2,
+        "ClickHouse took the INSERT cut at max_body_size for a whole one"
     );
     proxy.stop().await;
 }

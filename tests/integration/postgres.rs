@@ -674,12 +674,13 @@ allowed_networks = ["10.0.0.0/8"]
     let out = pg::psql_as(addr, "trusted", "", "SELECT 2").await;
     assert_eq!(out, Ok("2".into()));
 
-    // allowed_networks.
+    // allowed_networks: refused like a wrong password, even with the right one, so that the
+    // answer does not tell a client outside the network which names exist.
     let e = pg::connect_as(addr, "faraway", "faraway_pw")
         .await
         .map(|_| ())
         .expect_err("a client outside allowed_networks is refused");
-    assert_eq!(pg::sqlstate(&e), "28000", "{}", pg::describe(&e));
+    assert_eq!(pg::sqlstate(&e), "28P01", "{}", pg::describe(&e));
 
     // The refusals did not hurt the others.
     let client = pg::connect(addr).await;

@@ -144,6 +144,12 @@ impl Node {
         self.logged_queries(&format!("exception LIKE '%Code: {code}%'"), needle)
     }
 
+    /// Like [`failed_queries`](Self::failed_queries), whatever the exception, settled.
+    pub async fn queries_with_an_exception_settled(&self, needle: &str, expected: u64) -> u64 {
+        self.settled(expected, || self.logged_queries("exception != ''", needle))
+            .await
+    }
+
     /// [`failed_queries`](Self::failed_queries), settled as
     /// [`finished_queries_settled`](Self::finished_queries_settled) is: a killed query's entry is
     /// written when the query has unwound, which can be after its client got the error.

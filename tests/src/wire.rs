@@ -114,6 +114,20 @@ impl Wire {
         Wire::new(Box::pin(stream))
     }
 
+    /// Over TCP from the local address `from` (another loopback address, as another client
+    /// machine would be).
+    pub async fn tcp_from(from: std::net::IpAddr, addr: SocketAddr) -> Wire {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        let stream = socket
+            .connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr} from {from}: {e}"));
+        Wire::new(Box::pin(stream))
+    }
+
     /// A server of the cluster over its unix socket (trust).
     pub async fn unix(pg: &PgCluster, port: u16) -> Wire {
         let path = pg.socket_dir().join(format!(".s.PGSQL.{port}"));

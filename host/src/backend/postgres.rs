@@ -251,7 +251,9 @@ impl PgBackend {
             match bucket.checkout(tenant).await {
                 Ok(conn) => return Ok(conn),
                 Err(e) if e.is_node_failure() => {
-                    tracing::warn!(pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");
+                    static TRYING_ANOTHER: crate::log_limit::LogLimit =
+                        crate::log_limit::LogLimit::standard();
+                    crate::warn_limited!(TRYING_ANOTHER, pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");
                     tried.push(node.index());
                     last_error = Some(e);
                 }

@@ -5,6 +5,7 @@
 mod causal;
 mod env;
 mod examples;
+mod guards;
 mod parse;
 mod rules;
 mod values;

@@ -83,6 +83,9 @@ pub struct PgFrontend {
     /// The frontend a config reload replaced this one with: sessions move to it between
     /// transactions.
     successor: ArcSwapOption<PgFrontend>,
+    /// What unknown users are authenticated against (kept across reloads, so an unknown name
+    /// keeps its salt as a real user does).
+    mock: crate::postgres::auth::MockSecrets,
 }
 
 impl PgFrontend {
@@ -115,6 +118,7 @@ impl PgFrontend {
             tls,
             server_params: tokio::sync::OnceCell::new(),
             successor: ArcSwapOption::empty(),
+            mock: crate::postgres::auth::MockSecrets::random(),
         }
     }
 
@@ -133,6 +137,7 @@ impl PgFrontend {
         next.cancels = self.cancels.clone();
         next.pause = self.pause.clone();
         next.paused = self.paused.clone();
+        next.mock = self.mock.clone();
         next
     }
 
@@ -158,11 +163,16 @@ impl PgFrontend {
         &self.backend
     }
 
-    /// Serves one client connection to its end.
-    pub async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    /// Serves one client connection to its end; `pending` counts it until it has logged in.
+    pub async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        pending: crate::guard::PendingLogin,
+    ) {
         let _ = stream.set_nodelay(true);
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-        login::serve(self, stream, peer).await;
+        login::serve(self, stream, peer, pending).await;
     }
 
     /// Waits while the pool is paused (admin PAUSE).

@@ -17,6 +17,8 @@ use prometheus_client::registry::Registry;
 use super::histogram::AtomicHistogram;
 use super::{Metrics, Sources};
 
+mod guard;
+
 /// The OpenMetrics text of every metric.
 pub fn render(metrics: &Arc<Metrics>) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
@@ -44,6 +46,7 @@ impl Collector for Exporter {
         nodes(&m.sources, &mut enc)?;
         limits(&m.sources, &mut enc)?;
         routing(&m.sources, &mut enc)?;
+        guard::guard(&m.guard, &mut enc)?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ mod client;
 mod crypto;
 mod error;
 mod message;
+mod mock;
 mod password;
 mod server;
 mod verifier;
@@ -26,6 +27,7 @@ mod tests;
 
 pub use client::{ScramClient, choose_mechanism, md5_password};
 pub use error::AuthError;
+pub use mock::MockSecrets;
 pub use password::{md5_salt, md5_verify, plain_verify};
 pub use server::ScramServer;
 pub use verifier::{DEFAULT_SCRAM_ITERATIONS, ScramSecret, Verifier};

@@ -7,6 +7,7 @@
 //! tests — and each has `decode` and `encode` with round-trip tests.
 
 pub mod backend;
+pub mod client_message;
 mod cursor;
 pub mod error;
 pub mod frame;
@@ -16,6 +17,7 @@ mod tests;
 mod text;
 
 pub use backend::{BackendMessage, ErrorFields, TransactionStatus};
+pub use client_message::check_client_message;
 pub use error::ProtocolError;
 pub use frame::{MAX_STARTUP_LEN, RawMessage, split_message, split_startup};
 pub use frontend::{FrontendMessage, Startup};

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod check;
 mod run;
 mod test_cases;
@@ -59,12 +60,6 @@ enum PolicyCommand {
     /// mismatch and exits 1 when any case does not match.
     Test(test_cases::PolicyTestArgs),
 }
-
-/// mimalloc: the proxy allocates many small, short-lived buffers per query on several threads;
-/// glibc's malloc showed up at ~8 % of the proxy's CPU under pgbench, and mimalloc also made the
-/// classifier ~24 % faster in its benchmark.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -15,7 +15,10 @@ pub fn run(file: &Path) -> anyhow::Result<()> {
     let settings = server::policy_settings(&config)?;
 
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().thread_name("switchyard");
+    builder
+        .enable_all()
+        .thread_name("switchyard")
+        .on_thread_park(crate::alloc::on_park);
     if let Some(threads) = config.server.worker_threads {
         builder.worker_threads(threads as usize);
     }

@@ -188,7 +188,11 @@ pub(crate) async fn listen(
                         match message.value.as_bytes().and_then(decode) {
                             Some((from, invalidation)) if from != origin => core.apply(&invalidation),
                             Some(_) => {}
-                            None => tracing::warn!(%channel, "ignoring a malformed cache invalidation message"),
+                            None => {
+                                static MALFORMED: crate::log_limit::LogLimit =
+                                    crate::log_limit::LogLimit::standard();
+                                crate::warn_limited!(MALFORMED, %channel, "ignoring a malformed cache invalidation message");
+                            }
                         }
                     }
                     Ok(_) => {}

@@ -17,6 +17,7 @@ use super::relay::{Deadline, Held, KillGuard};
 use crate::backend::clickhouse_http::{BackendRequest, Body, ChBackend};
 use crate::config::Credentials;
 use crate::limits::Admitted;
+use crate::log_limit::LogLimit;
 use crate::route::Pool;
 
 /// The request body of a planned query.
@@ -122,7 +123,8 @@ pub async fn send(
                 if let Some(e) = err.body_error::<ChError>() {
                     return Err(e.clone());
                 }
-                tracing::warn!(node = node.addr(), attempt, error = %err, "ClickHouse request failed");
+                static FAILED: LogLimit = LogLimit::standard();
+                crate::warn_limited!(FAILED, node = node.addr(), attempt, error = %err, "ClickHouse request failed");
                 last_error = Some(ChError::bad_gateway(err.to_string()));
                 continue;
             }
@@ -149,7 +151,8 @@ pub async fn send(
                 return Err(deadline.error());
             }
             Ok(Err(e)) => {
-                tracing::warn!(node = node.addr(), attempt, error = %e, "ClickHouse response broke before its first byte");
+                static BROKE: LogLimit = LogLimit::standard();
+                crate::warn_limited!(BROKE, node = node.addr(), attempt, error = %e, "ClickHouse response broke before its first byte");
                 last_error = Some(ChError::bad_gateway(format!(
                     "ClickHouse at {} broke the response: {e}",
                     node.addr()

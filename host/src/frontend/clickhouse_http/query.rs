@@ -256,7 +256,7 @@ impl ChFrontend {
                 let remote = cache.invalidate_tables_now(&database, &tables);
                 tokio::spawn(async move {
                     if let Err(e) = remote.await {
-                        tracing::warn!(error = %e, "cache invalidation did not reach every replica");
+                        crate::warn_limited!(crate::cache::INVALIDATION_MISSED, error = %e, "cache invalidation did not reach every replica");
                     }
                 });
             }

@@ -100,7 +100,9 @@ impl CancelRegistry {
             return;
         };
         if let Err(e) = crate::backend::postgres::send_cancel(&addr, server_pid, server_key).await {
-            tracing::warn!(server = addr, error = %e, "cannot forward a cancel request");
+            static NOT_FORWARDED: crate::log_limit::LogLimit =
+                crate::log_limit::LogLimit::standard();
+            crate::warn_limited!(NOT_FORWARDED, server = addr, error = %e, "cannot forward a cancel request");
         }
     }
 

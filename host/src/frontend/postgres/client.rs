@@ -4,10 +4,18 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::postgres::protocol::{ErrorFields, ProtocolError, RawMessage, split_message};
+use crate::postgres::protocol::{
+    ErrorFields, ProtocolError, RawMessage, check_client_message, split_message,
+};
 
-/// Largest message accepted from a client (a Bind with large parameters, a long query text).
+/// Largest message accepted from a logged-in client (a Bind with large parameters, a long
+/// query text).
 pub const MAX_CLIENT_MESSAGE: usize = 64 << 20;
+
+/// Largest message accepted before login: PostgreSQL's `PG_MAX_AUTH_TOKEN_LENGTH`. Nothing a
+/// client sends while authenticating needs more, and a client nobody knows yet must not make
+/// the proxy hold more.
+pub const MAX_LOGIN_MESSAGE: usize = 65_535;
 
 /// Flush the write buffer when it grows past this, even in the middle of a result.
 pub const WRITE_HIGH_WATER: usize = 64 << 10;
@@ -16,6 +24,9 @@ pub struct ClientIo<S> {
     pub stream: S,
     pub rbuf: BytesMut,
     pub wbuf: BytesMut,
+    /// Set once the client has logged in: larger messages, and only the types a session may
+    /// send.
+    logged_in: bool,
 }
 
 /// Why the client connection ends.
@@ -36,7 +47,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             rbuf,
             // Small until used: idle clients must stay cheap (RSS per idle client is a target).
             wbuf: BytesMut::with_capacity(1024),
+            logged_in: false,
         }
+    }
+
+    /// From now on the client speaks as a logged-in session (see [`ClientIo::next_buffered`]).
+    pub fn logged_in(&mut self) {
+        self.logged_in = true;
     }
 
     /// Reads more bytes; `Closed` at end of stream.
@@ -53,8 +70,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         }
     }
 
-    /// The next buffered message, if complete.
+    /// The next buffered message, if complete. Before login a message may be at most
+    /// [`MAX_LOGIN_MESSAGE`] long; after it, at most [`MAX_CLIENT_MESSAGE`], and its type and
+    /// length are checked from its header, before the proxy waits for (or buffers) its body.
     pub fn next_buffered(&mut self) -> Result<Option<RawMessage>, ClientError> {
+        if !self.logged_in {
+            return Ok(split_message(&mut self.rbuf, MAX_LOGIN_MESSAGE)?);
+        }
+        if let [tag, a, b, c, d, ..] = self.rbuf[..] {
+            let declared = i32::from_be_bytes([a, b, c, d]);
+            check_client_message(tag, usize::try_from(declared).unwrap_or(0))?;
+        }
         Ok(split_message(&mut self.rbuf, MAX_CLIENT_MESSAGE)?)
     }
 

@@ -1,53 +1,65 @@
 //! From a new TCP connection to a logged-in session: the startup packet (with SSLRequest,
 //! GSSENCRequest and CancelRequest), TLS when configured, client authentication, and the
 //! ParameterStatus / BackendKeyData / ReadyForQuery greeting.
+//!
+//! Until it has logged in a client is nobody, so what it may hold is bounded: one deadline
+//! (`login_timeout`) for the whole phase, a startup packet of at most 10,000 bytes and
+//! authentication messages of at most 65,535 (PostgreSQL's limits), and a place counted by the
+//! listener's login gate ([`PendingLogin`]) until it is in.
+
+mod auth;
+mod greeting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
 
 use super::client::{ClientError, ClientIo};
 use super::session::Session;
 use super::settings::Settings;
 use super::users::User;
 use super::{ADMIN_DATABASE, PgFrontend};
-use crate::config::AuthMethod;
-use crate::postgres::auth::{ScramServer, Verifier, md5_salt, md5_verify};
+use crate::guard::{PendingLogin, canonical_ip};
 use crate::postgres::protocol::backend::{Authentication, ready_for_query};
-use crate::postgres::protocol::frontend::PasswordMessage;
 use crate::postgres::protocol::{
-    BackendMessage, ErrorFields, GSSENC_REQUEST, PROTOCOL_V3, SSL_REQUEST, Startup,
+    BackendMessage, ErrorFields, GSSENC_REQUEST, PROTOCOL_V3, ProtocolError, SSL_REQUEST, Startup,
     TransactionStatus, split_startup,
 };
+use auth::Claim;
 
-/// PostgreSQL's `authentication_timeout` default.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
-
-pub(super) async fn serve(fe: Arc<PgFrontend>, mut stream: TcpStream, peer: SocketAddr) {
+pub(super) async fn serve(
+    fe: Arc<PgFrontend>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    pending: PendingLogin,
+) {
+    let deadline = Instant::now() + fe.listener.login_timeout();
     let mut rbuf = BytesMut::with_capacity(1024);
-    let first =
-        match tokio::time::timeout(LOGIN_TIMEOUT, read_startup(&mut stream, &mut rbuf)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(client = %peer, error = %e, "bad startup packet");
-                let mut io = ClientIo::new(stream, rbuf);
-                io.fatal(ErrorFields::fatal(
-                    "08P01",
-                    format!("invalid startup packet: {e}"),
-                ))
-                .await;
-                return;
-            }
-            Err(_) => return,
-        };
+    let first = match timeout_at(deadline, read_startup(&mut stream, &mut rbuf)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(ClientError::Protocol(e))) => {
+            tracing::debug!(client = %peer, error = %e, "bad startup packet");
+            ClientIo::new(stream, rbuf).fatal(startup_error(e)).await;
+            return;
+        }
+        Ok(Err(_)) => return,
+        // PostgreSQL closes without a word when no startup packet comes in time.
+        Err(_) => return pending.timed_out(),
+    };
+    let login = Login {
+        fe,
+        peer,
+        pending,
+        deadline,
+    };
     match first {
-        Startup::Cancel { pid, key } => fe.cancels.cancel(pid, key).await,
-        Startup::Ssl if fe.tls.is_some() => {
+        Startup::Cancel { pid, key } => login.fe.cancels.cancel(pid, key).await,
+        Startup::Ssl if login.fe.tls.is_some() => {
             // Bytes after SSLRequest and before the handshake would be read as if they had
             // come over TLS (CVE-2021-23214): PostgreSQL finishes the handshake, then refuses
             // them.
@@ -55,21 +67,36 @@ pub(super) async fn serve(fe: Arc<PgFrontend>, mut stream: TcpStream, peer: Sock
             if stream.write_all(b"S").await.is_err() {
                 return;
             }
-            let Some(acceptor) = fe.tls.clone() else {
+            let Some(acceptor) = login.fe.tls.clone() else {
                 return;
             };
-            match tokio::time::timeout(LOGIN_TIMEOUT, acceptor.accept(stream)).await {
+            match timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) if injected => {
                     ClientIo::new(tls, BytesMut::new())
                         .fatal(unencrypted_after("SSL"))
                         .await;
                 }
-                Ok(Ok(tls)) => login(fe, ClientIo::new(tls, rbuf), peer, None, true).await,
+                Ok(Ok(tls)) => login.run(ClientIo::new(tls, rbuf), None, true).await,
                 Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-                Err(_) => {}
+                Err(_) => login.pending.timed_out(),
             }
         }
-        other => login(fe, ClientIo::new(stream, rbuf), peer, Some(other), false).await,
+        other => {
+            login
+                .run(ClientIo::new(stream, rbuf), Some(other), false)
+                .await
+        }
+    }
+}
+
+/// What PostgreSQL answers a startup packet it cannot take.
+fn startup_error(e: ProtocolError) -> ErrorFields {
+    match e {
+        ProtocolError::TooLong { .. } | ProtocolError::BadLength(_) => {
+            ErrorFields::fatal("08P01", "invalid length of startup packet")
+        }
+        ProtocolError::UnsupportedVersion(v) => unsupported_version(v),
+        other => ErrorFields::fatal("08P01", format!("invalid startup packet: {other}")),
     }
 }
 
@@ -104,108 +131,168 @@ enum Greeting {
     Refused(ErrorFields),
 }
 
-async fn login<S: AsyncRead + AsyncWrite + Unpin + Send>(
+/// One connection on its way in.
+struct Login {
     fe: Arc<PgFrontend>,
-    mut io: ClientIo<S>,
     peer: SocketAddr,
-    mut first: Option<Startup>,
-    tls: bool,
-) {
-    let greeted = tokio::time::timeout(LOGIN_TIMEOUT, async {
-        // As in PostgreSQL: at most one SSLRequest and one GSSENCRequest, in either order, and
-        // none of them once TLS is up.
-        let (mut ssl_done, mut gss_done) = (tls, tls);
-        loop {
-            let packet = match first.take() {
-                Some(p) => p,
-                None => next_startup(&mut io).await?,
-            };
-            let (done, code, what) = match packet {
-                Startup::Ssl => (&mut ssl_done, SSL_REQUEST, "SSL"),
-                Startup::GssEnc => (&mut gss_done, GSSENC_REQUEST, "GSSAPI encryption"),
-                Startup::Cancel { pid, key } => {
-                    fe.cancels.cancel(pid, key).await;
-                    return Err(ClientError::Closed);
-                }
-                Startup::Message { version, params } => {
-                    return Ok(Greeting::Startup(version, params));
-                }
-            };
-            if *done {
-                // PostgreSQL reads a repeated request as a StartupMessage of that "version".
-                return Ok(Greeting::Refused(unsupported_version(code)));
-            }
-            *done = true;
-            // TLS not configured, or GSSAPI never offered: plain text.
-            io.wbuf.extend_from_slice(b"N");
-            io.flush().await?;
-            if !io.rbuf.is_empty() {
-                return Ok(Greeting::Refused(unencrypted_after(what)));
-            }
-        }
-    })
-    .await;
-    let (version, mut params) = match greeted {
-        Ok(Ok(Greeting::Startup(version, params))) => (version, params),
-        Ok(Ok(Greeting::Refused(e))) => {
-            io.fatal(e).await;
+    pending: PendingLogin,
+    deadline: Instant,
+}
+
+impl Login {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        self,
+        mut io: ClientIo<S>,
+        first: Option<Startup>,
+        tls: bool,
+    ) {
+        let Login {
+            fe,
+            peer,
+            pending,
+            deadline,
+        } = self;
+        let greeted = timeout_at(deadline, startup(&fe, &mut io, first, tls)).await;
+        let (version, mut params) = match greeted {
+            Ok(Ok(Greeting::Startup(version, params))) => (version, params),
+            Ok(Ok(Greeting::Refused(e))) => return io.fatal(e).await,
+            Ok(Err(ClientError::Protocol(e))) => return io.fatal(startup_error(e)).await,
+            Ok(Err(_)) => return,
+            Err(_) => return pending.timed_out(),
+        };
+        negotiate_version(&mut io, version, &mut params);
+        if !tls && fe.listener.tls.as_ref().is_some_and(|t| t.required) {
+            io.fatal(ErrorFields::fatal("28000", "SSL required")).await;
             return;
         }
-        Ok(Err(ClientError::Protocol(e))) => {
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let Some(user_name) = param("user").filter(|u| !u.is_empty()) else {
             io.fatal(ErrorFields::fatal(
-                "08P01",
-                format!("invalid startup packet: {e}"),
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
             ))
             .await;
             return;
-        }
-        _ => return,
-    };
-    negotiate_version(&mut io, version, &mut params);
-    if !tls && fe.listener.tls.as_ref().is_some_and(|t| t.required) {
-        io.fatal(ErrorFields::fatal("28000", "SSL required")).await;
-        return;
-    }
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    let Some(user_name) = param("user").filter(|u| !u.is_empty()) else {
-        io.fatal(ErrorFields::fatal(
-            "28000",
-            "no PostgreSQL user name specified in startup packet",
-        ))
-        .await;
-        return;
-    };
-    let database = param("database")
-        .filter(|d| !d.is_empty())
-        .or_else(|| fe.default_database.clone())
-        .unwrap_or_else(|| user_name.clone());
-    let user = match check_user(&fe, &user_name, &database, peer) {
-        Ok(user) => user,
-        Err(e) => {
-            fe.stats.login_failures.fetch_add(1, Ordering::Relaxed);
-            io.fatal(e).await;
-            return;
-        }
-    };
-    match tokio::time::timeout(LOGIN_TIMEOUT, authenticate(&mut io, &user)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            fe.stats.login_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(client = %peer, user = user_name, reason = ?e.message(), "login failed");
-            io.fatal(e).await;
-            return;
-        }
-        Err(_) => {
-            io.fatal(ErrorFields::fatal("08006", "authentication timed out"))
+        };
+        let database = param("database")
+            .filter(|d| !d.is_empty())
+            .or_else(|| fe.default_database.clone())
+            .unwrap_or_else(|| user_name.clone());
+        let user = fe.users.get(&user_name).cloned();
+        let ip = canonical_ip(peer.ip());
+        let claim = match &user {
+            Some(u) if u.config.allows_addr(ip) => Claim::User(u),
+            Some(_) => {
+                // Said in the log only: the client gets what a wrong password gets, or the
+                // answer would tell anyone outside the network which names exist.
+                tracing::info!(client = %peer, user = user_name, "login refused: address not in the user's allowed_networks");
+                Claim::Refused
+            }
+            None => Claim::Refused,
+        };
+        let authenticated = matches!(claim, Claim::User(_));
+        match timeout_at(
+            deadline,
+            auth::authenticate(&mut io, &fe, &user_name, claim),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Only a refused password counts against the address: a client that leaves
+                // mid-exchange (psql does, to ask for the password) or garbles it guessed
+                // nothing.
+                if e.code() == Some(auth::WRONG_PASSWORD) {
+                    fe.stats.login_failures.fetch_add(1, Ordering::Relaxed);
+                    pending.failed();
+                }
+                tracing::info!(client = %peer, user = user_name, reason = ?e.message(), "login failed");
+                io.fatal(e).await;
+                return;
+            }
+            Err(_) => {
+                pending.timed_out();
+                io.fatal(ErrorFields::fatal(
+                    "57014",
+                    "canceling authentication due to timeout",
+                ))
                 .await;
+                return;
+            }
+        }
+        // `authenticate` succeeds only for a claim of a real user; this is belt and braces.
+        let Some(user) = user.filter(|_| authenticated) else {
+            io.fatal(auth::wrong_password(&user_name)).await;
+            return;
+        };
+        if let Err(e) = check_access(&fe, &user, &database) {
+            io.fatal(e).await;
             return;
         }
+        // Logged in: no longer counted as pending, and a session's limits apply from now on.
+        drop(pending);
+        io.logged_in();
+        welcome(fe, io, user, database, peer, params, tls).await;
     }
+}
+
+/// The startup phase after the first packet: SSLRequest / GSSENCRequest answered `N`, a
+/// CancelRequest forwarded, up to the StartupMessage.
+async fn startup<S: AsyncRead + AsyncWrite + Unpin>(
+    fe: &PgFrontend,
+    io: &mut ClientIo<S>,
+    mut first: Option<Startup>,
+    tls: bool,
+) -> Result<Greeting, ClientError> {
+    // As in PostgreSQL: at most one SSLRequest and one GSSENCRequest, in either order, and
+    // none of them once TLS is up.
+    let (mut ssl_done, mut gss_done) = (tls, tls);
+    loop {
+        let packet = match first.take() {
+            Some(p) => p,
+            None => next_startup(io).await?,
+        };
+        let (done, code, what) = match packet {
+            Startup::Ssl => (&mut ssl_done, SSL_REQUEST, "SSL"),
+            Startup::GssEnc => (&mut gss_done, GSSENC_REQUEST, "GSSAPI encryption"),
+            Startup::Cancel { pid, key } => {
+                fe.cancels.cancel(pid, key).await;
+                return Err(ClientError::Closed);
+            }
+            Startup::Message { version, params } => {
+                return Ok(Greeting::Startup(version, params));
+            }
+        };
+        if *done {
+            // PostgreSQL reads a repeated request as a StartupMessage of that "version".
+            return Ok(Greeting::Refused(unsupported_version(code)));
+        }
+        *done = true;
+        // TLS not configured, or GSSAPI never offered: plain text.
+        io.wbuf.extend_from_slice(b"N");
+        io.flush().await?;
+        if !io.rbuf.is_empty() {
+            return Ok(Greeting::Refused(unencrypted_after(what)));
+        }
+    }
+}
+
+/// The greeting after a successful login, then the session (or the admin console).
+async fn welcome<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    fe: Arc<PgFrontend>,
+    mut io: ClientIo<S>,
+    user: Arc<User>,
+    database: String,
+    peer: SocketAddr,
+    params: Vec<(String, String)>,
+    tls: bool,
+) {
+    let user_name = user.config.name.clone();
     let Some(_slot) = user.open_session() else {
         io.fatal(ErrorFields::fatal(
             "53300",
@@ -271,7 +358,7 @@ fn negotiate_version<S>(io: &mut ClientIo<S>, version: i32, params: &mut Vec<(St
     }
 }
 
-/// What PostgreSQL answers a startup packet of a version it does not speak (here: a repeated
+/// What PostgreSQL answers a startup packet of a version it does not speak (also a repeated
 /// SSLRequest or GSSENCRequest, whose magic numbers read as versions 1234.5679 and 1234.5680).
 fn unsupported_version(version: i32) -> ErrorFields {
     ErrorFields::fatal(
@@ -296,30 +383,11 @@ fn unencrypted_after(what: &str) -> ErrorFields {
     )
 }
 
-/// Who may log in where. Unknown users get the same answer as a wrong password.
-fn check_user(
-    fe: &PgFrontend,
-    name: &str,
-    database: &str,
-    peer: SocketAddr,
-) -> Result<Arc<User>, ErrorFields> {
-    let failed = || {
-        ErrorFields::fatal(
-            "28P01",
-            format!("password authentication failed for user \"{name}\""),
-        )
-    };
-    let user = fe.users.get(name).cloned().ok_or_else(failed)?;
-    let ip = match peer.ip() {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), std::net::IpAddr::V4),
-        ip => ip,
-    };
-    if !user.config.allows_addr(ip) {
-        return Err(ErrorFields::fatal(
-            "28000",
-            format!("user \"{name}\" is not allowed to connect from {ip}"),
-        ));
-    }
+/// What an authenticated user may reach: the admin console or this listener's cluster. Checked
+/// after authentication, as PostgreSQL checks a database's CONNECT privilege, so the refusal
+/// (which names the user) reaches only a client that knows the password.
+fn check_access(fe: &PgFrontend, user: &User, database: &str) -> Result<(), ErrorFields> {
+    let name = &user.config.name;
     if database == ADMIN_DATABASE {
         if !user.config.admin {
             return Err(ErrorFields::fatal(
@@ -333,211 +401,5 @@ fn check_user(
             format!("user \"{name}\" may not use cluster \"{}\"", fe.cluster),
         ));
     }
-    Ok(user)
-}
-
-/// Runs the user's authentication method over the connection.
-async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut ClientIo<S>,
-    user: &User,
-) -> Result<(), ErrorFields> {
-    let name = &user.config.name;
-    let failed = || {
-        ErrorFields::fatal(
-            "28P01",
-            format!("password authentication failed for user \"{name}\""),
-        )
-    };
-    let protocol = |e: ClientError| ErrorFields::fatal("08P01", format!("authentication: {e}"));
-    match user.config.auth {
-        AuthMethod::Trust => Ok(()),
-        AuthMethod::Md5 => {
-            let verifier = match &user.verifier {
-                Some(v @ (Verifier::Plain(_) | Verifier::Md5(_))) => v,
-                _ => {
-                    tracing::error!(
-                        user = name.as_str(),
-                        "md5 authentication needs a password or an md5 password_hash"
-                    );
-                    return Err(failed());
-                }
-            };
-            let salt = md5_salt();
-            send(io, Authentication::Md5Password { salt })
-                .await
-                .map_err(protocol)?;
-            let msg = io.read_message().await.map_err(protocol)?;
-            if msg.tag() != b'p' {
-                return Err(ErrorFields::fatal("08P01", "expected a password message"));
-            }
-            let response = PasswordMessage::password(msg.body_slice())
-                .map_err(|e| ErrorFields::fatal("08P01", e.to_string()))?;
-            if md5_verify(verifier, name, salt, response) {
-                Ok(())
-            } else {
-                Err(failed())
-            }
-        }
-        AuthMethod::ScramSha256 => {
-            let Some(secret) = user.scram.clone() else {
-                tracing::error!(
-                    user = name.as_str(),
-                    "SCRAM authentication needs a password or a SCRAM password_hash"
-                );
-                return Err(failed());
-            };
-            let mut server = ScramServer::new(secret);
-            send(
-                io,
-                Authentication::Sasl {
-                    mechanisms: ScramServer::MECHANISMS
-                        .iter()
-                        .map(|m| m.to_string())
-                        .collect(),
-                },
-            )
-            .await
-            .map_err(protocol)?;
-            let msg = io.read_message().await.map_err(protocol)?;
-            if msg.tag() != b'p' {
-                return Err(ErrorFields::fatal(
-                    "08P01",
-                    "expected a SASLInitialResponse message",
-                ));
-            }
-            let (mechanism, data) = PasswordMessage::sasl_initial(msg.body_slice())
-                .map_err(|e| ErrorFields::fatal("08P01", e.to_string()))?;
-            let first = server
-                .client_first(mechanism, data)
-                .map_err(|e| scram_error(e, &failed))?;
-            send(io, Authentication::SaslContinue(first.into()))
-                .await
-                .map_err(protocol)?;
-            let msg = io.read_message().await.map_err(protocol)?;
-            if msg.tag() != b'p' {
-                return Err(ErrorFields::fatal(
-                    "08P01",
-                    "expected a SASLResponse message",
-                ));
-            }
-            let last = server
-                .client_final(msg.body_slice())
-                .map_err(|e| scram_error(e, &failed))?;
-            BackendMessage::Authentication(Authentication::SaslFinal(last.into()))
-                .encode(&mut io.wbuf);
-            Ok(())
-        }
-    }
-}
-
-fn scram_error(
-    e: crate::postgres::auth::AuthError,
-    failed: &dyn Fn() -> ErrorFields,
-) -> ErrorFields {
-    match e {
-        crate::postgres::auth::AuthError::WrongPassword => failed(),
-        other => ErrorFields::fatal("08P01", other.to_string()),
-    }
-}
-
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut ClientIo<S>,
-    auth: Authentication,
-) -> Result<(), ClientError> {
-    BackendMessage::Authentication(auth).encode(&mut io.wbuf);
-    io.flush().await
-}
-
-impl PgFrontend {
-    /// What the client is told about the server: the real server's startup parameters (learnt
-    /// from the first server connection), with the client's own settings on top.
-    async fn parameter_statuses(
-        &self,
-        user: &User,
-        database: &str,
-        client: &[(String, String)],
-    ) -> Vec<(String, String)> {
-        let server = self
-            .server_params
-            .get_or_init(|| async {
-                match self.learn_server_params(user, database).await {
-                    Some(p) => p,
-                    None => default_params(),
-                }
-            })
-            .await;
-        let mut out: Vec<(String, String)> = server.clone();
-        for (name, value) in client {
-            let known = out.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name));
-            match known {
-                Some((_, v)) => *v = value.clone(),
-                None if name == "application_name" => out.push((name.clone(), value.clone())),
-                None => {}
-            }
-        }
-        if let Some((_, v)) = out.iter_mut().find(|(k, _)| k == "session_authorization") {
-            *v = user.config.name.clone();
-        }
-        out
-    }
-
-    async fn learn_server_params(
-        &self,
-        user: &User,
-        database: &str,
-    ) -> Option<Vec<(String, String)>> {
-        let router = self.backend.router();
-        let pool = router
-            .resolve(
-                &crate::model::Route::Primary,
-                crate::model::StatementKind::Read,
-                false,
-            )
-            .ok()?;
-        let credentials = user.config.backend_credentials(pool.config());
-        let login = crate::backend::postgres::Login {
-            user: credentials.user,
-            password: credentials.password.map(|p| p.expose().to_owned()),
-            database: database.to_owned(),
-        };
-        let mut conn = self
-            .backend
-            .checkout(
-                &pool,
-                None,
-                &login,
-                &[],
-                &crate::limits::Tenant::internal(),
-                &mut crate::backend::postgres::BucketMemo::default(),
-            )
-            .await
-            .ok()?;
-        let params = conn
-            .conn()
-            .params
-            .iter()
-            .filter(|(k, _)| k != "application_name")
-            .cloned()
-            .collect();
-        conn.release();
-        Some(params)
-    }
-}
-
-fn default_params() -> Vec<(String, String)> {
-    [
-        ("server_version", "15.0"),
-        ("server_encoding", "UTF8"),
-        ("client_encoding", "UTF8"),
-        ("DateStyle", "ISO, MDY"),
-        ("IntervalStyle", "postgres"),
-        ("TimeZone", "UTC"),
-        ("integer_datetimes", "on"),
-        ("standard_conforming_strings", "on"),
-        ("is_superuser", "off"),
-        ("session_authorization", ""),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    Ok(())
 }

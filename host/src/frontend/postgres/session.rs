@@ -40,10 +40,11 @@ use crate::backend::postgres::{BucketMemo, Login, PgBackendError};
 use crate::cache::TableRef;
 use crate::frontend::Drain;
 use crate::limits::{Admitted, UserLimits};
+use crate::log_limit::LogLimit;
 use crate::metrics::{CacheOutcome, Outcome, QueryEvent};
 use crate::model::{Action, Protocol, QueryContext};
 use crate::pipeline::{self, Verdict};
-use crate::postgres::protocol::{ErrorFields, RawMessage, TransactionStatus};
+use crate::postgres::protocol::{ErrorFields, ProtocolError, RawMessage, TransactionStatus};
 
 mod cache;
 mod causal;
@@ -207,7 +208,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match &end {
             Err(SessionEnd::Terminate) | Err(SessionEnd::Client(ClientError::Closed)) => {}
             Err(SessionEnd::Server(e)) => {
-                tracing::warn!(client = %self.peer, error = %e, pool = self.lost_pool.as_deref(), "server connection lost: closing the client");
+                static LOST: LogLimit = LogLimit::standard();
+                crate::warn_limited!(LOST, client = %self.peer, error = %e, pool = self.lost_pool.as_deref(), "server connection lost: closing the client");
                 let _ = self.io.flush().await;
                 let message = server::lost_message(self.lost_pool.as_deref(), e);
                 self.io.fatal(ErrorFields::fatal("08006", message)).await;
@@ -225,9 +227,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(()) => {}
         }
         if let Err(SessionEnd::Client(ClientError::Protocol(e))) = &end {
-            self.io
-                .fatal(ErrorFields::fatal("08P01", format!("invalid message: {e}")))
-                .await;
+            crate::guard::GuardStats::bump(&self.fe.shared.metrics.guard.protocol_violations);
+            let message = match e {
+                // PostgreSQL's own words, which clients and their tests know.
+                ProtocolError::InvalidFrontendType(_) => e.to_string(),
+                _ => format!("invalid message: {e}"),
+            };
+            self.io.fatal(ErrorFields::fatal("08P01", message)).await;
         }
         self.finish().await;
     }

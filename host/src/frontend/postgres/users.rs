@@ -47,6 +47,17 @@ impl User {
 #[derive(Debug, Default)]
 pub struct Users {
     by_name: HashMap<String, Arc<User>>,
+    mock: MockMethod,
+}
+
+/// The method an unknown name is challenged with: the one the configured users are asked for,
+/// so that the challenge itself tells nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MockMethod {
+    #[default]
+    Scram,
+    /// Every user with a password logs in with md5.
+    Md5,
 }
 
 impl Users {
@@ -55,7 +66,21 @@ impl Users {
             .iter()
             .map(|u| (u.name.clone(), Arc::new(User::new(u))))
             .collect();
-        Users { by_name }
+        let mut methods = users
+            .iter()
+            .map(|u| u.auth)
+            .filter(|a| *a != AuthMethod::Trust);
+        let all_md5 = methods.clone().next().is_some() && methods.all(|a| a == AuthMethod::Md5);
+        let mock = if all_md5 {
+            MockMethod::Md5
+        } else {
+            MockMethod::Scram
+        };
+        Users { by_name, mock }
+    }
+
+    pub fn mock_method(&self) -> MockMethod {
+        self.mock
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {

@@ -13,7 +13,7 @@ use super::crypto::{ct_eq, scram_keys};
 
 /// PostgreSQL's default, and what its clients expect to spend.
 pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
-const DEFAULT_SALT_LEN: usize = 16;
+pub(super) const DEFAULT_SALT_LEN: usize = 16;
 
 /// A SCRAM-SHA-256 secret, shared behind an `Arc`.
 ///

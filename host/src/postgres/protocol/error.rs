@@ -18,6 +18,9 @@ pub enum ProtocolError {
     Unterminated(&'static str),
     #[error("unexpected message type '{}' ({:#04x})", char::from(*.0), .0)]
     UnexpectedTag(u8),
+    /// A message type no client may send after login (PostgreSQL's wording).
+    #[error("invalid frontend message type {0}")]
+    InvalidFrontendType(u8),
     #[error("unsupported protocol version {}.{}", .0 >> 16, .0 & 0xffff)]
     UnsupportedVersion(i32),
     #[error("invalid {0}")]

@@ -7,6 +7,11 @@ use super::ProtocolError;
 /// Largest startup packet accepted (PostgreSQL's own limit is 10,000 bytes).
 pub const MAX_STARTUP_LEN: usize = 10_000;
 
+/// Most room reserved ahead for a message whose body has not arrived yet. Beyond it the buffer
+/// grows with the bytes that really come, so announcing a large message costs the sender as
+/// much as it costs the proxy.
+const MAX_RESERVE_AHEAD: usize = 64 << 10;
+
 /// One tagged message, whole (tag, length and body) so it can be forwarded as it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawMessage {
@@ -74,7 +79,7 @@ pub fn split_message(
         });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
         return Ok(None);
     }
     Ok(Some(RawMessage {

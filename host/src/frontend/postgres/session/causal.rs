@@ -322,7 +322,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let Some(lsn) = first_text_column(msg.body_slice()).and_then(|t| t.parse::<Lsn>().ok())
         else {
-            tracing::warn!(client = %self.peer, "the WAL position probe answered no position");
+            static NO_POSITION: crate::log_limit::LogLimit = crate::log_limit::LogLimit::standard();
+            crate::warn_limited!(NO_POSITION, client = %self.peer, "the WAL position probe answered no position");
             self.causal_probe_lost();
             return;
         };

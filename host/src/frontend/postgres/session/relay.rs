@@ -15,6 +15,7 @@ use crate::cache::{CachedResponse, TableRef};
 use crate::frontend::postgres::client::WRITE_HIGH_WATER;
 use crate::frontend::postgres::observe::Observed;
 use crate::frontend::postgres::settings;
+use crate::log_limit::LogLimit;
 use crate::model::{Lsn, PoolRole};
 use crate::postgres::protocol::backend::{error_code, ready_for_query, ready_status};
 use crate::postgres::protocol::{ErrorFields, TransactionStatus};
@@ -218,7 +219,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             if front.silent {
                 if tag == b'E' {
-                    tracing::warn!(client = %self.peer, "re-applying the client's settings failed on a server connection");
+                    static SETTINGS_FAILED: LogLimit = LogLimit::standard();
+                    crate::warn_limited!(SETTINGS_FAILED, client = %self.peer, "re-applying the client's settings failed on a server connection");
                 }
                 continue;
             }
@@ -359,7 +361,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let remote = cache.invalidate_tables_now(&db, &tables);
             tokio::spawn(async move {
                 if let Err(e) = remote.await {
-                    tracing::warn!(error = %e, "cache invalidation did not reach every replica");
+                    crate::warn_limited!(crate::cache::INVALIDATION_MISSED, error = %e, "cache invalidation did not reach every replica");
                 }
             });
         }

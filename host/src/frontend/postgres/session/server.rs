@@ -13,6 +13,7 @@ use crate::backend::postgres::{Login, PgBackendError};
 use crate::config::PoolMode;
 use crate::frontend::postgres::mirror;
 use crate::limits::Tenant;
+use crate::log_limit::LogLimit;
 use crate::model::{PoolRole, Protocol, Route, StatementKind};
 use crate::pipeline::Verdict;
 use crate::postgres::protocol::backend::ready_for_query;
@@ -331,8 +332,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         self.cancel.slot.clear();
         self.lost_pool = Some(held.pool.name().to_owned());
+        // Not counted against the node's health: what broke a connection in use may be the
+        // client's own doing (a statement that ends its backend, a message the server refuses
+        // with FATAL), and counting it would let any client ban a node for everyone. A node
+        // that is really down fails its health checks and the next connection attempts.
         let node = held.conn.bucket().node().clone();
-        node.record_failure(&held.pool.config().health, &error.to_string());
         // Only the proxy's own statements outstanding (a settings replay, the WAL position
         // probe after a write), no transaction, nothing pinned to this connection: the client
         // loses nothing. A lost probe leaves the session's position to be learnt from the
@@ -373,7 +377,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let pool = held.pool.clone();
         drop(held);
-        tracing::warn!(client = %self.peer, node = node.addr(), error = %error, "server failed during a read: retrying on another node");
+        static RETRYING: LogLimit = LogLimit::standard();
+        crate::warn_limited!(RETRYING, client = %self.peer, node = node.addr(), error = %error, "server failed during a read: retrying on another node");
         let bytes = pending.for_resend();
         let fallback =
             self.fe
@@ -499,7 +504,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// session goes on, its next statement checked out afresh.
     fn lost_read(&mut self, mut pending: Pending, error: PgBackendError) -> Result<(), SessionEnd> {
         let message = lost_message(self.lost_pool.as_deref(), &error);
-        tracing::warn!(client = %self.peer, error = %message, "a read failed on every node that could take it");
+        static FAILED_EVERYWHERE: LogLimit = LogLimit::standard();
+        crate::warn_limited!(FAILED_EVERYWHERE, client = %self.peer, error = %message, "a read failed on every node that could take it");
         self.work = None;
         if let Some(capture) = pending.capture.take() {
             capture.fill.fail(&message);
