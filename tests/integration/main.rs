@@ -8,6 +8,7 @@ mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;
 mod clickhouse_http_qos;
+mod guard_bypass;
 mod policy_engine;
 mod policy_languages;
 mod policy_swap;
