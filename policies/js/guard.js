@@ -1,20 +1,33 @@
 // guard, in JavaScript: the same rules, block reasons and rewrites as policies/guard (Rust).
 //
-// Blocks DROP/TRUNCATE and UPDATE/DELETE without WHERE, enforces the per-user table and
-// function denylists (deny_tables.<user>, deny_functions.<user>, `*` for everyone), and adds
-// `LIMIT n` (limit.<user>, limit.*; 0 switches it off) to unbounded single SELECTs.
+// Judges only the host's per-statement facts (q.statements), never the SQL text: blocks
+// statements that did not parse (unknown = "block", the default), denied commands
+// (deny_commands.<user>, deny_commands.*, else DROP *, TRUNCATE TABLE, DO) in statements that run
+// now or at a later EXECUTE, UPDATE/DELETE without WHERE at any depth that runs, and names on the
+// per-user table and function denylists (deny_tables.<user>, deny_functions.<user>, `*` for
+// everyone) in any statement; adds `LIMIT n` (limit.<user>, limit.*; 0 switches it off) to a
+// single unbounded SELECT.
 
 import * as sp from "./sdk/switchyard-policy.js";
 
 const EVERYONE = "*";
+const DEFAULT_DENY_COMMANDS = "DROP *,TRUNCATE TABLE,DO";
+const UNPARSED = 'guard: a statement that could not be parsed is blocked (unknown = "block")';
 
 class Guard {
   constructor(config) {
-    config.ensureKnownKeys(["deny_tables.*", "deny_functions.*", "limit.*"]);
+    config.ensureKnownKeys(["deny_commands.*", "unknown", "deny_tables.*", "deny_functions.*", "limit.*"]);
     const lists = (prefix) => new Map(config.entriesWithPrefix(prefix).map(([u, v]) => [u, sp.splitList(v)]));
+    const unknown = config.get("unknown");
+    if (unknown !== undefined && unknown !== "block" && unknown !== "allow") {
+      throw new sp.ConfigError("unknown", `expected \`block\` or \`allow\`, got \`${unknown}\``);
+    }
+    this.allowUnknown = unknown === "allow";
+    this.limits = new Map(config.entriesWithPrefix("limit.").map(([u]) => [u, config.getU64(`limit.${u}`)]));
+    this.denyCommands = lists("deny_commands.");
+    this.defaultDenyCommands = sp.splitList(DEFAULT_DENY_COMMANDS);
     this.denyTables = lists("deny_tables.");
     this.denyFunctions = lists("deny_functions.");
-    this.limits = new Map(config.entriesWithPrefix("limit.").map(([u]) => [u, config.getU64(`limit.${u}`)]));
   }
 
   onQuery(q) {
@@ -30,29 +43,24 @@ class Guard {
   }
 
   refusal(q) {
-    const d = sp.dialect(q);
-    // One statement the host parsed: its flags describe it. Otherwise look at each statement
-    // of the text ourselves.
-    const parsedSingle = !q.flags.multiStatement && q.kind !== "unknown";
-    const stmts = parsedSingle ? [q.sql] : sp.statements(q.sql, d);
-    for (const stmt of stmts) {
-      const keyword = sp.asciiUpper(sp.firstKeyword(stmt, d) ?? "");
-      if ((keyword === "DROP" || keyword === "TRUNCATE") && (q.kind === "ddl" || q.kind === "unknown")) {
-        return `guard: ${keyword} is not allowed`;
-      }
-      if ((keyword === "UPDATE" || keyword === "DELETE") && parsedSingle && sp.isWrite(q) && !q.flags.hasWhere) {
-        return `guard: ${keyword} without WHERE is not allowed`;
-      }
-      const hidden = sp.updateOrDeleteWithoutWhere(stmt, d);
-      if (hidden !== undefined) return `guard: ${sp.asciiUpper(hidden)} without WHERE is not allowed`;
+    const unparsed = q.statements.some((s) => !s.parsed) || (q.statements.length === 0 && q.kind === "unknown");
+    if (unparsed && !this.allowUnknown) return UNPARSED;
+    const denied = this.deniedCommands(q.user);
+    const running = sp.statementsThatRun(q);
+    for (const s of running) {
+      if (denied.some((p) => sp.commandMatches(s.command, p))) return `guard: ${s.command} is not allowed`;
     }
-    for (const table of sp.tables(q)) {
-      if (denied(this.denyTables, q.user, table)) return `guard: table ${table} is denied for user ${q.user}`;
-    }
-    for (const fn of q.functions) {
-      if (denied(this.denyFunctions, q.user, fn)) return `guard: function ${fn} is denied for user ${q.user}`;
-    }
+    const everyRow = running.find(sp.changesEveryRow);
+    if (everyRow !== undefined) return `guard: ${everyRow.command} without WHERE is not allowed`;
+    const table = firstDenied(this.denyTables, q, sp.relations);
+    if (table !== undefined) return `guard: table ${sp.qualifiedName(table)} is denied for user ${q.user}`;
+    const fn = firstDenied(this.denyFunctions, q, sp.routines);
+    if (fn !== undefined) return `guard: function ${sp.qualifiedName(fn)} is denied for user ${q.user}`;
     return undefined;
+  }
+
+  deniedCommands(user) {
+    return this.denyCommands.get(user) ?? this.denyCommands.get(EVERYONE) ?? this.defaultDenyCommands;
   }
 
   limitFor(user) {
@@ -61,13 +69,20 @@ class Guard {
   }
 }
 
-function denied(lists, user, name) {
-  return [user, EVERYONE].some((u) => (lists.get(u) ?? []).some((p) => sp.nameMatches(name, p)));
+function firstDenied(lists, q, objects) {
+  const patterns = [...(lists.get(q.user) ?? []), ...(lists.get(EVERYONE) ?? [])];
+  if (patterns.length === 0) return undefined;
+  for (const s of q.statements) {
+    const hit = objects(s).find((o) => patterns.some((p) => sp.objectMatches(o, p)));
+    if (hit !== undefined) return hit;
+  }
+  return undefined;
 }
 
 function limited(q, n) {
-  const select = sp.startsWithKeyword(q, "SELECT") || sp.startsWithKeyword(q, "WITH");
-  if (!sp.isRead(q) || q.flags.hasLimit || q.flags.multiStatement || !select) return undefined;
+  if (q.statements.length !== 1) return undefined;
+  const s = q.statements[0];
+  if (!sp.isRead(q) || !sp.statementIs(s, "SELECT") || !s.parsed || !s.runs || s.hasLimit) return undefined;
   return sp.appendLimit(q.sql, n, sp.dialect(q));
 }
 

@@ -373,7 +373,7 @@ async fn the_policy_blocks_and_rewrites() {
     assert_eq!(r.status, 403);
     assert_eq!(
         r.text(),
-        "Code: 497, e.displayText() = DB::Exception: guard: DROP is not allowed, e.what() = DB::Exception\n"
+        "Code: 497, e.displayText() = DB::Exception: guard: DROP TABLE is not allowed, e.what() = DB::Exception\n"
     );
     // An unbounded SELECT gets LIMIT 3: the backend ran the rewritten statement.
     let r = post(&url, "SELECT number FROM system.numbers").await;

@@ -95,6 +95,7 @@ fn same_in_every_language(policy: &str, file: &str) {
 #[test]
 fn guard_decides_alike_in_rust_python_and_javascript() {
     same_in_every_language("guard", "guard");
+    same_in_every_language("guard", "guard-unknown-allow");
 }
 
 #[test]
@@ -128,7 +129,7 @@ const WRONG: &str = r#"
 [[case]]
 name = "right"
 sql = "DROP TABLE t"
-expect = { action = "block", reason = "guard: DROP is not allowed" }
+expect = { action = "block", reason = "guard: DROP TABLE is not allowed" }
 
 [[case]]
 name = "deliberately wrong"

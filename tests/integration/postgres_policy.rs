@@ -331,7 +331,7 @@ async fn guard_blocks_with_42501_and_rewrites_in_both_protocols() {
     .await
     .expect("psql goes on");
     assert_eq!(
-        out, "42501 blocked by policy: guard: DROP is not allowed\n10",
+        out, "42501 blocked by policy: guard: DROP TABLE is not allowed\n10",
         "the error, then the next query's answer"
     );
     assert_eq!(pg.psql(pg.primary_port(), "SELECT count(*) FROM g"), "10");

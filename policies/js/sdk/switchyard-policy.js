@@ -1,8 +1,8 @@
 // switchyard-policy: helpers for Switchyard policies written in JavaScript (componentize-js).
 //
 // A port of the parts of the Rust SDK (policies/sdk) that policies need to decide exactly like
-// their Rust versions: config helpers, nameMatches, query predicates, decision builders and the
-// SQL lexer of sdk/src/sql.rs. The rules are Rust's: ASCII-only case folding, Rust's whitespace
+// their Rust versions: config helpers, nameMatches, query predicates, the statement facts
+// helpers, decision builders and the SQL lexer of sdk/src/sql.rs (for appendLimit only). The rules are Rust's: ASCII-only case folding, Rust's whitespace
 // set (String.prototype.trim differs: it strips U+FEFF and keeps U+0085), integers as Rust's
 // u64::from_str reads them (BigInt: a Number loses precision past 2^53).
 //
@@ -145,10 +145,59 @@ export function attribute(q, name) {
 
 export const dialect = (q) => DIALECTS[q.protocol];
 
-export function startsWithKeyword(q, keyword) {
-  const k = firstKeyword(q.sql, dialect(q));
-  return k !== undefined && eqIgnoreAsciiCase(k, keyword);
+// ---- statement facts (sdk/src/facts.rs) ------------------------------------------------------
+// Judge these, never the SQL text: the host's parser has read through the comments, quoting and
+// stray semicolons that hide a statement from a policy re-reading the text. A statement is
+// { command, kind, parsed, runs, depth, objects, hasWhere, hasLimit }; an object
+// { kind ("relation", "table", "function", ...), schema (undefined or a string), name,
+// access ("read", "write", "define", "call"), guessed }.
+
+const RELATIONS = new Set(["relation", "table", "view", "materialized-view"]);
+const ROUTINES = new Set(["function", "procedure"]);
+
+/** `command` (`DROP TABLE`) matches `pattern`: equal ignoring ASCII case, or with a pattern
+ * ending in ` *`, starting with its words (`DROP *`); `*` alone matches any non-empty command. */
+export function commandMatches(command, pattern) {
+  pattern = trim(pattern);
+  if (pattern === "*") return command !== "";
+  if (pattern.endsWith("*")) {
+    const prefix = trimEnd(pattern.slice(0, -1));
+    const n = prefix.length;
+    return eqIgnoreAsciiCase(command.slice(0, n), prefix) && command.slice(n, n + 1) === " ";
+  }
+  return eqIgnoreAsciiCase(command, pattern);
 }
+
+export const statementIs = (s, command) => eqIgnoreAsciiCase(s.command, command);
+
+/** An UPDATE or DELETE without a WHERE clause. */
+export const changesEveryRow = (s) => (statementIs(s, "UPDATE") || statementIs(s, "DELETE")) && !s.hasWhere;
+
+/** Every statement that runs now or at a later EXECUTE: all but those inside an EXPLAIN without
+ * ANALYZE (a PREPARE's body is included). */
+export function statementsThatRun(q) {
+  const out = [];
+  const parents = [];
+  let dormantBelow;
+  for (const s of q.statements) {
+    if (dormantBelow !== undefined && s.depth <= dormantBelow) dormantBelow = undefined;
+    parents.length = Math.min(parents.length, s.depth);
+    const parent = s.depth > 0 ? parents[s.depth - 1] : undefined;
+    const explained = !s.runs && parent !== undefined && statementIs(parent, "EXPLAIN");
+    if (explained && dormantBelow === undefined) dormantBelow = parent.depth;
+    parents.push(s);
+    if (dormantBelow === undefined) out.push(s);
+  }
+  return out;
+}
+
+export const objectsByAccess = (s, access) => s.objects.filter((o) => o.access === access);
+export const isRelation = (o) => RELATIONS.has(o.kind);
+export const isRoutine = (o) => ROUTINES.has(o.kind);
+export const relations = (s) => s.objects.filter(isRelation);
+export const routines = (s) => s.objects.filter(isRoutine);
+export const qualifiedName = (o) => (o.schema === undefined || o.schema === null ? o.name : `${o.schema}.${o.name}`);
+export const objectMatches = (o, pattern) => nameMatches(qualifiedName(o), pattern);
 
 // ---- decisions ------------------------------------------------------------------------------
 
@@ -324,59 +373,6 @@ export function* tokens(s, d) {
     pos = end;
     yield new Token(kind, s.slice(start, end), start, end, tokDepth);
   }
-}
-
-export function statements(s, d) {
-  const out = [];
-  let cur;
-  for (const t of tokens(s, d)) {
-    if (t.isPunct(";")) {
-      if (cur !== undefined) out.push(s.slice(cur[0], cur[1]));
-      cur = undefined;
-    } else {
-      cur = [cur === undefined ? t.start : cur[0], t.end];
-    }
-  }
-  if (cur !== undefined) out.push(s.slice(cur[0], cur[1]));
-  return out;
-}
-
-export function firstKeyword(s, d) {
-  for (const t of tokens(s, d)) {
-    if (!t.isPunct("(")) return t.kind === WORD ? t.text : undefined;
-  }
-  return undefined;
-}
-
-const isAnalyze = (t) => t.isKeyword("ANALYZE") || t.isKeyword("ANALYSE");
-
-/** The UPDATE/DELETE keyword (as written) of a (sub-)statement without its own WHERE. */
-export function updateOrDeleteWithoutWhere(stmt, d) {
-  const low = asciiLower(stmt);
-  if (!low.includes("update") && !low.includes("delete")) return undefined;
-  const toks = [...tokens(stmt, d)];
-  const first = toks.find((x) => !x.isPunct("("));
-  const explain = first !== undefined && first.isKeyword("EXPLAIN");
-  const analyzeAt = toks.findIndex(isAnalyze);
-  for (let i = 0; i < toks.length; i++) {
-    const t = toks[i];
-    if (!(t.isKeyword("UPDATE") || t.isKeyword("DELETE"))) continue;
-    const p = toks[i - 1];
-    const starts =
-      p === undefined ||
-      p.isPunct("(") || p.isPunct(")") || isAnalyze(p) || p.isKeyword("VERBOSE") || p.isKeyword("EXPLAIN");
-    if (!starts || (explain && (analyzeAt < 0 || analyzeAt > i))) continue;
-    let hasWhere = false;
-    for (const x of toks.slice(i + 1)) {
-      if (x.depth < t.depth || x.isPunct(";")) break;
-      if (x.depth === t.depth && x.isKeyword("WHERE")) {
-        hasWhere = true;
-        break;
-      }
-    }
-    if (!hasWhere) return t.text;
-  }
-  return undefined;
 }
 
 /** `s` with `LIMIT n` appended (ClickHouse: before a trailing SETTINGS/FORMAT), or undefined

@@ -1,29 +1,44 @@
 """guard, in Python: the same rules, block reasons and rewrites as policies/guard (Rust).
 
-Blocks DROP/TRUNCATE and UPDATE/DELETE without WHERE, enforces the per-user table and function
-denylists (`deny_tables.<user>`, `deny_functions.<user>`, `*` for everyone), and adds
-`LIMIT n` (`limit.<user>`, `limit.*`; 0 switches it off) to unbounded single SELECTs.
+Judges only the host's per-statement facts (`q.statements`), never the SQL text: blocks
+statements that did not parse (`unknown = "block"`, the default), denied commands
+(`deny_commands.<user>`, `deny_commands.*`, else DROP *, TRUNCATE TABLE, DO) in statements that
+run now or at a later EXECUTE, UPDATE/DELETE without WHERE at any depth that runs, and names on
+the per-user table and function denylists (`deny_tables.<user>`, `deny_functions.<user>`, `*` for
+everyone) in any statement; adds `LIMIT n` (`limit.<user>`, `limit.*`; 0 switches it off) to a
+single unbounded SELECT.
 """
 
 import wit_world
 from componentize_py_types import Err
 
 import switchyard_policy as sp
-from switchyard_policy import F, K
+from switchyard_policy import K
 
 EVERYONE = "*"
+DEFAULT_DENY_COMMANDS = "DROP *,TRUNCATE TABLE,DO"
+UNPARSED = 'guard: a statement that could not be parsed is blocked (unknown = "block")'
 
 
 class Guard:
     def __init__(self, config):
-        config.ensure_known_keys(["deny_tables.*", "deny_functions.*", "limit.*"])
+        config.ensure_known_keys(["deny_commands.*", "unknown", "deny_tables.*", "deny_functions.*", "limit.*"])
 
         def lists(prefix):
             return {user: sp.split_list(v) for user, v in config.entries_with_prefix(prefix)}
 
+        unknown = config.get("unknown")
+        if unknown not in (None, "block", "allow"):
+            raise sp.ConfigError("unknown", f"expected `block` or `allow`, got `{unknown}`")
+        self.allow_unknown = unknown == "allow"
+        limits = {}
+        for u, _ in config.entries_with_prefix("limit."):
+            limits[u] = config.get_u64("limit." + u)
+        self.deny_commands = lists("deny_commands.")
+        self.default_deny_commands = sp.split_list(DEFAULT_DENY_COMMANDS)
         self.deny_tables = lists("deny_tables.")
         self.deny_functions = lists("deny_functions.")
-        self.limits = {u: config.get_u64("limit." + u) for u, _ in config.entries_with_prefix("limit.")}
+        self.limits = limits
 
     def on_query(self, q):
         decision = sp.forward(sp.read_write_route(q))
@@ -38,29 +53,28 @@ class Guard:
         return decision
 
     def refusal(self, q):
-        d = sp.dialect(q)
-        # One statement the host parsed: its flags describe it. Otherwise look at each
-        # statement of the text ourselves.
-        parsed_single = not sp.has_flag(q, F.MULTI_STATEMENT) and q.kind != K.UNKNOWN
-        stmts = [q.sql] if parsed_single else sp.statements(q.sql, d)
-        for stmt in stmts:
-            keyword = sp.sql_first_keyword(stmt, d) or ""
-            keyword = keyword.translate(_UPPER)
-            if keyword in ("DROP", "TRUNCATE") and q.kind in (K.DDL, K.UNKNOWN):
-                return f"guard: {keyword} is not allowed"
-            if (keyword in ("UPDATE", "DELETE") and parsed_single and sp.is_write(q)
-                    and not sp.has_flag(q, F.HAS_WHERE)):
-                return f"guard: {keyword} without WHERE is not allowed"
-            hidden = sp.update_or_delete_without_where(stmt, d)
-            if hidden is not None:
-                return f"guard: {hidden.translate(_UPPER)} without WHERE is not allowed"
-        for table in sp.tables(q):
-            if self.denied(self.deny_tables, q.user, table):
-                return f"guard: table {table} is denied for user {q.user}"
-        for function in q.functions:
-            if self.denied(self.deny_functions, q.user, function):
-                return f"guard: function {function} is denied for user {q.user}"
+        unparsed = any(not s.parsed for s in q.statements) or (not q.statements and q.kind == K.UNKNOWN)
+        if unparsed and not self.allow_unknown:
+            return UNPARSED
+        denied = self.denied_commands(q.user)
+        for s in sp.statements_that_run(q):
+            if any(sp.command_matches(s.command, p) for p in denied):
+                return f"guard: {s.command} is not allowed"
+        for s in sp.statements_that_run(q):
+            if sp.changes_every_row(s):
+                return f"guard: {s.command} without WHERE is not allowed"
+        table = first_denied(self.deny_tables, q, sp.relations)
+        if table is not None:
+            return f"guard: table {sp.qualified_name(table)} is denied for user {q.user}"
+        function = first_denied(self.deny_functions, q, sp.routines)
+        if function is not None:
+            return f"guard: function {sp.qualified_name(function)} is denied for user {q.user}"
         return None
+
+    def denied_commands(self, user):
+        if user in self.deny_commands:
+            return self.deny_commands[user]
+        return self.deny_commands.get(EVERYONE, self.default_deny_commands)
 
     def limit_for(self, user):
         n = self.limits.get(user)
@@ -68,21 +82,23 @@ class Guard:
             n = self.limits.get(EVERYONE)
         return n if n else None
 
-    @staticmethod
-    def denied(lists, user, name):
-        return any(
-            sp.name_matches(name, pattern)
-            for u in (user, EVERYONE)
-            for pattern in lists.get(u, ())
-        )
 
-
-_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+def first_denied(lists, q, objects):
+    patterns = list(lists.get(q.user, ())) + list(lists.get(EVERYONE, ()))
+    if not patterns:
+        return None
+    for s in q.statements:
+        for o in objects(s):
+            if any(sp.object_matches(o, p) for p in patterns):
+                return o
+    return None
 
 
 def limited(q, n):
-    select = sp.starts_with_keyword(q, "SELECT") or sp.starts_with_keyword(q, "WITH")
-    if not sp.is_read(q) or sp.has_flag(q, F.HAS_LIMIT) or sp.has_flag(q, F.MULTI_STATEMENT) or not select:
+    if len(q.statements) != 1:
+        return None
+    s = q.statements[0]
+    if not sp.is_read(q) or not sp.statement_is(s, "SELECT") or not s.parsed or not s.runs or s.has_limit:
         return None
     return sp.append_limit(q.sql, n, sp.dialect(q))
 

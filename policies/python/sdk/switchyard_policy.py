@@ -1,8 +1,8 @@
 """switchyard_policy: helpers for Switchyard policies written in Python (componentize-py).
 
 A port of the parts of the Rust SDK (policies/sdk) that policies need to decide exactly like
-their Rust versions: the config helpers, `name_matches`, query predicates, decision builders and
-the SQL lexer of `sdk/src/sql.rs`. The rules are Rust's, byte for byte: ASCII-only case folding,
+their Rust versions: the config helpers, `name_matches`, query predicates, the statement facts
+helpers, decision builders and the SQL lexer of `sdk/src/sql.rs` (for `append_limit` only). The rules are Rust's, byte for byte: ASCII-only case folding,
 Rust's whitespace sets (`str.isspace()` and `str.strip()` differ from Rust's `trim`), integers
 as Rust's `u64::from_str` reads them.
 """
@@ -152,13 +152,83 @@ def dialect(q):
     return DIALECTS[q.protocol]
 
 
-def first_keyword(q):
-    return sql_first_keyword(q.sql, dialect(q))
+# ---- statement facts (sdk/src/facts.rs) ---------------------------------------------------
+#
+# Judge these, never the SQL text: the host's parser has read through the comments, quoting and
+# stray semicolons that hide a statement from a policy re-reading the text.
+
+OK = t.ObjectKind
+A = t.Access
+_RELATIONS = (OK.RELATION, OK.TABLE, OK.VIEW, OK.MATERIALIZED_VIEW)
+_ROUTINES = (OK.FUNCTION, OK.PROCEDURE)
 
 
-def starts_with_keyword(q, keyword):
-    k = first_keyword(q)
-    return k is not None and eq_ignore_ascii_case(k, keyword)
+def command_matches(command, pattern):
+    """`command` (`DROP TABLE`) matches `pattern`: equal ignoring ASCII case, or with a pattern
+    ending in ` *`, starting with its words (`DROP *`); `*` alone matches any non-empty command."""
+    pattern = trim(pattern)
+    if pattern == "*":
+        return command != ""
+    if pattern.endswith("*"):
+        prefix = pattern[:-1].rstrip(_WHITESPACE)
+        n = len(prefix)
+        return eq_ignore_ascii_case(command[:n], prefix) and command[n : n + 1] == " "
+    return eq_ignore_ascii_case(command, pattern)
+
+
+def statement_is(s, command):
+    return eq_ignore_ascii_case(s.command, command)
+
+
+def changes_every_row(s):
+    """An UPDATE or DELETE without a WHERE clause."""
+    return (statement_is(s, "UPDATE") or statement_is(s, "DELETE")) and not s.has_where
+
+
+def statements_that_run(q):
+    """Every statement that runs now or at a later EXECUTE: all but those inside an EXPLAIN
+    without ANALYZE (a PREPARE's body is included)."""
+    dormant_below = None
+    parents = []
+    for s in q.statements:
+        if dormant_below is not None and s.depth <= dormant_below:
+            dormant_below = None
+        del parents[s.depth :]
+        parent = parents[s.depth - 1] if 0 < s.depth <= len(parents) else None
+        explained = not s.runs and parent is not None and statement_is(parent, "EXPLAIN")
+        if explained and dormant_below is None:
+            dormant_below = parent.depth
+        parents.append(s)
+        if dormant_below is None:
+            yield s
+
+
+def objects_by_access(s, access):
+    return [o for o in s.objects if o.access == access]
+
+
+def is_relation(o):
+    return o.kind in _RELATIONS
+
+
+def is_routine(o):
+    return o.kind in _ROUTINES
+
+
+def relations(s):
+    return [o for o in s.objects if is_relation(o)]
+
+
+def routines(s):
+    return [o for o in s.objects if is_routine(o)]
+
+
+def qualified_name(o):
+    return o.name if o.schema is None else f"{o.schema}.{o.name}"
+
+
+def object_matches(o, pattern):
+    return name_matches(qualified_name(o), pattern)
 
 
 # ---- decisions ----------------------------------------------------------------------------
@@ -363,66 +433,6 @@ def tokens(s, d):
             kind, end = PUNCT, start + 1
         pos = end
         yield Token(kind, s[start:end], start, end, tok_depth)
-
-
-def statements(s, d):
-    out, cur = [], None
-    for tok in tokens(s, d):
-        if tok.is_punct(";"):
-            if cur is not None:
-                out.append(s[cur[0] : cur[1]])
-                cur = None
-        else:
-            cur = (tok.start if cur is None else cur[0], tok.end)
-    if cur is not None:
-        out.append(s[cur[0] : cur[1]])
-    return out
-
-
-def sql_first_keyword(s, d):
-    for tok in tokens(s, d):
-        if tok.is_punct("("):
-            continue
-        return tok.text if tok.kind == WORD else None
-    return None
-
-
-def _is_analyze(tok):
-    return tok.is_keyword("ANALYZE") or tok.is_keyword("ANALYSE")
-
-
-def update_or_delete_without_where(stmt, d):
-    """The UPDATE/DELETE keyword (as written) of a (sub-)statement without its own WHERE."""
-    low = ascii_lower(stmt)
-    if "update" not in low and "delete" not in low:
-        return None
-    toks = list(tokens(stmt, d))
-    first = next((x for x in toks if not x.is_punct("(")), None)
-    explain = first is not None and first.is_keyword("EXPLAIN")
-    analyze_at = next((i for i, x in enumerate(toks) if _is_analyze(x)), None)
-    for i, tok in enumerate(toks):
-        if not (tok.is_keyword("UPDATE") or tok.is_keyword("DELETE")):
-            continue
-        if i == 0:
-            starts = True
-        else:
-            p = toks[i - 1]
-            starts = (
-                p.is_punct("(") or p.is_punct(")") or _is_analyze(p)
-                or p.is_keyword("VERBOSE") or p.is_keyword("EXPLAIN")
-            )
-        if not starts or (explain and (analyze_at is None or analyze_at > i)):
-            continue
-        has_where = False
-        for x in toks[i + 1 :]:
-            if x.depth < tok.depth or x.is_punct(";"):
-                break
-            if x.depth == tok.depth and x.is_keyword("WHERE"):
-                has_where = True
-                break
-        if not has_where:
-            return tok.text
-    return None
 
 
 def _trim_end(s):

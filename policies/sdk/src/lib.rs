@@ -32,7 +32,7 @@
 //!
 //! Everything except the export glue also compiles for the machine you develop on, so a policy's
 //! logic is unit-tested with a plain `cargo test`: build a [`Query`] with [`Query::new`] and the
-//! `with_*` methods, call `init` and `on_query` directly and assert on the [`Decision`]. The host
+//! `with_*` methods (statements with [`Query::with_statement`] and [`Statement::new`]), call `init` and `on_query` directly and assert on the [`Decision`]. The host
 //! functions ([`log`], [`now_ms`], [`backend_state`]) are stubbed natively and controlled through
 //! [`testing`].
 //!
@@ -40,14 +40,19 @@
 //!
 //! * [`Policy`] and [`export!`] — what a policy implements and how it is exported.
 //! * [`Config`] — the `[policy.config]` key/values with typed getters.
-//! * [`Query`] helpers (`is_read`, `reads_table`, `attribute`, `first_keyword`, ...) and
-//!   [`Decision`] builders (`forward`, `to_replica`, `block`, `cache`, `tag`, ...).
-//! * [`sql`] — a tiny SQL lexer (statements, keywords) for the few things the host's
-//!   classification does not say; no parser, no allocation-heavy work.
+//! * [`Query::statements`] — every statement of the text as the host's parser read it: its
+//!   command (`DROP TABLE`), kind, whether it parsed and runs, and the objects it names. Judge
+//!   these, never the SQL text. Helpers: [`Query::statements_that_run`], [`Statement::is`],
+//!   [`Statement::command_matches`], [`Statement::relations`], [`ObjectRef::matches`], ...
+//! * [`Query`] helpers (`is_read`, `reads_table`, `attribute`, ...) and [`Decision`] builders
+//!   (`forward`, `to_replica`, `block`, `cache`, `tag`, ...).
+//! * [`sql`] — a tiny SQL lexer for policies that rewrite SQL ([`sql::append_limit`]); not for
+//!   judging statements.
 //! * [`log`], [`now_ms`], [`backend_state`] — the host imports.
 
 mod config;
 mod decision;
+mod facts;
 mod host;
 mod query;
 pub mod sql;
@@ -73,10 +78,11 @@ pub mod bindings {
 
 pub use bindings::switchyard::policy::host::Level;
 pub use bindings::switchyard::policy::types::{
-    Action, CacheDirective, Decision, PoolRole, PoolState, Protocol, Query, QueryFlags, Route,
-    StatementKind,
+    Access, Action, CacheDirective, Decision, ObjectKind, ObjectRef, PoolRole, PoolState, Protocol,
+    Query, QueryFlags, Route, Statement, StatementKind,
 };
 pub use config::{Config, ConfigError, split_list};
+pub use facts::command_matches;
 pub use host::{backend_state, log, now_ms};
 pub use query::name_matches;
 

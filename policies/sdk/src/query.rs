@@ -1,6 +1,6 @@
 //! Helpers on [`Query`]: predicates for common checks and `with_*` builders for tests.
 
-use crate::sql::{self, Dialect};
+use crate::sql::Dialect;
 use crate::{Protocol, Query, QueryFlags, Route, StatementKind};
 
 /// True when the table or function `name` from a query matches `pattern` from a configuration.
@@ -10,6 +10,12 @@ use crate::{Protocol, Query, QueryFlags, Route, StatementKind};
 /// `payroll` matches `payroll`, `hr.payroll` and `"HR"."Payroll"`; `hr.payroll` matches
 /// `hr.payroll` and `db.hr.payroll` but not `payroll` or `other.payroll`. `*` matches anything.
 pub fn name_matches(name: &str, pattern: &str) -> bool {
+    matches_reversed(name.bytes().rev(), pattern)
+}
+
+/// [`name_matches`] for a name given by its bytes from the last one back (so that a schema and a
+/// name can be compared as `schema.name` without joining them).
+pub(crate) fn matches_reversed(name: impl Iterator<Item = u8>, pattern: &str) -> bool {
     let pattern = pattern.trim();
     if pattern == "*" {
         return true;
@@ -19,7 +25,7 @@ pub fn name_matches(name: &str, pattern: &str) -> bool {
     // Bytes are enough: ASCII case folding never touches a multi-byte UTF-8 sequence, and a
     // UTF-8 pattern cannot match starting inside one of the name's characters.
     let is_quote = |b: &u8| *b == b'"' || *b == b'`';
-    let mut name = name.bytes().rev().filter(|b| !is_quote(b));
+    let mut name = name.filter(|b| !is_quote(b));
     for p in pattern.bytes().rev().filter(|b| !is_quote(b)) {
         match name.next() {
             Some(n) if n.eq_ignore_ascii_case(&p) => {}
@@ -225,23 +231,9 @@ impl Query {
         self.functions.iter().any(|f| name_matches(f, pattern))
     }
 
-    /// The lexical rules of the query's protocol, for the [`sql`] functions.
+    /// The lexical rules of the query's protocol, for [`crate::sql::append_limit`].
     pub fn dialect(&self) -> Dialect {
         Dialect::of(self.protocol)
-    }
-    /// The first keyword of the text, after comments and opening parentheses, as written
-    /// (`Some("select")`); compare with `eq_ignore_ascii_case` or use [`Query::starts_with_keyword`].
-    pub fn first_keyword(&self) -> Option<&str> {
-        sql::first_keyword(&self.sql, self.dialect())
-    }
-    /// The first keyword is `keyword`, ignoring case.
-    pub fn starts_with_keyword(&self, keyword: &str) -> bool {
-        self.first_keyword()
-            .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
-    }
-    /// The statements of the text (see [`sql::statements`]).
-    pub fn statements(&self) -> Vec<&str> {
-        sql::statements(&self.sql, self.dialect())
     }
 }
 
@@ -287,8 +279,6 @@ mod tests {
         assert_eq!(q.attribute("startup.application_name"), Some("billing"));
         assert_eq!(q.attribute("nope"), None);
         assert!(q.user_is("alice"));
-        assert_eq!(q.first_keyword(), Some("Select"));
-        assert!(q.starts_with_keyword("SELECT"));
 
         let q = q.with_flags(QueryFlags::VOLATILE);
         assert!(q.is_replica_safe() && !q.is_cacheable());

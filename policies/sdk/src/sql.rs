@@ -1,10 +1,11 @@
-//! A tiny SQL lexer for the few facts a policy needs beyond the host's classification: where
-//! the statements of a text start and end, their first keyword, whether a top-level keyword
-//! occurs. It understands comments, string literals, quoted identifiers and PostgreSQL dollar
+//! A tiny SQL lexer, for policies that rewrite SQL: [`append_limit`] must know where a
+//! statement's last token ends (before a trailing `;` or comment, or a ClickHouse `FORMAT`
+//! clause). It understands comments, string literals, quoted identifiers and PostgreSQL dollar
 //! quoting well enough never to mistake their contents for SQL; it does not parse.
 //!
-//! Everything here is linear in the length of the text and allocates at most a `Vec` of
-//! statement slices.
+//! It is not for judging statements: a policy decides on the host's facts
+//! ([`crate::Query::statements`]), which come from a real parser. Everything here is linear in
+//! the length of the text.
 
 use crate::Protocol;
 
@@ -311,131 +312,6 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
-/// The statements of a text, split at every `;` outside quotes and comments, each trimmed to
-/// its first and last token (comments around it dropped). Empty statements are skipped:
-/// `"SELECT 1; -- x\n ;DROP TABLE t;"` → `["SELECT 1", "DROP TABLE t"]`.
-pub fn statements(sql: &str, dialect: Dialect) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut current: Option<(usize, usize)> = None;
-    for t in tokens(sql, dialect) {
-        if t.is_punct(';') {
-            if let Some((s, e)) = current.take() {
-                out.push(&sql[s..e]);
-            }
-        } else {
-            current = Some((current.map_or(t.start, |(s, _)| s), t.end));
-        }
-    }
-    if let Some((s, e)) = current {
-        out.push(&sql[s..e]);
-    }
-    out
-}
-
-/// The first keyword of a statement, skipping comments and opening parentheses:
-/// `"/* hi */ (SELECT 1)"` → `Some("SELECT")` (as written; compare ignoring case).
-/// `None` when the statement is empty or starts with something else.
-pub fn first_keyword(sql: &str, dialect: Dialect) -> Option<&str> {
-    tokens(sql, dialect)
-        .find(|t| !t.is_punct('('))
-        .filter(|t| t.kind == TokenKind::Word)
-        .map(|t| t.text)
-}
-
-/// True when `keyword` occurs as a word at the top level (outside parentheses, quotes and
-/// comments) of `sql`: `has_top_level_keyword("DELETE FROM t WHERE id = 1", "WHERE")`.
-pub fn has_top_level_keyword(sql: &str, keyword: &str, dialect: Dialect) -> bool {
-    tokens(sql, dialect).any(|t| t.depth == 0 && t.is_keyword(keyword))
-}
-
-/// The first UPDATE or DELETE in one statement that has no WHERE clause, as written
-/// (`Some("DELETE")`), or `None`.
-///
-/// It looks at every UPDATE/DELETE that starts a statement or a sub-statement: at the start,
-/// after `(` (`WITH d AS (DELETE FROM t RETURNING *) ...`), after `)` (`WITH x AS (...) UPDATE
-/// ...`) and after `EXPLAIN [ANALYZE] [VERBOSE]`. Inside an `EXPLAIN` without `ANALYZE` (which
-/// does not run the statement) nothing counts. Such an UPDATE/DELETE "has a WHERE" when the
-/// keyword `WHERE` occurs at its own parenthesis depth before its scope ends (a closing
-/// parenthesis of the enclosing level or a `;`); a WHERE inside a subquery does not count.
-/// Other uses of the words (`FOR UPDATE`, `ON DELETE CASCADE`, `DO UPDATE SET`, `GRANT
-/// UPDATE`, ClickHouse `ALTER TABLE t DELETE WHERE`) are ignored.
-pub fn update_or_delete_without_where(stmt: &str, dialect: Dialect) -> Option<&str> {
-    // Fast path: most statements contain neither word.
-    if !mentions_update_or_delete(stmt) {
-        return None;
-    }
-    let toks: Vec<Token<'_>> = tokens(stmt, dialect).collect();
-    let is_analyze = |t: &Token<'_>| t.is_keyword("ANALYZE") || t.is_keyword("ANALYSE");
-    let explain = toks
-        .iter()
-        .find(|t| !t.is_punct('('))
-        .is_some_and(|t| t.is_keyword("EXPLAIN"));
-    let analyze_at = toks.iter().position(is_analyze);
-    for (i, t) in toks.iter().enumerate() {
-        if !(t.is_keyword("UPDATE") || t.is_keyword("DELETE")) {
-            continue;
-        }
-        let starts_statement = match i.checked_sub(1).map(|j| &toks[j]) {
-            None => true,
-            Some(p) => {
-                p.is_punct('(')
-                    || p.is_punct(')')
-                    || is_analyze(p)
-                    || p.is_keyword("VERBOSE")
-                    || p.is_keyword("EXPLAIN")
-            }
-        };
-        if !starts_statement || (explain && analyze_at.is_none_or(|a| a > i)) {
-            continue;
-        }
-        let has_where = toks[i + 1..]
-            .iter()
-            .take_while(|x| x.depth >= t.depth && !x.is_punct(';'))
-            .any(|x| x.depth == t.depth && x.is_keyword("WHERE"));
-        if !has_where {
-            return Some(t.text);
-        }
-    }
-    None
-}
-
-/// `UPDATE` or `DELETE` occurs anywhere in `text`, ignoring ASCII case (inside strings,
-/// comments and longer words too: this is only the filter in front of the lexer).
-///
-/// It runs for every statement guard sees, most of which contain neither word, and a plain
-/// scan comparing at every byte cost about 1 µs per 170-byte statement in Wasm. So it skips
-/// ahead like Boyer–Moore–Horspool: it looks at the last byte of a six-byte window, compares
-/// the window only when that byte is an `e` (both words end in one), and otherwise moves the
-/// window as far as that byte allows — past it entirely when neither word contains it.
-fn mentions_update_or_delete(text: &str) -> bool {
-    const WORDS: [&[u8; 6]; 2] = [b"update", b"delete"];
-    /// How far the window may move when its last byte is `c` (lower-cased): until the
-    /// rightmost `c` among the first five letters of either word lines up with it.
-    fn shift(c: u8) -> usize {
-        match c {
-            b't' => 1,        // upda_t_e, dele_t_e
-            b'e' | b'a' => 2, // del_e_te, upd_a_te
-            b'l' | b'd' => 3, // de_l_ete, up_d_ate
-            b'p' => 4,
-            b'u' => 5,
-            _ => 6,
-        }
-    }
-    let b = text.as_bytes();
-    let mut last = 5; // index of the window's last byte
-    while let Some(c) = b.get(last) {
-        let c = c.to_ascii_lowercase();
-        if c == b'e' {
-            let window = &b[last - 5..=last];
-            if WORDS.iter().any(|w| window.eq_ignore_ascii_case(*w)) {
-                return true;
-            }
-        }
-        last += shift(c);
-    }
-    false
-}
-
 /// `sql` (one SELECT) with `LIMIT n` added: after its last token, dropping trailing `;` and
 /// comments — or, in ClickHouse, before a trailing `SETTINGS k = v ...` / `FORMAT name` clause,
 /// which must follow the LIMIT. `None` when the text is empty or holds more than one statement.
@@ -482,6 +358,22 @@ mod tests {
     const CH: Dialect = Dialect::CLICKHOUSE;
     const MY: Dialect = Dialect::MYSQL;
 
+    /// The statements of a text, split at every `;` outside quotes and comments, without the
+    /// empty ones: how the tests see where the lexer puts statement boundaries.
+    fn statements(sql: &str, dialect: Dialect) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut current: Option<(usize, usize)> = None;
+        for t in tokens(sql, dialect) {
+            if t.is_punct(';') {
+                out.extend(current.take().map(|(s, e)| &sql[s..e]));
+            } else {
+                current = Some((current.map_or(t.start, |(s, _)| s), t.end));
+            }
+        }
+        out.extend(current.map(|(s, e)| &sql[s..e]));
+        out
+    }
+
     fn words(sql: &str, d: Dialect) -> Vec<&str> {
         tokens(sql, d)
             .filter(|t| t.kind == TokenKind::Word)
@@ -521,144 +413,11 @@ mod tests {
 
     #[test]
     fn mysql_executable_comments_are_code() {
-        assert_eq!(first_keyword("/*!50000 DROP TABLE t */", MY), Some("DROP"));
-        assert_eq!(first_keyword("/*!50000 DROP TABLE t */", PG), None);
-    }
-
-    #[test]
-    fn splitting_and_first_keywords() {
-        let s = statements("  SELECT 1; -- x\n ;delete from t;  ", PG);
-        assert_eq!(s, vec!["SELECT 1", "delete from t"]);
         assert_eq!(
-            first_keyword("  /* c */ -- d\n (( select 1))", PG),
-            Some("select")
+            words("/*!50000 DROP TABLE t */", MY),
+            vec!["DROP", "TABLE", "t"]
         );
-        assert_eq!(first_keyword("", PG), None);
-        assert_eq!(first_keyword("-- only a comment", PG), None);
-        assert_eq!(first_keyword("'str'", PG), None);
-        assert!(statements(" ; -- nothing", PG).is_empty());
-    }
-
-    #[test]
-    fn top_level_keywords() {
-        assert!(has_top_level_keyword(
-            "DELETE FROM t WHERE a = 1",
-            "where",
-            PG
-        ));
-        assert!(!has_top_level_keyword(
-            "UPDATE t SET a = (SELECT b FROM u WHERE u.id = 1)",
-            "WHERE",
-            PG
-        ));
-        assert!(!has_top_level_keyword(
-            "DELETE FROM t -- WHERE a = 1",
-            "WHERE",
-            PG
-        ));
-    }
-
-    #[test]
-    fn updates_and_deletes_without_where() {
-        let f = |s| update_or_delete_without_where(s, PG);
-        assert_eq!(f("DELETE FROM t"), Some("DELETE"));
-        assert_eq!(f("update t set a = 1 returning *"), Some("update"));
-        assert_eq!(f("DELETE FROM t WHERE id = 1"), None);
-        assert_eq!(
-            f("UPDATE t SET a = (SELECT b FROM u WHERE u.id = t.id)"),
-            Some("UPDATE")
-        );
-        assert_eq!(
-            f("UPDATE t SET a = 1 FROM (SELECT 1) s WHERE s.x = t.x"),
-            None
-        );
-        // Writable CTEs, in either position.
-        assert_eq!(
-            f("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"),
-            Some("DELETE")
-        );
-        assert_eq!(
-            f("WITH d AS (DELETE FROM t WHERE a RETURNING *) SELECT * FROM d"),
-            None
-        );
-        assert_eq!(f("WITH x AS (SELECT 1) UPDATE t SET a = 1"), Some("UPDATE"));
-        assert_eq!(f("WITH x AS (SELECT 1) UPDATE t SET a = 1 WHERE b"), None);
-        // EXPLAIN runs the statement only with ANALYZE.
-        assert_eq!(f("EXPLAIN ANALYZE DELETE FROM t"), Some("DELETE"));
-        assert_eq!(
-            f("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t"),
-            Some("DELETE")
-        );
-        assert_eq!(f("EXPLAIN ANALYZE VERBOSE DELETE FROM t WHERE a"), None);
-        assert_eq!(f("EXPLAIN DELETE FROM t"), None);
-        assert_eq!(f("EXPLAIN (COSTS off) UPDATE t SET a = 1"), None);
-        // Other uses of the words.
-        assert_eq!(f("SELECT * FROM t FOR UPDATE"), None);
-        assert_eq!(
-            f("INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET b = 2"),
-            None
-        );
-        assert_eq!(
-            f("CREATE TABLE t (a int REFERENCES u (id) ON DELETE CASCADE)"),
-            None
-        );
-        assert_eq!(f("GRANT UPDATE, DELETE ON t TO bob"), None);
-        assert_eq!(
-            update_or_delete_without_where("ALTER TABLE t DELETE WHERE 1", CH),
-            None
-        );
-        assert_eq!(f("SELECT 'DELETE FROM t' -- DELETE FROM t"), None);
-    }
-
-    #[test]
-    fn update_or_delete_filter_finds_every_occurrence() {
-        let f = mentions_update_or_delete;
-        assert!(f("UPDATE t SET a = 1"));
-        assert!(f("x UpDaTe"));
-        assert!(f("with d as (delete from t) select 1"));
-        assert!(f("SELECT * FROM t FOR UPDATE"));
-        assert!(f("deletedelete"));
-        assert!(!f("SELECT upd_ted_at, delet FROM t"));
-        assert!(!f("updat"));
-        assert!(!f(""));
-        assert!(!f("ö üpdate"));
-        // Against a plain scan, over texts made of the words' letters (where skipping ahead
-        // would go wrong if it did): every position, every overlap.
-        let naive = |s: &str| {
-            ["update", "delete"].iter().any(|w| {
-                s.as_bytes()
-                    .windows(6)
-                    .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
-            })
-        };
-        let pieces = [
-            "up", "UPD", "date", "ate", "de", "DEL", "lete", "ete", "e", "t", "l", "x", " ",
-        ];
-        let (mut seed, mut found) = (0x2545_f491_4f6c_dd1du64, 0);
-        for len in 0..16 {
-            for _ in 0..500 {
-                let text: String = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        pieces[(seed % pieces.len() as u64) as usize]
-                    })
-                    .collect();
-                assert_eq!(f(&text), naive(&text), "{text:?}");
-                found += usize::from(naive(&text));
-            }
-        }
-        assert!(
-            found > 100,
-            "the generated texts hold too few matches ({found})"
-        );
-        for w in ["update", "delete"] {
-            for pad in 0..8 {
-                let text = format!("{}{w}{}", "d".repeat(pad), "e".repeat(pad));
-                assert!(f(&text), "{text:?}");
-            }
-        }
+        assert!(words("/*!50000 DROP TABLE t */", PG).is_empty());
     }
 
     #[test]
