@@ -1,9 +1,9 @@
 // guard, in JavaScript: the same rules, block reasons and rewrites as policies/guard (Rust).
 //
 // Judges only the host's per-statement facts (q.statements), never the SQL text: blocks
-// statements that did not parse (unknown = "block", the default), denied commands
-// (deny_commands.<user>, deny_commands.*, else DROP *, TRUNCATE TABLE, DO) in statements that run
-// now or at a later EXECUTE, UPDATE/DELETE without WHERE at any depth that runs, and names on the
+// denied commands (deny_commands.<user>, deny_commands.*, else DROP *, TRUNCATE TABLE, DO) in
+// statements that run now or at a later EXECUTE, statements that did not parse (unknown =
+// "block", the default), UPDATE/DELETE without WHERE at any depth that runs, and names on the
 // per-user table and function denylists (deny_tables.<user>, deny_functions.<user>, `*` for
 // everyone) in any statement; adds `LIMIT n` (limit.<user>, limit.*; 0 switches it off) to a
 // single unbounded SELECT.
@@ -43,13 +43,13 @@ class Guard {
   }
 
   refusal(q) {
-    const unparsed = q.statements.some((s) => !s.parsed) || (q.statements.length === 0 && q.kind === "unknown");
-    if (unparsed && !this.allowUnknown) return UNPARSED;
     const denied = this.deniedCommands(q.user);
     const running = sp.statementsThatRun(q);
     for (const s of running) {
       if (denied.some((p) => sp.commandMatches(s.command, p))) return `guard: ${s.command} is not allowed`;
     }
+    const unparsed = q.statements.some((s) => !s.parsed) || (q.statements.length === 0 && q.kind === "unknown");
+    if (unparsed && !this.allowUnknown) return UNPARSED;
     const everyRow = running.find(sp.changesEveryRow);
     if (everyRow !== undefined) return `guard: ${everyRow.command} without WHERE is not allowed`;
     const table = firstDenied(this.denyTables, q, sp.relations);

@@ -141,6 +141,7 @@ fn walk(
         ctes: Vec::new(),
         cte_marks: Vec::new(),
         only: Vec::new(),
+        table_functions: Vec::new(),
         text,
     };
     // The walker never breaks.
@@ -157,6 +158,9 @@ struct Walker<'o, 't> {
     cte_marks: Vec<usize>,
     /// `FROM ONLY t` targets: (address of the `only` name node, the real table).
     only: Vec<(usize, String)>,
+    /// Names of set-returning functions in FROM (`FROM f(...) x`), which the parser gives as
+    /// tables with arguments: addresses of the name nodes.
+    table_functions: Vec<usize>,
     /// The top-level statement's own text.
     text: Option<&'t str>,
 }
@@ -309,6 +313,11 @@ impl Visitor for Walker<'_, '_> {
         for object in self.defined(statement) {
             facts.add(object);
         }
+        // The parser keeps CALL's procedure out of the expressions the visitor walks.
+        if let Statement::Call(procedure) = statement {
+            let name = names::function(&procedure.name);
+            facts.add(split(&name, ObjectKind::Function, Access::Call));
+        }
         let index = self.out.len();
         self.out.push(facts);
         self.open.push((index, !shape.dry));
@@ -349,10 +358,24 @@ impl Visitor for Walker<'_, '_> {
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
         self.note_only(factor);
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => self.table_functions.push(std::ptr::from_ref(name) as usize),
+            TableFactor::Function { name, .. } => self.call(&names::function(name)),
+            _ => {}
+        }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        let at = std::ptr::from_ref(relation) as usize;
+        if self.table_functions.contains(&at) {
+            self.call(&names::function(relation));
+            return ControlFlow::Continue(());
+        }
         let object = self.object(relation, ObjectKind::Relation, Access::Read);
         let is_cte = object.schema.is_none() && self.ctes.contains(&object.name);
         if !is_cte
@@ -366,21 +389,26 @@ impl Visitor for Walker<'_, '_> {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if let Expr::Function(function) = expr {
-            let name = names::function(&function.name);
-            let effect = functions::effect(self.protocol, &name);
-            let object = split(&name, ObjectKind::Function, Access::Call);
-            if let Some(current) = self.current() {
-                if let Some(kind) = effect.kind {
-                    current.kind = current.kind.max(kind);
-                }
-                current.add(object);
-            }
+            self.call(&names::function(&function.name));
         }
         ControlFlow::Continue(())
     }
 }
 
 impl Walker<'_, '_> {
+    /// A call of the function `name` in the current statement, with what it does to the
+    /// statement's kind.
+    fn call(&mut self, name: &str) {
+        let effect = functions::effect(self.protocol, name);
+        let object = split(name, ObjectKind::Function, Access::Call);
+        if let Some(current) = self.current() {
+            if let Some(kind) = effect.kind {
+                current.kind = current.kind.max(kind);
+            }
+            current.add(object);
+        }
+    }
+
     /// Objects a DDL statement defines that its shape does not report as tables.
     fn defined(&self, statement: &Statement) -> Vec<ObjectRef> {
         let define = |name: &ObjectName, kind| self.object(name, kind, Access::Define);

@@ -6,13 +6,14 @@
 //! they easily hide one from a policy that re-reads the text. Rules, in order (the first that
 //! applies wins; its reason is the client's error):
 //!
-//! 1. **Unparsed** — a statement the host could not parse is blocked while `unknown = "block"`
+//! 1. **Denied commands** — a statement that runs (now, or at a later `EXECUTE`: the body of a
+//!    `PREPARE` counts, a PREPARE of a DROP is a DROP; what a plain `EXPLAIN` contains does not)
+//!    whose command matches the user's deny list: `guard: DROP TABLE is not allowed`. The host
+//!    names the command from its leading keywords also when it cannot parse the rest (`DO`).
+//! 2. **Unparsed** — a statement the host could not parse is blocked while `unknown = "block"`
 //!    (the default): `guard: a statement that could not be parsed is blocked (unknown =
 //!    "block")`. With `unknown = "allow"` it is judged by the rules below on what the host
 //!    guessed from its tokens (its leading keywords, names after FROM/JOIN/INTO/UPDATE/TABLE).
-//! 2. **Denied commands** — a statement that runs (now, or at a later `EXECUTE`: the body of a
-//!    `PREPARE` counts, a PREPARE of a DROP is a DROP; what a plain `EXPLAIN` contains does not)
-//!    whose command matches the user's deny list: `guard: DROP TABLE is not allowed`.
 //! 3. **UPDATE / DELETE without WHERE**, at any depth that runs (a writable CTE, `EXPLAIN
 //!    ANALYZE`, a PREPARE's body): `guard: DELETE without WHERE is not allowed`.
 //! 4. **Denied tables** — any statement (also one that does not run) naming a table, view or

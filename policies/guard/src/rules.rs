@@ -11,6 +11,14 @@ impl Guard {
     /// Why the query is refused, if it is. Runs for every query: the common case (nothing to
     /// refuse) allocates nothing; a message is only formatted for a refusal.
     pub(crate) fn refusal(&self, q: &Query) -> Option<String> {
+        // First, as it names what is refused: the host reads a statement's command from its
+        // leading keywords even when it cannot parse the rest (`DO`).
+        let denied_commands = self.denied_commands(&q.user);
+        for s in q.statements_that_run() {
+            if denied_commands.iter().any(|p| s.command_matches(p)) {
+                return Some(format!("guard: {} is not allowed", s.command));
+            }
+        }
         // A text the host classified without statements cannot be judged at all.
         let unparsed =
             q.statements.iter().any(|s| !s.parsed) || (q.statements.is_empty() && q.is_unknown());
@@ -19,12 +27,6 @@ impl Guard {
                 "guard: a statement that could not be parsed is blocked (unknown = \"block\")"
                     .to_string(),
             );
-        }
-        let denied_commands = self.denied_commands(&q.user);
-        for s in q.statements_that_run() {
-            if denied_commands.iter().any(|p| s.command_matches(p)) {
-                return Some(format!("guard: {} is not allowed", s.command));
-            }
         }
         if let Some(s) = q.statements_that_run().find(|s| s.changes_every_row()) {
             return Some(format!("guard: {} without WHERE is not allowed", s.command));

@@ -1,9 +1,9 @@
 """guard, in Python: the same rules, block reasons and rewrites as policies/guard (Rust).
 
 Judges only the host's per-statement facts (`q.statements`), never the SQL text: blocks
-statements that did not parse (`unknown = "block"`, the default), denied commands
-(`deny_commands.<user>`, `deny_commands.*`, else DROP *, TRUNCATE TABLE, DO) in statements that
-run now or at a later EXECUTE, UPDATE/DELETE without WHERE at any depth that runs, and names on
+denied commands (`deny_commands.<user>`, `deny_commands.*`, else DROP *, TRUNCATE TABLE, DO) in
+statements that run now or at a later EXECUTE, statements that did not parse (`unknown =
+"block"`, the default), UPDATE/DELETE without WHERE at any depth that runs, and names on
 the per-user table and function denylists (`deny_tables.<user>`, `deny_functions.<user>`, `*` for
 everyone) in any statement; adds `LIMIT n` (`limit.<user>`, `limit.*`; 0 switches it off) to a
 single unbounded SELECT.
@@ -53,13 +53,13 @@ class Guard:
         return decision
 
     def refusal(self, q):
-        unparsed = any(not s.parsed for s in q.statements) or (not q.statements and q.kind == K.UNKNOWN)
-        if unparsed and not self.allow_unknown:
-            return UNPARSED
         denied = self.denied_commands(q.user)
         for s in sp.statements_that_run(q):
             if any(sp.command_matches(s.command, p) for p in denied):
                 return f"guard: {s.command} is not allowed"
+        unparsed = any(not s.parsed for s in q.statements) or (not q.statements and q.kind == K.UNKNOWN)
+        if unparsed and not self.allow_unknown:
+            return UNPARSED
         for s in sp.statements_that_run(q):
             if sp.changes_every_row(s):
                 return f"guard: {s.command} without WHERE is not allowed"

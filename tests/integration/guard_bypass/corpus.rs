@@ -41,7 +41,7 @@ REVOKE EXECUTE ON PROCEDURE purge_victim_proc() FROM PUBLIC;
 pub const PG_VICTIM: &str = "5|15";
 
 /// Existing code the proxy sees only by name.
-const EXISTING_CODE: Expect = OutOfReach("code that already exists in the database");
+const EXISTING_CODE: Expect = OutOfReach("Code that already exists in the database");
 /// `EXECUTE name` runs what `PREPARE name` held, judged there.
 const EXECUTE: Expect = OutOfReach("`EXECUTE name`");
 
@@ -259,9 +259,11 @@ pub const CH_ATTEMPTS: &[(Option<&str>, &str, Expect)] = &[
         "INSERT INTO notes FORMAT TSV\nTRUNCATE TABLE victim\n",
         DATA,
     ),
+    // ClickHouse would take what follows VALUES as data, but the host reads a second statement
+    // after the `;` and guard refuses it: stricter than needed, never a bypass.
     (
         None,
         "INSERT INTO notes VALUES ('a'); DROP TABLE victim",
-        DATA,
+        Blocked,
     ),
 ];

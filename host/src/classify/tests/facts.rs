@@ -159,6 +159,37 @@ fn definitions_name_their_objects_with_their_kind() {
 }
 
 #[test]
+fn call_names_its_procedure_and_the_functions_in_its_arguments() {
+    assert_eq!(
+        facts("CALL app.archive(pg_terminate_backend(1))"),
+        vec![f(
+            0,
+            "CALL",
+            true,
+            true,
+            &[
+                "Function:app.archive:Call",
+                "Function:pg_terminate_backend:Call"
+            ]
+        )]
+    );
+}
+
+#[test]
+fn a_function_in_from_is_a_call_not_a_table() {
+    assert_eq!(
+        facts("SELECT * FROM query_to_xml('delete from victim', true, false, '') x, t"),
+        vec![f(
+            0,
+            "SELECT",
+            true,
+            true,
+            &["Relation:t:Read", "Function:query_to_xml:Call"]
+        )]
+    );
+}
+
+#[test]
 fn what_does_not_parse_is_guessed_and_says_so() {
     let got = facts("SELECT s.* FROM ROWS FROM (generate_series(1,1)) g, secrets s");
     assert_eq!(got.len(), 1);
