@@ -401,8 +401,19 @@ async fn a_flood_of_half_open_logins_gives_its_memory_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during = rss_kib(proxy.pid());
     drop(open);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_kib(proxy.pid());
+    // Memory freed after a runtime thread last went idle is given back when it next works: the
+    // proxy sees ordinary clients now and then, as any proxy does. Up to 5 s of that.
+    let mut after = rss_kib(proxy.pid());
+    for _ in 0..10 {
+        if after <= before + before / 10 {
+            break;
+        }
+        let client = pg::connect(addr).await;
+        pg::query_one_text(&client, "SELECT 1").await;
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = rss_kib(proxy.pid());
+    }
     eprintln!(
         "half-open login flood of {FLOOD}: RSS before {before} KiB, during {during} KiB, after {after} KiB"
     );
