@@ -128,4 +128,82 @@ mod tests {
             assert!(inputs > 0, "no corpus for {name}");
         }
     }
+
+    /// A short, deterministic smoke run of every target between full fuzzing runs: each corpus
+    /// input mutated the ways a fuzzer starts with (bytes flipped, inserted, removed, a chunk
+    /// repeated, the input cut, a length field set to an extreme).
+    #[test]
+    fn mutated_corpora_do_not_panic() {
+        const MUTATIONS_PER_INPUT: usize = 512;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let mut rng = XorShift(0x5EED_CAFE_F00D_D00D);
+        for (name, target) in TARGETS {
+            let dir = root.join(name);
+            let entries =
+                std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            for entry in entries.flatten() {
+                let seed = std::fs::read(entry.path()).expect("a corpus file");
+                let mut data = seed.clone();
+                for round in 0..MUTATIONS_PER_INPUT {
+                    // Every few rounds, start again from the seed so mutations stay near it.
+                    if round % 8 == 0 {
+                        data.clone_from(&seed);
+                    }
+                    mutate(&mut data, &mut rng);
+                    target(&data);
+                }
+            }
+        }
+    }
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        /// A number below `n` (`n > 0`).
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap_or(0)
+        }
+    }
+
+    fn mutate(data: &mut Vec<u8>, rng: &mut XorShift) {
+        let at = |rng: &mut XorShift, len: usize| rng.below(len.max(1));
+        match rng.below(6) {
+            0 if !data.is_empty() => {
+                let i = at(rng, data.len());
+                data[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let i = at(rng, data.len() + 1).min(data.len());
+                data.insert(i, rng.next() as u8);
+            }
+            2 if !data.is_empty() => {
+                let i = at(rng, data.len());
+                data.remove(i);
+            }
+            3 if !data.is_empty() && data.len() < 1 << 16 => {
+                let start = at(rng, data.len());
+                let end = (start + 1 + rng.below(32)).min(data.len());
+                let chunk = data[start..end].to_vec();
+                let i = at(rng, data.len() + 1).min(data.len());
+                data.splice(i..i, chunk);
+            }
+            4 => {
+                let keep = at(rng, data.len() + 1);
+                data.truncate(keep);
+            }
+            _ if data.len() >= 4 => {
+                let i = at(rng, data.len() - 3);
+                let extreme: [u32; 4] = [0, 4, 0x7fff_ffff, 0xffff_ffff];
+                data[i..i + 4].copy_from_slice(&extreme[rng.below(4)].to_be_bytes());
+            }
+            _ => data.push(rng.next() as u8),
+        }
+    }
 }
