@@ -148,3 +148,6 @@ async fn cancel(target: &CancelTarget) -> Result<(), PgBackendError> {
     let _ = stream.read(&mut sink).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
