@@ -82,11 +82,10 @@ impl PoolConfig {
             Some(name) if name.is_empty() => {
                 problems.add(path.key("tls_server_name"), Reason::Empty)
             }
-            Some(name) => {
-                if crate::backend::tls::server_name(name).is_err() {
-                    problems.add(path.key("tls_server_name"), not_a_name());
-                }
+            Some(name) if crate::backend::tls::server_name(name).is_err() => {
+                problems.add(path.key("tls_server_name"), not_a_name());
             }
+            Some(_) => {}
             // Each node's host is its name (SNI, and what `verify-full` checks).
             None if self.tls != TlsMode::Disable => {
                 for (i, node) in self.nodes.iter().enumerate() {
