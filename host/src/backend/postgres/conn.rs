@@ -311,11 +311,6 @@ impl ServerConn {
         }
     }
 
-    /// Whether the connection is encrypted.
-    pub fn is_tls(&self) -> bool {
-        self.stream.is_tls()
-    }
-
     /// What a CancelRequest for this connection's query needs.
     pub fn cancel_target(&self) -> CancelTarget {
         CancelTarget {
