@@ -2,3 +2,4 @@
 
 pub mod clickhouse_http;
 pub mod postgres;
+pub mod tls;

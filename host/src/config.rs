@@ -9,6 +9,7 @@
 //! Components get the parts they need (an `Arc` of a section), never a process-global.
 
 mod admin;
+mod backend_tls;
 mod cache;
 mod cluster;
 mod env;
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 pub use admin::AdminConfig;
 pub use cache::{CacheConfig, Compression, RedisConfig};
 pub use cluster::{
-    ClusterConfig, Consistency, Credentials, MirrorConfig, PoolConfig, PoolMode, Strategy,
+    ClusterConfig, Consistency, Credentials, MirrorConfig, PoolConfig, PoolMode, Strategy, TlsMode,
     default_port,
 };
 pub use env::{EnvLookup, process_env};

@@ -65,6 +65,9 @@ pub enum ServerError {
     Cache(#[from] CacheError),
     #[error("listener `{name}`: TLS: {reason}")]
     Tls { name: String, reason: String },
+    /// A pool's TLS settings for its servers cannot be used.
+    #[error("cluster `{cluster}`: {reason}")]
+    BackendTls { cluster: String, reason: String },
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
     #[error("{key}: {reason}")]

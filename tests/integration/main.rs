@@ -2,6 +2,7 @@
 //! loopback ports of their own and stop them.
 
 mod admin;
+mod backend_tls;
 mod balance;
 mod cache_consistency;
 mod clickhouse_http;

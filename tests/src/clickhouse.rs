@@ -34,6 +34,10 @@ pub struct ClickHouse {
 pub struct Node {
     pub name: String,
     pub http_port: u16,
+    /// The HTTPS port, when started by [`ClickHouse::start_tls`] (else 0).
+    pub https_port: u16,
+    /// Certificate and key served on `https_port`.
+    tls: Option<(PathBuf, PathBuf)>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -42,6 +46,16 @@ impl ClickHouse {
     /// Starts `n` servers and waits until each answers `SELECT 1`. Panics when ClickHouse is not
     /// installed or a server does not come up.
     pub fn start(n: usize) -> ClickHouse {
+        Self::start_with(n, None)
+    }
+
+    /// [`start`](Self::start), each server also serving HTTPS (on `https_port`) with this
+    /// certificate and key.
+    pub fn start_tls(n: usize, cert: &Path, key: &Path) -> ClickHouse {
+        Self::start_with(n, Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(n: usize, tls: Option<(PathBuf, PathBuf)>) -> ClickHouse {
         assert!(
             Path::new(SERVER_BIN).is_file(),
             "{SERVER_BIN} is missing: install it with `apt-get install -y clickhouse-server clickhouse-client` \
@@ -64,6 +78,8 @@ impl ClickHouse {
             let mut node = Node {
                 name: format!("ch{i}"),
                 http_port: 0,
+                https_port: 0,
+                tls: tls.clone(),
                 dir: node_dir,
                 child: None,
             };
@@ -107,6 +123,11 @@ impl Node {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// `127.0.0.1:<https port>`.
+    pub fn https_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.https_port)
     }
 
     /// Runs `sql` as `default`; the body, or a panic with the server's error.
@@ -197,13 +218,16 @@ impl Node {
         for sub in ["data", "tmp", "log", "user_files", "format_schemas"] {
             std::fs::create_dir_all(self.dir.join(sub)).expect("create the server's directories");
         }
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
         self.http_port = ports[0];
-        std::fs::write(
-            self.dir.join("config.xml"),
-            config_xml(&self.name, &self.dir, &ports),
-        )
-        .expect("write config.xml");
+        let mut config = config_xml(&self.name, &self.dir, &ports);
+        if let Some((cert, key)) = &self.tls {
+            self.https_port = ports[3];
+            std::fs::copy(cert, self.dir.join("server.crt")).expect("copy the certificate");
+            std::fs::copy(key, self.dir.join("server.key")).expect("copy the key");
+            config = config.replace("</yandex>", &https_xml(&self.dir, self.https_port));
+        }
+        std::fs::write(self.dir.join("config.xml"), config).expect("write config.xml");
         std::fs::write(self.dir.join("users.xml"), USERS_XML).expect("write users.xml");
         let mut command = Command::new(SERVER_BIN);
         command
@@ -331,6 +355,26 @@ fn http_post(port: u16, user: &str, password: &str, sql: &str) -> std::io::Resul
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     Ok((status, body.to_owned()))
+}
+
+/// The HTTPS listener and its certificate (the config's closing tag included).
+fn https_xml(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"    <https_port>{port}</https_port>
+    <openSSL>
+        <server>
+            <certificateFile>{d}/server.crt</certificateFile>
+            <privateKeyFile>{d}/server.key</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
+</yandex>"#
+    )
 }
 
 fn config_xml(name: &str, dir: &Path, ports: &[u16]) -> String {

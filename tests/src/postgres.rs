@@ -232,6 +232,45 @@ impl PgCluster {
         psql_socket(&self.bin, &self.socket_dir(), port, user, db, sql)
     }
 
+    /// Turns TLS on in every node with this certificate and key (`ssl = on`, reloaded) and
+    /// lets `app` in over TCP only with TLS (`hostssl`; a plain login of `app` is rejected by
+    /// `pg_hba.conf`). Also turns on `log_connections`. Returns once a new session sees
+    /// `ssl = on`.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        let hba = format!(
+            "hostssl all {APP_USER} 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all {APP_USER} 127.0.0.1/32 reject\n{PG_HBA}"
+        );
+        for node in &self.nodes {
+            let (crt, pem) = (node.data.join("server.crt"), node.data.join("server.key"));
+            std::fs::copy(cert, &crt).expect("copy the server certificate");
+            std::fs::copy(key, &pem).expect("copy the server key");
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&pem, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod the server key");
+            self.chown(&crt);
+            self.chown(&pem);
+            append(
+                &node.data.join("postgresql.conf"),
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+                 log_connections = on\n",
+            );
+            std::fs::write(node.data.join("pg_hba.conf"), &hba).expect("write pg_hba.conf");
+            self.psql(node.port, "SELECT pg_reload_conf()");
+        }
+        let started = Instant::now();
+        for node in &self.nodes {
+            while self.psql(node.port, "SHOW ssl") != "on" {
+                assert!(
+                    started.elapsed() < START_TIMEOUT,
+                    "{} did not turn ssl on",
+                    node.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Stops replica `i` at once (`pg_ctl stop -m immediate`: no shutdown checkpoint, like a
     /// crash).
     pub fn stop_replica(&mut self, i: usize) {

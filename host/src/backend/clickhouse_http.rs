@@ -5,12 +5,12 @@
 //! the credentials it is given to the node it is given, and reports failures to the node's
 //! health state so that an unreachable node leaves rotation.
 
+mod client;
 mod health;
 mod kill;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -18,12 +18,11 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use crate::config::{Credentials, PoolConfig};
+use crate::backend::tls::PoolTlsError;
+use crate::config::Credentials;
 use crate::route::{NodeState, Pool, Router};
+use client::ChClient;
 
 pub use kill::kill_statement;
 
@@ -86,18 +85,27 @@ pub struct BackendRequest {
 /// The clients of every pool of one cluster, and their health checkers.
 pub struct ChBackend {
     router: Arc<Router>,
-    clients: BTreeMap<String, Client<HttpConnector, Body>>,
+    clients: BTreeMap<String, ChClient>,
     checkers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ChBackend {
     /// Builds a client per pool and starts the health checkers of pools that enable them. Must
-    /// be called inside a tokio runtime.
-    pub fn start(router: Arc<Router>) -> ChBackend {
+    /// be called inside a tokio runtime. Fails when a pool's TLS settings cannot be used.
+    pub fn start(router: Arc<Router>) -> Result<ChBackend, PoolTlsError> {
         let mut clients = BTreeMap::new();
+        for pool in router.pools() {
+            let client = ChClient::for_pool(pool.config()).map_err(|source| PoolTlsError {
+                pool: pool.name().to_owned(),
+                source,
+            })?;
+            clients.insert(pool.name().to_owned(), client);
+        }
         let mut checkers = Vec::new();
         for pool in router.pools() {
-            let client = client_for(pool.config());
+            let Some(client) = clients.get(pool.name()) else {
+                continue;
+            };
             if pool.config().health.enabled {
                 for node in pool.nodes() {
                     checkers.push(tokio::spawn(health::run(
@@ -107,13 +115,12 @@ impl ChBackend {
                     )));
                 }
             }
-            clients.insert(pool.name().to_owned(), client);
         }
-        ChBackend {
+        Ok(ChBackend {
             router,
             clients,
             checkers,
-        }
+        })
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -129,8 +136,8 @@ impl ChBackend {
         request: BackendRequest,
     ) -> Result<Response<Incoming>, BackendError> {
         let client = self.client(pool)?;
-        let http_request = build(node, request)?;
-        match client.request(http_request).await {
+        let http_request = build(client, node, request)?;
+        match client.http.request(http_request).await {
             Ok(response) => Ok(response),
             Err(err) => {
                 let reason = error_chain(&err);
@@ -171,7 +178,7 @@ impl ChBackend {
         ));
     }
 
-    fn client(&self, pool: &Pool) -> Result<&Client<HttpConnector, Body>, BackendError> {
+    fn client(&self, pool: &Pool) -> Result<&ChClient, BackendError> {
         self.clients
             .get(pool.name())
             .ok_or_else(|| BackendError::Build {
@@ -189,27 +196,16 @@ impl Drop for ChBackend {
     }
 }
 
-fn client_for(pool: &PoolConfig) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(pool.connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    let idle = (!pool.idle_timeout.is_zero()).then_some(pool.idle_timeout);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(pool.size as usize)
-        .pool_idle_timeout(idle)
-        .build(connector)
-}
-
 /// The HTTP request for a node: URL, Basic credentials, passed-on headers.
-pub(crate) fn build(
+fn build(
+    client: &ChClient,
     node: &NodeState,
     request: BackendRequest,
 ) -> Result<Request<Body>, BackendError> {
     let uri = if request.query_string.is_empty() {
-        format!("http://{}/", node.addr())
+        client.url(node, "")
     } else {
-        format!("http://{}/?{}", node.addr(), request.query_string)
+        client.url(node, &format!("?{}", request.query_string))
     };
     let mut builder = Request::builder().method(request.method).uri(uri);
     if let Some(headers) = builder.headers_mut() {
@@ -241,11 +237,15 @@ pub(crate) fn basic_auth(credentials: &Credentials) -> Result<HeaderValue, Backe
 /// Sends a small control request (heartbeat, KILL QUERY) and reads the whole answer, so the
 /// connection goes back to the pool.
 pub(crate) async fn send_whole(
-    client: &Client<HttpConnector, Body>,
+    client: &ChClient,
     request: Request<Body>,
 ) -> Result<(http::StatusCode, Bytes), String> {
     use http_body_util::BodyExt as _;
-    let response = client.request(request).await.map_err(|e| error_chain(&e))?;
+    let response = client
+        .http
+        .request(request)
+        .await
+        .map_err(|e| error_chain(&e))?;
     let status = response.status();
     let body = response
         .into_body()

@@ -3,6 +3,7 @@
 //! cannot be opened, health checks, WAL position polling and the idle reaper.
 
 mod conn;
+mod endpoint;
 mod health;
 mod pool;
 mod wal_poll;
@@ -11,9 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use conn::{Login, MAX_SERVER_MESSAGE, ServerConn, put_query, send_cancel};
+pub use conn::{Login, MAX_SERVER_MESSAGE, ServerConn, put_query};
+pub use endpoint::{CancelTarget, Endpoint, send_cancel};
 pub use pool::{Bucket, BucketStats, PooledConn};
 
+use crate::backend::tls::{BackendTls, PoolTlsError};
 use crate::limits::Tenant;
 use crate::postgres::protocol::ErrorFields;
 use crate::route::{Pool, Router};
@@ -37,6 +40,8 @@ pub enum PgBackendError {
     Auth { addr: String, reason: String },
     #[error("server {addr}: protocol error: {reason}")]
     Protocol { addr: String, reason: String },
+    #[error("server {addr}: TLS: {reason}")]
+    Tls { addr: String, reason: String },
     #[error(
         "no server connection available in pool \"{pool}\" ({node}) within {after:?}: all {size} are in use"
     )]
@@ -57,7 +62,10 @@ impl PgBackendError {
             PgBackendError::Io { .. }
             | PgBackendError::Closed { .. }
             | PgBackendError::Timeout { .. }
-            | PgBackendError::Protocol { .. } => true,
+            | PgBackendError::Protocol { .. }
+            // An unverifiable certificate or a server without TLS may be one node's
+            // misconfiguration (or an impostor on its address): the others may be fine.
+            | PgBackendError::Tls { .. } => true,
             // A node shutting down, starting up or out of connections (57P01-57P05, 53300)
             // refuses logins: another node may well take them.
             PgBackendError::Refused { error, .. } => error
@@ -131,17 +139,38 @@ impl BucketMemo {
 /// The backend of one PostgreSQL cluster.
 pub struct PgBackend {
     router: Arc<Router>,
+    /// Each pool's TLS settings, by pool name.
+    tls: HashMap<String, Arc<BackendTls>>,
     buckets: RwLock<HashMap<BucketKey, Arc<Bucket>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl PgBackend {
     /// Starts health checkers and WAL position pollers (as `health_login` where a pool has no
-    /// `auth`; without either, positions stay unknown) and the reaper.
-    pub fn start(router: Arc<Router>, health_login: Option<Login>) -> Arc<PgBackend> {
-        Arc::new_cyclic(|weak: &std::sync::Weak<PgBackend>| {
+    /// `auth`; without either, positions stay unknown) and the reaper. Fails when a pool's TLS
+    /// settings cannot be used (its `tls_ca_file` no longer loads, no system roots).
+    pub fn start(
+        router: Arc<Router>,
+        health_login: Option<Login>,
+    ) -> Result<Arc<PgBackend>, PoolTlsError> {
+        let mut tls = HashMap::new();
+        for pool in router.pools() {
+            let settings =
+                BackendTls::for_pool(pool.config(), &[endpoint::ALPN]).map_err(|source| {
+                    PoolTlsError {
+                        pool: pool.name().to_owned(),
+                        source,
+                    }
+                })?;
+            tls.insert(pool.name().to_owned(), Arc::new(settings));
+        }
+        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<PgBackend>| {
             let mut tasks = Vec::new();
             for pool in router.pools() {
+                let pool_tls = tls
+                    .get(pool.name())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(BackendTls::disabled()));
                 let login = pool
                     .config()
                     .auth
@@ -157,11 +186,14 @@ impl PgBackend {
                     timeout: pool.config().health.timeout,
                 };
                 for node in pool.nodes() {
+                    let endpoint =
+                        Arc::new(Endpoint::new(node.addr(), node.host(), pool_tls.clone()));
                     if pool.config().health.enabled {
                         tasks.push(tokio::spawn(health::run(
                             weak.clone(),
                             pool.clone(),
                             node.clone(),
+                            endpoint.clone(),
                             login.clone(),
                         )));
                     }
@@ -169,7 +201,7 @@ impl PgBackend {
                     if let Some(login) = &login {
                         let probe = wal_poll::PgProbe::new(
                             router.clone(),
-                            node.addr(),
+                            endpoint,
                             login.clone(),
                             schedule.timeout,
                         );
@@ -185,10 +217,11 @@ impl PgBackend {
             tasks.push(tokio::spawn(reaper(weak.clone())));
             PgBackend {
                 router,
+                tls,
                 buckets: RwLock::new(HashMap::new()),
                 tasks,
             }
-        })
+        }))
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -206,14 +239,18 @@ impl PgBackend {
             return Some(b.clone());
         }
         let node_state = pool.nodes().get(node)?.clone();
+        // A pool of a later config generation is not this backend's: it has no settings here.
+        let tls = self.tls.get(pool.name())?.clone();
         let mut buckets = self.buckets.write().ok()?;
         Some(
             buckets
                 .entry(key)
                 .or_insert_with(|| {
+                    let endpoint = Endpoint::new(node_state.addr(), node_state.host(), tls);
                     Arc::new(Bucket::new(
                         pool.name(),
                         node_state,
+                        Arc::new(endpoint),
                         login.clone(),
                         pool.config(),
                     ))

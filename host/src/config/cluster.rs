@@ -5,10 +5,12 @@
 //! deserialization (see `source::inherit_pool_defaults`), so it never appears in these types.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::backend_tls::TlsMode;
 use super::error::{KeyPath, Reason};
 use super::health::HealthConfig;
 use super::net::Node;
@@ -129,6 +131,17 @@ pub struct PoolConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_execution_time: Option<Duration>,
+    /// Encryption of the connections to this pool's nodes (libpq's `sslmode`).
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// PEM file of the certificate authorities a node's certificate must chain to under
+    /// `verify-ca` and `verify-full` (default: the system's roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name sent as SNI and checked against the certificate under `verify-full`, instead
+    /// of each node's host (for nodes listed by IP whose certificate names a host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 /// PostgreSQL pooling mode.
@@ -238,8 +251,13 @@ impl ClusterConfig {
 
     /// Fills what the text may leave out and depends on the protocol (node ports).
     pub(crate) fn finalize(&mut self) {
-        let port = default_port(self.protocol);
         for pool in self.pools.values_mut() {
+            let port = match (self.protocol, pool.tls) {
+                // ClickHouse serves HTTPS on a port of its own (`https_port`, 8443 by default);
+                // PostgreSQL negotiates TLS on its usual port.
+                (Protocol::ClickhouseHttp, mode) if mode != TlsMode::Disable => 8443,
+                (protocol, _) => default_port(protocol),
+            };
             for node in &mut pool.nodes {
                 if node.port == 0 {
                     node.port = port;
@@ -294,6 +312,7 @@ impl ClusterConfig {
             let path = pools_path.key(name.as_str());
             problems.name(path.clone(), name);
             pool.check(&path, problems);
+            pool.check_tls(self.protocol, &path, problems);
             self.check_references(name, pool, &path, problems);
         }
     }

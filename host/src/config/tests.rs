@@ -2,6 +2,7 @@
 //! defaults, redaction, and the value parsers. No server or file system needed except where a
 //! test writes its own temporary file.
 
+mod backend_tls;
 mod causal;
 mod env;
 mod examples;

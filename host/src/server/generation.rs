@@ -42,13 +42,19 @@ impl Generation {
             let cluster = cluster_of(config, listener)?;
             match listener.protocol {
                 Protocol::Postgres => {
-                    let backend = pg_backends
-                        .entry(listener.cluster.clone())
-                        .or_insert_with(|| {
+                    let backend = match pg_backends.get(&listener.cluster) {
+                        Some(backend) => backend.clone(),
+                        None => {
                             let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
-                            PgBackend::start(router, health_login(config, cluster))
-                        })
-                        .clone();
+                            let backend = PgBackend::start(router, health_login(config, cluster))
+                                .map_err(|e| ServerError::BackendTls {
+                                cluster: listener.cluster.clone(),
+                                reason: e.to_string(),
+                            })?;
+                            pg_backends.insert(listener.cluster.clone(), backend.clone());
+                            backend
+                        }
+                    };
                     warn_unapplied_pg_keys(config, cluster, &listener.name);
                     let before = previous.and_then(|p| p.pg.get(&listener.name));
                     let frontend = match before {
@@ -69,13 +75,20 @@ impl Generation {
                     pg.insert(listener.name.clone(), frontend);
                 }
                 Protocol::ClickhouseHttp => {
-                    let backend = ch_backends
-                        .entry(listener.cluster.clone())
-                        .or_insert_with(|| {
+                    let backend = match ch_backends.get(&listener.cluster) {
+                        Some(backend) => backend.clone(),
+                        None => {
                             let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
-                            Arc::new(ChBackend::start(router))
-                        })
-                        .clone();
+                            let backend =
+                                ChBackend::start(router).map_err(|e| ServerError::BackendTls {
+                                    cluster: listener.cluster.clone(),
+                                    reason: e.to_string(),
+                                })?;
+                            let backend = Arc::new(backend);
+                            ch_backends.insert(listener.cluster.clone(), backend.clone());
+                            backend
+                        }
+                    };
                     let frontend =
                         ChFrontend::new(listener.clone(), config, backend, shared.clone());
                     ch.insert(listener.name.clone(), Arc::new(frontend));

@@ -7,17 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::client::ChClient;
 use super::{Body, basic_auth, send_whole};
 use crate::route::{NodeState, Pool};
 
-pub(super) async fn run(
-    client: Client<HttpConnector, Body>,
-    pool: Arc<Pool>,
-    node: Arc<NodeState>,
-) {
+pub(super) async fn run(client: ChClient, pool: Arc<Pool>, node: Arc<NodeState>) {
     let health = pool.config().health.clone();
     let mut ticker = tokio::time::interval(health.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -39,20 +34,16 @@ pub(super) async fn run(
     }
 }
 
-async fn check(
-    client: &Client<HttpConnector, Body>,
-    pool: &Pool,
-    node: &NodeState,
-) -> Result<(), String> {
+async fn check(client: &ChClient, pool: &Pool, node: &NodeState) -> Result<(), String> {
     let config = pool.config();
     let uri = match &config.health.query {
         Some(query) => {
             let encoded: String = form_urlencoded::Serializer::new(String::new())
                 .append_pair("query", query)
                 .finish();
-            format!("http://{}/?{encoded}", node.addr())
+            client.url(node, &format!("?{encoded}"))
         }
-        None => format!("http://{}/ping", node.addr()),
+        None => client.url(node, "ping"),
     };
     let mut request = Request::builder().method(Method::GET).uri(uri);
     if config.health.query.is_some()

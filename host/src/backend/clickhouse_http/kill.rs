@@ -6,9 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
+use super::client::ChClient;
 use super::{Body, basic_auth, send_whole};
 use crate::config::Credentials;
 use crate::route::NodeState;
@@ -29,7 +28,7 @@ pub fn kill_statement(query_id: &str) -> String {
 }
 
 pub(super) async fn kill(
-    client: Client<HttpConnector, Body>,
+    client: ChClient,
     node: Arc<NodeState>,
     credentials: Credentials,
     query_id: String,
@@ -53,7 +52,7 @@ pub(super) async fn kill(
 }
 
 async fn send(
-    client: &Client<HttpConnector, Body>,
+    client: &ChClient,
     node: &NodeState,
     credentials: &Credentials,
     query_id: &str,
@@ -63,7 +62,7 @@ async fn send(
         .boxed_unsync();
     let request = Request::builder()
         .method(Method::POST)
-        .uri(format!("http://{}/", node.addr()))
+        .uri(client.url(node, ""))
         .header(
             http::header::AUTHORIZATION,
             basic_auth(credentials).map_err(|e| e.to_string())?,

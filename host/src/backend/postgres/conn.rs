@@ -1,14 +1,17 @@
-//! One server connection: TCP, the startup exchange and authentication (SCRAM-SHA-256, md5,
-//! cleartext or trust, whichever the server asks for), then raw message I/O for the pool's user.
+//! One server connection: its stream (TCP, or TLS as the pool asks; see `endpoint.rs`), the
+//! startup exchange and authentication (SCRAM-SHA-256, md5, cleartext or trust, whichever the
+//! server asks for), then raw message I/O for the pool's user.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::PgBackendError;
+use super::endpoint::{CancelTarget, Endpoint};
+use crate::backend::tls::MaybeTls;
 use crate::postgres::auth::{ScramClient, choose_mechanism, md5_password};
 use crate::postgres::protocol::backend::Authentication;
 use crate::postgres::protocol::frontend::PasswordMessage;
@@ -31,7 +34,8 @@ pub struct Login {
 /// An authenticated server connection.
 #[derive(Debug)]
 pub struct ServerConn {
-    stream: TcpStream,
+    stream: MaybeTls,
+    endpoint: Arc<Endpoint>,
     read_buf: BytesMut,
     /// The server's process id and cancel key (for CancelRequest).
     pub pid: i32,
@@ -52,27 +56,27 @@ pub struct ServerConn {
 impl ServerConn {
     /// Connects and logs in, within `timeout`.
     pub async fn connect(
-        addr: &str,
+        endpoint: &Arc<Endpoint>,
         login: &Login,
         timeout: Duration,
     ) -> Result<ServerConn, PgBackendError> {
-        tokio::time::timeout(timeout, Self::connect_inner(addr, login))
+        tokio::time::timeout(timeout, Self::connect_inner(endpoint, login))
             .await
             .map_err(|_| PgBackendError::Timeout {
-                addr: addr.to_owned(),
+                addr: endpoint.addr.clone(),
                 after: timeout,
             })?
     }
 
-    async fn connect_inner(addr: &str, login: &Login) -> Result<ServerConn, PgBackendError> {
-        let io = |source| PgBackendError::Io {
-            addr: addr.to_owned(),
-            source,
-        };
-        let stream = TcpStream::connect(addr).await.map_err(io)?;
-        let _ = stream.set_nodelay(true);
+    async fn connect_inner(
+        endpoint: &Arc<Endpoint>,
+        login: &Login,
+    ) -> Result<ServerConn, PgBackendError> {
+        let stream = endpoint.open().await?;
+        let addr = &endpoint.addr;
         let mut conn = ServerConn {
             stream,
+            endpoint: endpoint.clone(),
             read_buf: BytesMut::with_capacity(8192),
             pid: 0,
             key: 0,
@@ -245,11 +249,7 @@ impl ServerConn {
     /// session unprompted, so buffered bytes, readable data or end of stream mean it is
     /// shutting down (PostgreSQL's notice before an immediate shutdown, a FATAL) or gone.
     pub fn still_open(&mut self) -> bool {
-        if !self.read_buf.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.read_buf.is_empty() && self.stream.is_quiet()
     }
 
     /// The next complete message already buffered, without reading the socket.
@@ -258,13 +258,16 @@ impl ServerConn {
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), PgBackendError> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| PgBackendError::Io {
-                addr: self.addr.clone(),
-                source,
-            })
+        let io = |source| PgBackendError::Io {
+            addr: self.addr.clone(),
+            source,
+        };
+        self.stream.write_all(bytes).await.map_err(io)?;
+        // TLS may hold the last record back until flushed; on TCP this does nothing.
+        if self.stream.is_tls() {
+            self.stream.flush().await.map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Runs `sql` as a simple query and collects the rows as text, for the proxy's own needs
@@ -301,11 +304,20 @@ impl ServerConn {
 
     /// Sends Terminate and closes, best effort.
     pub async fn terminate(mut self) {
-        let _ = self.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+        if self.stream.write_all(&[b'X', 0, 0, 0, 4]).await.is_ok() && self.stream.is_tls() {
+            // Flushes the Terminate and sends close_notify, so the server logs no
+            // unexpected EOF.
+            let _ = self.stream.shutdown().await;
+        }
     }
 
-    pub fn socket(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    /// What a CancelRequest for this connection's query needs.
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget {
+            endpoint: self.endpoint.clone(),
+            pid: self.pid,
+            key: self.key,
+        }
     }
 
     pub fn read_buf(&mut self) -> &mut BytesMut {
@@ -315,18 +327,6 @@ impl ServerConn {
     pub fn has_buffered(&self) -> bool {
         !self.read_buf.is_empty()
     }
-}
-
-/// Sends a CancelRequest for the query running on the server process `pid`.
-pub async fn send_cancel(addr: &str, pid: i32, key: i32) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let mut out = BytesMut::with_capacity(16);
-    Startup::Cancel { pid, key }.encode(&mut out);
-    stream.write_all(&out).await?;
-    // The server closes the connection without answering.
-    let mut sink = [0u8; 1];
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
-    Ok(())
 }
 
 /// Appends a simple Query message.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 
 use super::PgBackend;
 use super::conn::{Login, ServerConn};
+use super::endpoint::Endpoint;
 use crate::route::{NodeState, Pool};
 
 const RECOVERY_QUERY: &str = "SELECT pg_is_in_recovery()";
@@ -15,6 +16,7 @@ pub(super) async fn run(
     backend: Weak<PgBackend>,
     pool: Arc<Pool>,
     node: Arc<NodeState>,
+    endpoint: Arc<Endpoint>,
     login: Option<Login>,
 ) {
     let health = pool.config().health.clone();
@@ -31,13 +33,12 @@ pub(super) async fn run(
             return;
         }
         let result = match &login {
-            Some(login) => {
-                tokio::time::timeout(health.timeout, check(&pool, &node, login, &mut conn))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!("health check timed out after {:?}", health.timeout))
-                    })
-            }
+            Some(login) => tokio::time::timeout(
+                health.timeout,
+                check(&pool, &node, &endpoint, login, &mut conn),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("health check timed out after {:?}", health.timeout))),
             // Without credentials, reachability is all that can be checked.
             None => {
                 tokio::time::timeout(health.timeout, tokio::net::TcpStream::connect(node.addr()))
@@ -59,13 +60,14 @@ pub(super) async fn run(
 async fn check(
     pool: &Pool,
     node: &NodeState,
+    endpoint: &Arc<Endpoint>,
     login: &Login,
     conn: &mut Option<ServerConn>,
 ) -> Result<(), String> {
     let config = pool.config();
     if conn.is_none() {
         *conn = Some(
-            ServerConn::connect(node.addr(), login, config.health.timeout)
+            ServerConn::connect(endpoint, login, config.health.timeout)
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::PgBackendError;
 use super::conn::{Login, ServerConn};
+use super::endpoint::Endpoint;
 use crate::config::PoolConfig;
 use crate::limits::{FairPermit, FairSemaphore, Tenant};
 use crate::route::NodeState;
@@ -37,6 +38,7 @@ pub struct BucketStats {
 pub struct Bucket {
     pool: String,
     node: Arc<NodeState>,
+    endpoint: Arc<Endpoint>,
     login: Login,
     config: PoolConfig,
     idle: Mutex<Vec<ServerConn>>,
@@ -45,10 +47,17 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    pub fn new(pool: &str, node: Arc<NodeState>, login: Login, config: &PoolConfig) -> Self {
+    pub fn new(
+        pool: &str,
+        node: Arc<NodeState>,
+        endpoint: Arc<Endpoint>,
+        login: Login,
+        config: &PoolConfig,
+    ) -> Self {
         Bucket {
             pool: pool.to_owned(),
             node,
+            endpoint,
             login,
             config: config.clone(),
             idle: Mutex::new(Vec::new()),
@@ -151,8 +160,7 @@ impl Bucket {
 
     async fn connect(&self) -> Result<ServerConn, PgBackendError> {
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        match ServerConn::connect(self.node.addr(), &self.login, self.config.connect_timeout).await
-        {
+        match ServerConn::connect(&self.endpoint, &self.login, self.config.connect_timeout).await {
             Ok(conn) => {
                 self.node.record_success();
                 Ok(conn)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::{Login, ServerConn};
+use super::endpoint::Endpoint;
 use crate::model::{Lsn, WalLayout};
 use crate::route::{NodeState, PositionSample, Router};
 
@@ -126,17 +127,22 @@ fn backoff(interval: Duration, failures: u32) -> Duration {
 /// The PostgreSQL probe: one connection, opened on first use and after a failure.
 pub(crate) struct PgProbe {
     router: Arc<Router>,
-    addr: String,
+    endpoint: Arc<Endpoint>,
     login: Login,
     connect_timeout: Duration,
     conn: Option<(ServerConn, WalLayout)>,
 }
 
 impl PgProbe {
-    pub fn new(router: Arc<Router>, addr: &str, login: Login, connect_timeout: Duration) -> Self {
+    pub fn new(
+        router: Arc<Router>,
+        endpoint: Arc<Endpoint>,
+        login: Login,
+        connect_timeout: Duration,
+    ) -> Self {
         PgProbe {
             router,
-            addr: addr.to_owned(),
+            endpoint,
             login,
             connect_timeout,
             conn: None,
@@ -147,7 +153,7 @@ impl PgProbe {
 impl Probe for PgProbe {
     async fn sample(&mut self) -> Result<Seen, String> {
         if self.conn.is_none() {
-            let mut conn = ServerConn::connect(&self.addr, &self.login, self.connect_timeout)
+            let mut conn = ServerConn::connect(&self.endpoint, &self.login, self.connect_timeout)
                 .await
                 .map_err(|e| e.to_string())?;
             let (rows, _) = conn

@@ -5,18 +5,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::backend::postgres::CancelTarget;
+
 /// Where a session's query runs now.
 #[derive(Debug, Default)]
 pub struct CancelSlot {
-    target: Mutex<Option<(String, i32, i32)>>,
+    target: Mutex<Option<CancelTarget>>,
     /// Why the session keeps its server connection between transactions, for SHOW CLIENTS.
     pinned: Mutex<Option<&'static str>>,
 }
 
 impl CancelSlot {
-    pub fn set(&self, addr: &str, pid: i32, key: i32) {
+    pub fn set(&self, target: CancelTarget) {
         if let Ok(mut t) = self.target.lock() {
-            *t = Some((addr.to_owned(), pid, key));
+            *t = Some(target);
         }
     }
 
@@ -36,7 +38,7 @@ impl CancelSlot {
         self.pinned.lock().ok().and_then(|p| *p)
     }
 
-    fn get(&self) -> Option<(String, i32, i32)> {
+    fn get(&self) -> Option<CancelTarget> {
         self.target.lock().ok().and_then(|t| t.clone())
     }
 }
@@ -95,14 +97,14 @@ impl CancelRegistry {
                 .filter(|(k, _, _)| *k == key)
                 .map(|(_, slot, _)| slot.clone())
         });
-        let Some((addr, server_pid, server_key)) = slot.and_then(|s| s.get()) else {
+        let Some(target) = slot.and_then(|s| s.get()) else {
             tracing::debug!(pid, "cancel request for no running query");
             return;
         };
-        if let Err(e) = crate::backend::postgres::send_cancel(&addr, server_pid, server_key).await {
+        if let Err(e) = crate::backend::postgres::send_cancel(&target).await {
             static NOT_FORWARDED: crate::log_limit::LogLimit =
                 crate::log_limit::LogLimit::standard();
-            crate::warn_limited!(NOT_FORWARDED, server = addr, error = %e, "cannot forward a cancel request");
+            crate::warn_limited!(NOT_FORWARDED, server = target.endpoint.addr, error = %e, "cannot forward a cancel request");
         }
     }
 
@@ -117,7 +119,7 @@ impl CancelRegistry {
                         (
                             *pid,
                             info.clone(),
-                            slot.get().map(|(a, p, _)| (a, p)),
+                            slot.get().map(|t| (t.endpoint.addr.clone(), t.pid)),
                             slot.pinned(),
                         )
                     })

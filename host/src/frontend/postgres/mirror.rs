@@ -84,10 +84,9 @@ async fn run(
         }
         Ok(Err(e)) => Err(e),
         Err(_) => {
-            let server = conn.conn_ref();
-            let (addr, pid, key) = (server.addr.clone(), server.pid, server.key);
+            let target = conn.conn_ref().cancel_target();
             drop(conn);
-            let _ = send_cancel(&addr, pid, key).await;
+            let _ = send_cancel(&target).await;
             Err(format!("no answer within {limit:?}"))
         }
     }

@@ -260,7 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let in_flight = conn.bucket().node().begin();
         let session_mode = pool.config().mode == PoolMode::Session;
         let server = conn.conn();
-        self.cancel.slot.set(&server.addr, server.pid, server.key);
+        self.cancel.slot.set(server.cancel_target());
         let mut held = Held {
             conn,
             pool: pool.clone(),
