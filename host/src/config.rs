@@ -11,6 +11,7 @@
 mod admin;
 mod cache;
 mod cluster;
+mod databases;
 mod env;
 mod error;
 mod health;
@@ -41,6 +42,7 @@ pub use cluster::{
     ClusterConfig, Consistency, Credentials, MirrorConfig, PoolConfig, PoolMode, Strategy,
     default_port,
 };
+pub use databases::{ANY_DATABASE, DatabaseAccess};
 pub use env::{EnvLookup, process_env};
 pub use error::{ConfigError, KeyPath, Location, Reason, Segment};
 pub use health::HealthConfig;

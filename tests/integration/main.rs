@@ -8,6 +8,7 @@ mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;
 mod clickhouse_http_qos;
+mod databases;
 mod guard_bypass;
 mod hostile_clients;
 mod policy_engine;

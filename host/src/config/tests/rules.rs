@@ -56,7 +56,11 @@ fn at_least_one_listener_and_one_user() {
     fails_at(&text, "listener", |r| {
         matches!(r, Reason::NoneDefined { .. })
     });
-    let text = BASE.replacen("[[user]]\nname = \"app\"\npassword = \"secret\"\n", "", 1);
+    let text = BASE.replacen(
+        "[[user]]\nname = \"app\"\npassword = \"secret\"\ndatabases = [\"app\"]\n",
+        "",
+        1,
+    );
     fails_at(&text, "user", |r| matches!(r, Reason::NoneDefined { .. }));
 }
 
