@@ -65,10 +65,8 @@ impl RedisServer {
                 tls_port: tls.then(free_port),
                 child: None,
             };
-            if tls {
-                if let Err(e) = server.make_certificates() {
-                    panic!("could not make certificates for redis-server: {e}");
-                }
+            if tls && let Err(e) = server.make_certificates() {
+                panic!("could not make certificates for redis-server: {e}");
             }
             match server.spawn() {
                 Ok(()) => return server,
