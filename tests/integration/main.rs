@@ -2,6 +2,7 @@
 //! loopback ports of their own and stop them.
 
 mod admin;
+mod admin_scopes;
 mod balance;
 mod cache_consistency;
 mod clickhouse_http;

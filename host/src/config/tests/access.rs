@@ -1,7 +1,47 @@
-//! Rules about the databases clients may open.
+//! Rules about who may do what: the admin API's tokens and the databases clients may open.
 
-use super::{BASE, fails_at, parse};
+use super::{BASE, fails_at, parse, with};
 use crate::config::{DatabaseAccess, Reason};
+
+#[test]
+fn admin_tokens_are_non_empty_and_distinct() {
+    let config = parse(&with(
+        "[admin]\nbind = \"127.0.0.1:9930\"\ntoken = \"adm\"\nread_token = \"rd\"\n",
+    ))
+    .expect("both tokens");
+    let admin = config.admin.expect("[admin]");
+    assert_eq!(admin.read_token.as_ref().map(|t| t.expose()), Some("rd"));
+    // A read token alone is enough beyond loopback: it protects the reads, and nothing can be
+    // changed without the admin token.
+    parse(&with(
+        "[admin]\nbind = \"0.0.0.0:9930\"\nread_token = \"rd\"\n",
+    ))
+    .expect("read token beyond loopback");
+    fails_at(
+        &with("[admin]\nbind = \"127.0.0.1:9930\"\nread_token = \"\"\n"),
+        "admin.read_token",
+        |r| matches!(r, Reason::Empty),
+    );
+    fails_at(
+        &with("[admin]\nbind = \"127.0.0.1:9930\"\ntoken = \"same\"\nread_token = \"same\"\n"),
+        "admin.read_token",
+        |r| r.to_string() == "must differ from admin.token",
+    );
+}
+
+#[test]
+fn the_read_token_is_redacted_when_shown() {
+    let config = parse(&with(
+        "[admin]\nbind = \"127.0.0.1:9930\"\ntoken = \"adm-secret\"\nread_token = \"rd-secret\"\n",
+    ))
+    .expect("valid");
+    let shown = serde_json::to_string(&config).expect("serialize");
+    assert!(
+        !shown.contains("rd-secret") && !shown.contains("adm-secret"),
+        "{shown}"
+    );
+    assert!(!format!("{config:?}").contains("rd-secret"));
+}
 
 #[test]
 fn databases_lists_are_checked() {

@@ -544,7 +544,10 @@ fn admin_beyond_loopback_needs_a_token() {
     fails_at(
         &with("[admin]\nbind = \"0.0.0.0:9930\"\n"),
         "admin.token",
-        |r| r.to_string() == "is required when admin.bind is not a loopback address",
+        |r| {
+            r.to_string()
+                == "is required when admin.bind is not a loopback address (or set admin.read_token)"
+        },
     );
     parse(&with("[admin]\nbind = \"127.0.0.1:9930\"\n")).expect("loopback without token");
     parse(&with("[admin]\nbind = \"[::]:9930\"\ntoken = \"t\"\n")).expect("token");
