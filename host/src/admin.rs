@@ -2,9 +2,10 @@
 //! the policy (inspect, upload, shadow, promote), cache purge, pools, the config (redacted) and
 //! its reload, and the digest table.
 //!
-//! Every request must come from `allowed_networks` (when set) and carry
-//! `Authorization: Bearer <token>` (when a token is set; the config check requires one unless the
-//! API listens on loopback only). Answers are JSON, except `/metrics` (OpenMetrics text);
+//! Every request must come from `allowed_networks` (when set). Tokens have a scope: `token` may
+//! call every endpoint, `read_token` the GET endpoints only, sent as `Authorization: Bearer
+//! <token>`. With no token configured the GETs are open (the config check allows that on a
+//! loopback bind only) and every change is refused (see `auth`). Answers are JSON, except `/metrics` (OpenMetrics text);
 //! failures are `{"error": "..."}` with a fitting status.
 
 mod auth;
@@ -83,7 +84,12 @@ impl AdminServer {
                 source,
             })?;
         let addr = socket.local_addr().unwrap_or(config.bind);
-        tracing::info!(%addr, token = config.token.is_some(), "admin API listening");
+        tracing::info!(
+            %addr,
+            token = config.token.is_some(),
+            read_token = config.read_token.is_some(),
+            "admin API listening"
+        );
         let (stop, stopped) = watch::channel(false);
         let guard = Arc::new(auth::Guard::new(config));
         let task = tokio::spawn(serve(socket, guard, context, stopped));

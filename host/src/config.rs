@@ -12,6 +12,7 @@ mod admin;
 mod backend_tls;
 mod cache;
 mod cluster;
+mod databases;
 mod env;
 mod error;
 mod health;
@@ -42,6 +43,7 @@ pub use cluster::{
     ClusterConfig, Consistency, Credentials, MirrorConfig, PoolConfig, PoolMode, Strategy, TlsMode,
     default_port,
 };
+pub use databases::{ANY_DATABASE, DatabaseAccess};
 pub use env::{EnvLookup, process_env};
 pub use error::{ConfigError, KeyPath, Location, Reason, Segment};
 pub use health::HealthConfig;

@@ -146,6 +146,9 @@ pub struct Metrics {
     next_query_id: AtomicU64,
     slow_query_threshold: ArcSwapOption<Duration>,
     slow_queries: AtomicU64,
+    /// Logins and requests refused a database the config does not open to them, by frontend
+    /// and user (configured, authenticated users only, so the label sets are bounded).
+    database_refusals: LabelMap<AtomicU64>,
     /// Where the exporter reads live state.
     pub sources: Sources,
     /// What the connection guards refused or closed (see `guard`).
@@ -165,6 +168,7 @@ impl Metrics {
             next_query_id: AtomicU64::new(1),
             slow_query_threshold: ArcSwapOption::from(slow_query_threshold.map(Arc::new)),
             slow_queries: AtomicU64::new(0),
+            database_refusals: LabelMap::new(MAX_LABEL_SETS),
             sources: Sources::new(policy),
             guard: Arc::default(),
         }
@@ -178,6 +182,14 @@ impl Metrics {
     /// Changes the slow-query threshold (config reload).
     pub fn set_slow_query_threshold(&self, threshold: Option<Duration>) {
         self.slow_query_threshold.store(threshold.map(Arc::new));
+    }
+
+    /// Counts a client refused a database (cluster / user `databases`).
+    pub fn database_refused(&self, protocol: Protocol, user: &str) {
+        self.database_refusals
+            .with(&[protocol.as_str(), user], |c| {
+                c.fetch_add(1, Ordering::Relaxed);
+            });
     }
 
     pub fn digests(&self) -> &Digests {

@@ -2,6 +2,7 @@
 //! loopback ports of their own and stop them.
 
 mod admin;
+mod admin_scopes;
 mod backend_tls;
 mod balance;
 mod cache_consistency;
@@ -9,6 +10,7 @@ mod clickhouse_http;
 mod clickhouse_http_cache;
 mod clickhouse_http_limits;
 mod clickhouse_http_qos;
+mod databases;
 mod guard_bypass;
 mod hostile_clients;
 mod policy_engine;

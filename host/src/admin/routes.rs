@@ -81,7 +81,7 @@ pub fn error(status: StatusCode, message: String) -> Response<Reply> {
     json_reply(status, json!({"error": message}))
 }
 
-fn json_reply(status: StatusCode, value: Value) -> Response<Reply> {
+pub fn json_reply(status: StatusCode, value: Value) -> Response<Reply> {
     let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
     body.push(b'\n');
     let mut response = Response::new(Full::new(Bytes::from(body)));

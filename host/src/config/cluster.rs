@@ -28,6 +28,9 @@ pub struct ClusterConfig {
     /// ClickHouse: the `database` parameter). `None`: the client's choice, else the server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// The databases clients may open (`"*"`: any). `None`: only `database`, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<String>>,
     /// After a client writes, its reads go to the primary for this long (read-your-writes).
     #[serde(
         default,
@@ -241,6 +244,14 @@ impl ClusterConfig {
             .map(|(name, pool)| (name.as_str(), pool))
     }
 
+    /// The databases clients may open on this cluster before any user's own list narrows it:
+    /// `databases`, else `database` alone; `None` when the cluster names neither.
+    pub fn allowed_databases(&self) -> Option<&[String]> {
+        self.databases
+            .as_deref()
+            .or_else(|| self.database.as_ref().map(std::slice::from_ref))
+    }
+
     pub fn primary(&self) -> Option<(&str, &PoolConfig)> {
         self.pool_with_role(PoolRole::Primary)
     }
@@ -277,6 +288,21 @@ impl ClusterConfig {
         }
         if self.database.as_deref() == Some("") {
             problems.add(path.key("database"), Reason::Empty);
+        }
+        super::databases::check_list(self.databases.as_deref(), &path.key("databases"), problems);
+        if let (Some(database), Some(list)) = (&self.database, &self.databases)
+            && !database.is_empty()
+            && !list
+                .iter()
+                .any(|d| d == database || d == super::databases::ANY_DATABASE)
+        {
+            problems.add(
+                path.key("database"),
+                Reason::Incompatible(format!(
+                    "`{database}` is not in `databases`, so clients could not open the database \
+                     they get by default (add it to `databases`)"
+                )),
+            );
         }
         if let Some(window) = self.read_your_writes {
             problems.duration(

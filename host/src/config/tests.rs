@@ -2,6 +2,7 @@
 //! defaults, redaction, and the value parsers. No server or file system needed except where a
 //! test writes its own temporary file.
 
+mod access;
 mod backend_tls;
 mod causal;
 mod env;
@@ -38,6 +39,7 @@ nodes = ["127.0.0.1:5433", "127.0.0.1:5434"]
 [[user]]
 name = "app"
 password = "secret"
+databases = ["app"]
 "#;
 
 fn no_env(_: &str) -> Option<String> {

@@ -34,6 +34,10 @@ pub struct UserConfig {
     /// Clusters this user may use (empty: all). chproxy's `to_cluster`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<String>,
+    /// Databases this user may open, within each cluster's own list (`"*"`: whatever the
+    /// cluster allows). `None`: the cluster's list alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<String>>,
     /// Backend credentials for all of this user's queries, over any pool's `auth`.
     /// chproxy's `to_user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +131,7 @@ impl UserConfig {
             auth: AuthMethod::default(),
             allowed_networks: Vec::new(),
             clusters: Vec::new(),
+            databases: None,
             backend: None,
             max_connections: None,
             max_concurrent_queries: None,
@@ -216,6 +221,7 @@ impl UserConfig {
             }
             _ => {}
         }
+        super::databases::check_list(self.databases.as_deref(), &path.key("databases"), problems);
         if let Some(backend) = &self.backend
             && backend.user.is_empty()
         {

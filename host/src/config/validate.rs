@@ -172,6 +172,8 @@ impl Config {
             }
         }
 
+        self.check_databases_reachable(&root, &mut problems);
+
         if self.users.is_empty() {
             problems.add(
                 root.key("user"),
@@ -204,6 +206,34 @@ impl Config {
         self.log.check(&root.key("log"), &mut problems);
         self.server.check(&root.key("server"), &mut problems);
         problems.0
+    }
+
+    /// A PostgreSQL cluster that names no database opens one only to users with `databases` of
+    /// their own: with none of those among the users who may use it, no client could log in.
+    fn check_databases_reachable(&self, root: &KeyPath, problems: &mut Problems) {
+        for (name, cluster) in &self.clusters {
+            if cluster.protocol != crate::model::Protocol::Postgres
+                || cluster.allowed_databases().is_some()
+                || self.users.is_empty()
+            {
+                continue;
+            }
+            let reachable = self
+                .users
+                .iter()
+                .any(|u| u.databases.is_some() && u.allows_cluster(name));
+            if !reachable {
+                problems.add(
+                    root.key("cluster").key(name.as_str()).key("databases"),
+                    Reason::Required {
+                        when: "the cluster sets no `database` and no user who may use it has \
+                               `databases` of its own (no client could open a database; \
+                               `[\"*\"]` allows any)"
+                            .to_string(),
+                    },
+                );
+            }
+        }
     }
 
     /// Checks the rules that involve several keys; the error names the first offending key.

@@ -18,6 +18,7 @@
 //! | mixed authentication methods | 401 | 194 |
 //! | client network not allowed | 403 | 195 |
 //! | policy block, cluster not allowed | 403 | 497 |
+//! | database not opened to the user (`database` parameter, `X-ClickHouse-Database`, cluster `database`) | 404 | 81 |
 //! | `requests_per_minute`, `max_concurrent_queries` without queue (user or `[[limit]]`) | 429 | 201 / 202 |
 //! | queue full, queue wait over | 503 | 202 |
 //! | `max_execution_time` / `request_timeout` (the query is killed) | 504 | 159 |
@@ -31,6 +32,7 @@
 mod auth;
 mod body;
 mod compress;
+mod database;
 mod decode;
 mod error;
 mod fill;
@@ -56,7 +58,7 @@ use hyper::body::Incoming;
 use crate::backend::clickhouse_http::{Body, ChBackend};
 use crate::cache::QueryCache;
 use crate::classify::Classifier;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, DatabaseAccess, ListenerConfig};
 use crate::limits::{Admission, LimitError};
 use crate::policy::PolicyHandle;
 
@@ -80,6 +82,8 @@ pub struct ChFrontend {
     listener: ListenerConfig,
     backend: Arc<ChBackend>,
     users: auth::Users,
+    /// The databases clients may open (cluster and user `databases`).
+    databases: DatabaseAccess,
     shared: Shared,
     invalidate_on_write: bool,
     query_ids: QueryIds,
@@ -92,9 +96,14 @@ impl ChFrontend {
         backend: Arc<ChBackend>,
         shared: Shared,
     ) -> ChFrontend {
+        let databases = config
+            .cluster(&listener.cluster)
+            .map(DatabaseAccess::of)
+            .unwrap_or_default();
         ChFrontend {
             listener,
             backend,
+            databases,
             users: auth::Users::new(&config.users, &shared.admission),
             shared,
             invalidate_on_write: config.cache.invalidate_on_write,

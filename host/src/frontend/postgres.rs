@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! startup (SSLRequest → 'N' or TLS, GSSENCRequest → 'N', CancelRequest → forwarded)
-//!   → user, allowed_networks, clusters → SCRAM-SHA-256 / md5 / trust → ParameterStatus, key
+//!   → user, allowed_networks → SCRAM-SHA-256 / md5 / trust → clusters, databases (3D000)
+//!   → ParameterStatus, key
 //!   → session: batches → classify → policy (block 42501 / rewrite / route) → cache
 //!   → limits (user, `[[limit]]` tags, pool `max_concurrent_queries`: 53300 when busy or the
 //!     queue is full or over, 53400 over `requests_per_minute`)
@@ -39,7 +40,7 @@ pub use cancel::CancelRegistry;
 pub use session::SessionEnd;
 
 use crate::backend::postgres::PgBackend;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, DatabaseAccess, ListenerConfig};
 use crate::frontend::clickhouse_http::Shared;
 use crate::limits::{LimitError, LimitErrorKind};
 use crate::postgres::protocol::ErrorFields;
@@ -66,6 +67,8 @@ pub struct PgFrontend {
     listener: ListenerConfig,
     cluster: String,
     default_database: Option<String>,
+    /// The databases clients may open (cluster and user `databases`).
+    databases: DatabaseAccess,
     backend: Arc<PgBackend>,
     users: users::Users,
     shared: Shared,
@@ -101,6 +104,7 @@ impl PgFrontend {
         PgFrontend {
             cluster: listener.cluster.clone(),
             default_database: cluster.and_then(|c| c.database.clone()),
+            databases: cluster.map(DatabaseAccess::of).unwrap_or_default(),
             read_your_writes: cluster.and_then(|c| c.read_your_writes),
             listener,
             backend,

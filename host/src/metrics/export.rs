@@ -179,6 +179,21 @@ fn queries(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Fmt {
             )
         }),
     )?;
+    let refusals = m.database_refusals.entries();
+    counters(
+        enc,
+        "switchyard_database_refusals",
+        "Clients refused a database the config does not open to them (cluster and user `databases`), by frontend and user.",
+        refusals.iter().map(|c| {
+            (
+                [
+                    ("frontend", c.labels[0].to_string()),
+                    ("user", c.labels[1].to_string()),
+                ],
+                c.value.load(Ordering::Relaxed),
+            )
+        }),
+    )?;
     counter(
         enc,
         "switchyard_slow_queries",

@@ -21,6 +21,7 @@ cluster = "main"
 [[user]]
 name = "u"
 password = "p"
+databases = ["*"]
 
 [cluster.main]
 protocol = "{protocol}"

@@ -192,7 +192,7 @@ mod tests {
     fn config(extra: &str) -> Config {
         let text = format!(
             "[[listener]]\nname = \"pg\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:6432\"\ncluster = \"main\"\n\
-             [cluster.main]\nprotocol = \"postgres\"\n[cluster.main.pool.primary]\nrole = \"primary\"\nnodes = [\"127.0.0.1:5432\"]\n\
+             [cluster.main]\nprotocol = \"postgres\"\ndatabase = \"app\"\n[cluster.main.pool.primary]\nrole = \"primary\"\nnodes = [\"127.0.0.1:5432\"]\n\
              [[user]]\nname = \"app\"\npassword = \"pw\"\n{extra}"
         );
         Config::parse_with_env(&text, &|_| None).expect("valid test config")

@@ -56,7 +56,11 @@ fn at_least_one_listener_and_one_user() {
     fails_at(&text, "listener", |r| {
         matches!(r, Reason::NoneDefined { .. })
     });
-    let text = BASE.replacen("[[user]]\nname = \"app\"\npassword = \"secret\"\n", "", 1);
+    let text = BASE.replacen(
+        "[[user]]\nname = \"app\"\npassword = \"secret\"\ndatabases = [\"app\"]\n",
+        "",
+        1,
+    );
     fails_at(&text, "user", |r| matches!(r, Reason::NoneDefined { .. }));
 }
 
@@ -540,7 +544,10 @@ fn admin_beyond_loopback_needs_a_token() {
     fails_at(
         &with("[admin]\nbind = \"0.0.0.0:9930\"\n"),
         "admin.token",
-        |r| r.to_string() == "is required when admin.bind is not a loopback address",
+        |r| {
+            r.to_string()
+                == "is required when admin.bind is not a loopback address (or set admin.read_token)"
+        },
     );
     parse(&with("[admin]\nbind = \"127.0.0.1:9930\"\n")).expect("loopback without token");
     parse(&with("[admin]\nbind = \"[::]:9930\"\ntoken = \"t\"\n")).expect("token");

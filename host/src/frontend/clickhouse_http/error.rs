@@ -13,6 +13,7 @@ use crate::backend::clickhouse_http::Body;
 pub mod code {
     pub const BAD_ARGUMENTS: u32 = 36;
     pub const SYNTAX_ERROR: u32 = 62;
+    pub const UNKNOWN_DATABASE: u32 = 81;
     pub const TIMEOUT_EXCEEDED: u32 = 159;
     pub const UNKNOWN_USER_OR_MIXED_AUTH: u32 = 194;
     pub const IP_ADDRESS_NOT_ALLOWED: u32 = 195;

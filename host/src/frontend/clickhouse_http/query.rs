@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::auth::{self, User};
 use super::body::{self, Chain};
 use super::compress::Compress;
+use super::database;
 use super::error::{ChError, code};
 use super::forward::{self, Plan, PlannedBody};
 use super::head::{self, Data, QueryText, RawBody, Tail};
@@ -84,6 +85,26 @@ impl ChFrontend {
                 ),
             ));
         }
+        // Where: the database the request names (header first, then the parameter), else the
+        // cluster's; every one named must be open to the user.
+        let named = database::named(&params, &parts.headers);
+        let backend_database = named
+            .first()
+            .map(String::as_str)
+            .or(router.database())
+            .map(str::to_owned);
+        let checked: &[String] = if named.is_empty() {
+            backend_database.as_slice()
+        } else {
+            &named
+        };
+        if let Err(refusal) = database::check(&self.databases, &user.config, checked) {
+            tracing::info!(client = %peer, user = user.config.name.as_str(), error = %refusal, "request refused: database not in the cluster's or the user's databases");
+            self.shared
+                .metrics
+                .database_refused(Protocol::ClickhouseHttp, &user.config.name);
+            return Err(refusal);
+        }
         user.limits.limits.check_rate().map_err(limit_error)?;
 
         // What.
@@ -96,10 +117,6 @@ impl ChFrontend {
             self.listener.max_body_size,
         )
         .await?;
-        let backend_database = params
-            .get("database")
-            .or(router.database())
-            .map(str::to_owned);
         let database = backend_database
             .clone()
             .unwrap_or_else(|| "default".to_owned());
@@ -488,7 +505,11 @@ fn forwarded_headers(from: &HeaderMap) -> HeaderMap {
         let n = name.as_str();
         let credentials =
             *name == AUTHORIZATION || n == "x-clickhouse-user" || n == "x-clickhouse-key";
-        let keep = *name == CONTENT_TYPE || (n.starts_with("x-clickhouse-") && !credentials);
+        // The proxy names the database it checked as the `database` parameter; the header would
+        // take precedence on the server, even empty.
+        let database = n == "x-clickhouse-database";
+        let keep =
+            *name == CONTENT_TYPE || (n.starts_with("x-clickhouse-") && !credentials && !database);
         if keep {
             out.append(name.clone(), value.clone());
         }

@@ -383,9 +383,12 @@ fn unencrypted_after(what: &str) -> ErrorFields {
     )
 }
 
-/// What an authenticated user may reach: the admin console or this listener's cluster. Checked
-/// after authentication, as PostgreSQL checks a database's CONNECT privilege, so the refusal
-/// (which names the user) reaches only a client that knows the password.
+/// What an authenticated user may reach: the admin console, or this listener's cluster and one
+/// of the databases the config opens to the user there. Checked after authentication, as
+/// PostgreSQL checks a database's existence and CONNECT privilege, so the refusal (which names
+/// the user) reaches only a client that knows the password. A database the config does not open
+/// is refused in PostgreSQL's own words for one that does not exist, so the answer does not tell
+/// which databases the backend has.
 fn check_access(fe: &PgFrontend, user: &User, database: &str) -> Result<(), ErrorFields> {
     let name = &user.config.name;
     if database == ADMIN_DATABASE {
@@ -399,6 +402,20 @@ fn check_access(fe: &PgFrontend, user: &User, database: &str) -> Result<(), Erro
         return Err(ErrorFields::fatal(
             "28000",
             format!("user \"{name}\" may not use cluster \"{}\"", fe.cluster),
+        ));
+    } else if !fe.databases.allows(&user.config, database) {
+        tracing::info!(
+            user = name.as_str(),
+            database,
+            cluster = fe.cluster.as_str(),
+            "login refused: database not in the cluster's or the user's databases"
+        );
+        fe.shared
+            .metrics
+            .database_refused(crate::model::Protocol::Postgres, name);
+        return Err(ErrorFields::fatal(
+            "3D000",
+            format!("database \"{database}\" does not exist"),
         ));
     }
     Ok(())

@@ -53,6 +53,7 @@ password = "p"
 
 [cluster.main]
 protocol = "postgres"
+database = "app"
 
 [cluster.main.pool.primary]
 role = "primary"
