@@ -79,7 +79,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use config::{CacheConfig, Compression, RedisConfig, load_ca_file, parse_redis_url};
+pub use config::{CacheConfig, Compression, RedisConfig, parse_redis_url};
 pub use error::CacheError;
 
 /// Warnings that an invalidation missed other replicas: one per write while Redis is slow or

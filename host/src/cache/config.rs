@@ -204,36 +204,20 @@ pub(crate) fn fred_config_tls(
 ) -> Result<fred::types::config::Config, fred::error::Error> {
     let mut settings = fred_config(&config.url)?;
     if let Some(ca) = &config.tls_ca_file {
-        let roots = load_ca_file(ca)
-            .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Tls, e.to_string()))?;
-        let client = tokio_rustls::rustls::ClientConfig::builder()
+        use tokio_rustls::rustls;
+        let tls_error = |e: String| fred::error::Error::new(fred::error::ErrorKind::Tls, e);
+        let roots = crate::backend::tls::load_ca_file(ca).map_err(|e| tls_error(e.to_string()))?;
+        // The same provider as every other TLS connection of the proxy, named rather than left
+        // to the process default.
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
         settings.tls = Some(fred::types::config::TlsConnector::from(client).into());
     }
     Ok(settings)
-}
-
-/// A root store of the certificates in the PEM file at `path`.
-pub fn load_ca_file(
-    path: &std::path::Path,
-) -> Result<tokio_rustls::rustls::RootCertStore, CacheError> {
-    use tokio_rustls::rustls::pki_types::CertificateDer;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    let bad = |reason: String| CacheError::Config {
-        key: "redis.tls_ca_file",
-        reason: format!("{}: {reason}", path.display()),
-    };
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| bad(e.to_string()))?;
-        roots.add(cert).map_err(|e| bad(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("no certificate in it".to_owned()));
-    }
-    Ok(roots)
 }
 
 /// The URL without its password, for errors and logs.

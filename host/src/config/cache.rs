@@ -165,7 +165,7 @@ impl RedisConfig {
                     path.key("tls_ca_file"),
                     Reason::Incompatible("is only used with a rediss:// URL".to_string()),
                 );
-            } else if let Err(e) = crate::cache::load_ca_file(ca) {
+            } else if let Err(e) = crate::backend::tls::load_ca_file(ca) {
                 problems.add(path.key("tls_ca_file"), Reason::Incompatible(e.to_string()));
             }
         }
