@@ -1,5 +1,7 @@
 //! Server-side protocol clients: how queries reach the backend nodes a route picked.
 
 pub mod clickhouse_http;
+pub mod mysql;
+pub mod pool;
 pub mod postgres;
 pub mod tls;

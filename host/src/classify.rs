@@ -53,6 +53,7 @@ mod fast;
 mod fingerprint;
 mod functions;
 mod lexer;
+mod mysql_session;
 mod names;
 mod parse;
 mod resident;
@@ -65,6 +66,7 @@ mod tests;
 pub use builtins::only_read_only_builtins;
 pub use cache::{Classifier, MAX_CACHED_SQL};
 pub use fingerprint::{digest_text, fingerprint};
+pub use mysql_session::{MysqlSessionEffects, mysql_session_effects};
 pub use parse::MAX_PARSE_LEN;
 
 use crate::model::{Classification, Protocol};

@@ -3,6 +3,7 @@
 //! its protocol's native answers and errors.
 
 pub mod clickhouse_http;
+pub mod mysql;
 pub mod postgres;
 
 /// Where a shutdown is: frontends watch it to finish their clients politely.

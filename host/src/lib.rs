@@ -19,6 +19,7 @@ pub mod limits;
 pub mod log_limit;
 pub mod metrics;
 pub mod model;
+pub mod mysql;
 pub mod pipeline;
 pub mod policy;
 pub mod postgres;

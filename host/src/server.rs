@@ -36,6 +36,7 @@ use crate::policy::{PolicyHandle, PolicySettings};
 
 mod generation;
 mod http_accept;
+mod mysql_accept;
 mod pg_accept;
 mod reload;
 
@@ -204,6 +205,7 @@ impl Server {
         let mut addrs = Vec::new();
         let mut pg_slots = BTreeMap::new();
         let mut ch_slots = BTreeMap::new();
+        let mut my_slots = BTreeMap::new();
         for listener in &config.listeners {
             if let Some(frontend) = generation.pg.get(&listener.name) {
                 let tls = pg_tls.get(&listener.name).is_some_and(Option::is_some);
@@ -212,6 +214,18 @@ impl Server {
                 pg_slots.insert(listener.name.clone(), slot.clone());
                 let gate = LoginGate::new(listener, deps.metrics.guard.clone());
                 listeners.spawn(pg_accept::accept_loop(
+                    socket,
+                    listener.max_connections,
+                    gate,
+                    slot,
+                    stop.subscribe(),
+                ));
+            } else if let Some(frontend) = generation.my.get(&listener.name) {
+                let socket = bind(listener, false, &mut addrs).await?;
+                let slot = Arc::new(ArcSwap::new(frontend.clone()));
+                my_slots.insert(listener.name.clone(), slot.clone());
+                let gate = LoginGate::new(listener, deps.metrics.guard.clone());
+                listeners.spawn(mysql_accept::accept_loop(
                     socket,
                     listener.max_connections,
                     gate,
@@ -246,6 +260,7 @@ impl Server {
             generation: ArcSwap::from_pointee(generation),
             pg_slots,
             ch_slots,
+            my_slots,
             shared: tokio::sync::Mutex::new(shared),
         });
         let admin = match &config.admin {

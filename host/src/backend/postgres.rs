@@ -6,15 +6,16 @@ mod conn;
 mod endpoint;
 mod health;
 mod pool;
-mod wal_poll;
+pub(crate) mod wal_poll;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+pub use crate::backend::pool::BucketStats;
 pub use conn::{Login, MAX_SERVER_MESSAGE, ServerConn, put_query};
 pub use endpoint::{CancelTarget, Endpoint, send_cancel};
-pub use pool::{Bucket, BucketStats, PooledConn};
+pub use pool::{Bucket, PgConnector, PooledConn};
 
 use crate::backend::tls::{BackendTls, PoolTlsError};
 use crate::limits::Tenant;
@@ -247,11 +248,14 @@ impl PgBackend {
                 .entry(key)
                 .or_insert_with(|| {
                     let endpoint = Endpoint::new(node_state.addr(), node_state.host(), tls);
+                    let connector = PgConnector {
+                        endpoint: Arc::new(endpoint),
+                        login: login.clone(),
+                    };
                     Arc::new(Bucket::new(
                         pool.name(),
                         node_state,
-                        Arc::new(endpoint),
-                        login.clone(),
+                        connector,
                         pool.config(),
                     ))
                 })

@@ -158,11 +158,12 @@ impl ListenerConfig {
 
     pub(crate) fn check(&self, path: &KeyPath, problems: &mut Problems) {
         problems.name(path.key("name"), &self.name);
-        if self.protocol == Protocol::Mysql {
+        if self.protocol == Protocol::Mysql && self.tls.is_some() {
+            // Refused rather than ignored: clients told to use TLS must never run in clear.
             problems.add(
-                path.key("protocol"),
+                path.key("tls"),
                 Reason::Unsupported {
-                    what: "a mysql listener".to_string(),
+                    what: "TLS on a mysql listener".to_string(),
                 },
             );
         }

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use super::{ServerError, cluster_of, health_login, warn_unapplied_pg_keys};
 use crate::backend::clickhouse_http::ChBackend;
+use crate::backend::mysql::MyBackend;
 use crate::backend::postgres::PgBackend;
 use crate::config::Config;
 use crate::frontend::clickhouse_http::{ChFrontend, Shared};
+use crate::frontend::mysql::MyFrontend;
 use crate::frontend::postgres::PgFrontend;
 use crate::model::Protocol;
 use crate::route::Router;
@@ -17,8 +19,10 @@ use crate::route::Router;
 pub(super) struct Generation {
     pub pg: BTreeMap<String, Arc<PgFrontend>>,
     pub ch: BTreeMap<String, Arc<ChFrontend>>,
+    pub my: BTreeMap<String, Arc<MyFrontend>>,
     pub pg_backends: Vec<Arc<PgBackend>>,
     pub ch_backends: Vec<Arc<ChBackend>>,
+    pub my_backends: Vec<Arc<MyBackend>>,
 }
 
 /// TLS acceptors of the PostgreSQL listeners, by listener name (built once at start: listener
@@ -36,8 +40,10 @@ impl Generation {
     ) -> Result<Generation, ServerError> {
         let mut ch_backends: BTreeMap<String, Arc<ChBackend>> = BTreeMap::new();
         let mut pg_backends: BTreeMap<String, Arc<PgBackend>> = BTreeMap::new();
+        let mut my_backends: BTreeMap<String, Arc<MyBackend>> = BTreeMap::new();
         let mut pg = BTreeMap::new();
         let mut ch = BTreeMap::new();
+        let mut my = BTreeMap::new();
         for listener in &config.listeners {
             let cluster = cluster_of(config, listener)?;
             match listener.protocol {
@@ -94,18 +100,29 @@ impl Generation {
                     ch.insert(listener.name.clone(), Arc::new(frontend));
                 }
                 Protocol::Mysql => {
-                    return Err(ServerError::Unsupported {
-                        name: listener.name.clone(),
-                        protocol: "the mysql frontend",
-                    });
+                    let backend = match my_backends.get(&listener.cluster) {
+                        Some(backend) => backend.clone(),
+                        None => {
+                            let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
+                            let backend =
+                                MyBackend::start(router, mysql_probe_login(config, cluster));
+                            my_backends.insert(listener.cluster.clone(), backend.clone());
+                            backend
+                        }
+                    };
+                    let frontend =
+                        MyFrontend::new(listener.clone(), config, backend, shared.clone());
+                    my.insert(listener.name.clone(), Arc::new(frontend));
                 }
             }
         }
         Ok(Generation {
             pg,
             ch,
+            my,
             pg_backends: pg_backends.into_values().collect(),
             ch_backends: ch_backends.into_values().collect(),
+            my_backends: my_backends.into_values().collect(),
         })
     }
 
@@ -117,4 +134,25 @@ impl Generation {
             }
         }
     }
+}
+
+/// The login MySQL health checks and GTID pollers use where a pool has no `auth`: the first
+/// user with a password, as its backend credentials.
+fn mysql_probe_login(
+    config: &Config,
+    cluster: &crate::config::ClusterConfig,
+) -> Option<crate::backend::mysql::MyLogin> {
+    let (_, primary) = cluster
+        .primary()
+        .or_else(|| cluster.pools.iter().next().map(|(n, p)| (n.as_str(), p)))?;
+    config.users.iter().find_map(|u| {
+        let credentials = u.backend_credentials(primary);
+        credentials
+            .password
+            .map(|p| crate::backend::mysql::MyLogin {
+                user: credentials.user,
+                password: Some(p.expose().to_owned()),
+                found_rows: false,
+            })
+    })
 }

@@ -22,6 +22,7 @@ use crate::admin::{ReloadResult, Reloader};
 use crate::cache::QueryCache;
 use crate::config::Config;
 use crate::frontend::clickhouse_http::{ChFrontend, Shared};
+use crate::frontend::mysql::MyFrontend;
 use crate::frontend::postgres::PgFrontend;
 use crate::limits::Admission;
 
@@ -36,6 +37,7 @@ pub(super) struct Live {
     pub generation: ArcSwap<Generation>,
     pub pg_slots: BTreeMap<String, Arc<ArcSwap<PgFrontend>>>,
     pub ch_slots: BTreeMap<String, Arc<ArcSwap<ChFrontend>>>,
+    pub my_slots: BTreeMap<String, Arc<ArcSwap<MyFrontend>>>,
     /// The `Shared` of the current generation; held across a reload, so reloads run one at a
     /// time.
     pub shared: tokio::sync::Mutex<Shared>,
@@ -97,6 +99,11 @@ impl Live {
         }
         for (name, slot) in &self.ch_slots {
             if let Some(frontend) = next.ch.get(name) {
+                slot.store(frontend.clone());
+            }
+        }
+        for (name, slot) in &self.my_slots {
+            if let Some(frontend) = next.my.get(name) {
                 slot.store(frontend.clone());
             }
         }

@@ -1,267 +1,67 @@
-//! Server connections for one (pool, node, backend login): a LIFO stack of idle connections and
-//! a semaphore of `size` permits whose waiters are served round-robin across tenants (see
-//! `limits::fair`). A checkout waits at most `checkout_timeout` for a permit (PgBouncer's
-//! `query_wait_timeout`), reuses the most recently used idle connection that is still fresh, or
-//! logs in a new one.
+//! How the generic pool ([`crate::backend::pool`]) opens PostgreSQL server connections.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::PgBackendError;
 use super::conn::{Login, ServerConn};
 use super::endpoint::Endpoint;
-use crate::config::PoolConfig;
-use crate::limits::{FairPermit, FairSemaphore, Tenant};
-use crate::route::NodeState;
+use crate::backend::pool::{self, Connector, Pooled};
 
-/// Idle connections older than this are probed for a closed socket before reuse.
-const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
+/// A node's address (and TLS settings) and the login a bucket's connections use.
+#[derive(Debug)]
+pub struct PgConnector {
+    pub endpoint: Arc<Endpoint>,
+    pub login: Login,
+}
 
-/// Counters of one bucket, read by the admin console and metrics.
-#[derive(Debug, Default)]
-pub struct BucketStats {
-    /// Clients waiting for a connection now.
-    pub waiting: AtomicU32,
-    /// Connections checked out now.
-    pub active: AtomicU32,
-    pub checkouts: AtomicU64,
-    /// Total time spent waiting for a permit, in microseconds.
-    pub wait_us: AtomicU64,
-    pub connects: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub timeouts: AtomicU64,
+impl Connector for PgConnector {
+    type Conn = ServerConn;
+    type Error = PgBackendError;
+
+    async fn connect(&self, timeout: Duration) -> Result<ServerConn, PgBackendError> {
+        ServerConn::connect(&self.endpoint, &self.login, timeout).await
+    }
+
+    fn is_node_failure(error: &PgBackendError) -> bool {
+        error.is_node_failure()
+    }
+
+    fn pool_timeout(pool: &str, node: &str, size: u32, after: Duration) -> PgBackendError {
+        PgBackendError::PoolTimeout {
+            pool: pool.to_owned(),
+            node: node.to_owned(),
+            size,
+            after,
+        }
+    }
+}
+
+impl Pooled for ServerConn {
+    fn created(&self) -> Instant {
+        self.created
+    }
+
+    fn last_used(&self) -> Instant {
+        self.last_used
+    }
+
+    fn touch(&mut self, now: Instant) {
+        self.last_used = now;
+    }
+
+    fn still_open(&mut self) -> bool {
+        ServerConn::still_open(self)
+    }
 }
 
 /// The server connections of one (pool, node, login).
-#[derive(Debug)]
-pub struct Bucket {
-    pool: String,
-    node: Arc<NodeState>,
-    endpoint: Arc<Endpoint>,
-    login: Login,
-    config: PoolConfig,
-    idle: Mutex<Vec<ServerConn>>,
-    permits: Arc<FairSemaphore>,
-    pub stats: BucketStats,
-}
+pub type Bucket = pool::Bucket<PgConnector>;
+/// A checked-out PostgreSQL server connection.
+pub type PooledConn = pool::PooledConn<PgConnector>;
 
 impl Bucket {
-    pub fn new(
-        pool: &str,
-        node: Arc<NodeState>,
-        endpoint: Arc<Endpoint>,
-        login: Login,
-        config: &PoolConfig,
-    ) -> Self {
-        Bucket {
-            pool: pool.to_owned(),
-            node,
-            endpoint,
-            login,
-            config: config.clone(),
-            idle: Mutex::new(Vec::new()),
-            permits: Arc::new(FairSemaphore::new(config.size)),
-            stats: BucketStats::default(),
-        }
-    }
-
-    pub fn pool(&self) -> &str {
-        &self.pool
-    }
-
-    pub fn node(&self) -> &Arc<NodeState> {
-        &self.node
-    }
-
     pub fn login(&self) -> &Login {
-        &self.login
-    }
-
-    pub fn size(&self) -> u32 {
-        self.config.size
-    }
-
-    /// Tenants with a client waiting for a connection now.
-    pub fn waiting_tenants(&self) -> usize {
-        self.permits.waiting_tenants()
-    }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
-    }
-
-    /// Waits for a permit (in `tenant`'s turn), then returns an idle connection or a new one.
-    pub async fn checkout(self: &Arc<Self>, tenant: &Tenant) -> Result<PooledConn, PgBackendError> {
-        let permit = match self.permits.try_acquire() {
-            Some(permit) => permit,
-            None => {
-                self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-                let started = Instant::now();
-                let waited = self
-                    .permits
-                    .acquire(tenant, self.config.checkout_timeout, u32::MAX)
-                    .await;
-                self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
-                self.stats.wait_us.fetch_add(
-                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                match waited {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Err(PgBackendError::PoolTimeout {
-                            pool: self.pool.clone(),
-                            node: self.node.addr().to_owned(),
-                            size: self.config.size,
-                            after: self.config.checkout_timeout,
-                        });
-                    }
-                }
-            }
-        };
-        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        let conn = match self.pop_fresh() {
-            Some(conn) => conn,
-            None => self.connect().await?,
-        };
-        self.stats.active.fetch_add(1, Ordering::Relaxed);
-        Ok(PooledConn {
-            conn: Some(conn),
-            bucket: self.clone(),
-            _permit: permit,
-        })
-    }
-
-    fn pop_fresh(&self) -> Option<ServerConn> {
-        loop {
-            // The lock covers the pop only: the liveness probe is a syscall.
-            let mut conn = self.idle.lock().ok()?.pop()?;
-            let now = Instant::now();
-            if self.expired(&conn, now) {
-                continue;
-            }
-            // A connection back from its last use moments ago is not probed: that would add a
-            // syscall to every transaction, and a read that meets a dead server is retried
-            // elsewhere anyway. One idle for longer may have outlived its server.
-            if now.duration_since(conn.last_used) < PROBE_AFTER_IDLE || conn.still_open() {
-                return Some(conn);
-            }
-        }
-    }
-
-    fn expired(&self, conn: &ServerConn, now: Instant) -> bool {
-        let lifetime = self.config.server_lifetime;
-        let idle = self.config.idle_timeout;
-        (!lifetime.is_zero() && now.duration_since(conn.created) >= lifetime)
-            || (!idle.is_zero() && now.duration_since(conn.last_used) >= idle)
-    }
-
-    async fn connect(&self) -> Result<ServerConn, PgBackendError> {
-        self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        match ServerConn::connect(&self.endpoint, &self.login, self.config.connect_timeout).await {
-            Ok(conn) => {
-                self.node.record_success();
-                Ok(conn)
-            }
-            Err(e) => {
-                self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                // A refused login is the configuration's fault, not the node's: no ban.
-                if e.is_node_failure() {
-                    self.node
-                        .record_failure(&self.config.health, &e.to_string());
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Drops idle connections past their idle timeout or lifetime, keeping `min_size`.
-    pub fn reap(&self) -> Vec<ServerConn> {
-        let now = Instant::now();
-        let Ok(mut idle) = self.idle.lock() else {
-            return Vec::new();
-        };
-        let keep = self.config.min_size as usize;
-        let mut removed = Vec::new();
-        let mut i = 0;
-        while i < idle.len() {
-            let conn = &idle[i];
-            let old = !self.config.server_lifetime.is_zero()
-                && now.duration_since(conn.created) >= self.config.server_lifetime;
-            let unused = !self.config.idle_timeout.is_zero()
-                && now.duration_since(conn.last_used) >= self.config.idle_timeout
-                && idle.len() > keep;
-            if old || unused {
-                removed.push(idle.remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        removed
-    }
-
-    /// Closes every idle connection (RECONNECT, shutdown, a node that failed over).
-    pub fn drain_idle(&self) -> Vec<ServerConn> {
-        self.idle
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
-    }
-
-    fn put_back(&self, mut conn: ServerConn) {
-        conn.last_used = Instant::now();
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
-        }
-    }
-
-    pub fn idle_timeout(&self) -> Duration {
-        self.config.idle_timeout
-    }
-}
-
-/// A checked-out server connection. [`PooledConn::release`] returns it to the pool; dropping it
-/// closes it (a connection in an unknown state is never reused).
-#[derive(Debug)]
-pub struct PooledConn {
-    conn: Option<ServerConn>,
-    bucket: Arc<Bucket>,
-    _permit: FairPermit,
-}
-
-impl PooledConn {
-    pub fn conn(&mut self) -> &mut ServerConn {
-        // Invariant: `conn` is Some until release/drop consumes self.
-        self.conn
-            .as_mut()
-            .expect("a pooled connection is present until released")
-    }
-
-    pub fn conn_ref(&self) -> &ServerConn {
-        self.conn
-            .as_ref()
-            .expect("a pooled connection is present until released")
-    }
-
-    pub fn bucket(&self) -> &Arc<Bucket> {
-        &self.bucket
-    }
-
-    /// Returns the connection for reuse.
-    pub fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.bucket.put_back(conn);
-        }
-    }
-}
-
-impl Drop for PooledConn {
-    fn drop(&mut self) {
-        self.bucket.stats.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(conn) = self.conn.take() {
-            tracing::debug!(server = %conn.addr, pid = conn.pid, "closing a server connection");
-        }
+        &self.connector().login
     }
 }

@@ -1,0 +1,340 @@
+//! The MySQL/MariaDB backend of one cluster: server connection pools per (pool, node, login)
+//! on the generic [`crate::backend::pool`], node choice by the pool's strategy with failover to
+//! the next node when a connection cannot be opened, health checks, and GTID position polling
+//! for causal reads (the same scheduler as PostgreSQL's WAL poller).
+
+mod conn;
+mod health;
+mod position;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+pub use conn::{DEFAULT_COLLATION, MyLogin, MyServerConn};
+pub use position::parse_gtid_position;
+
+use crate::backend::pool::{self, Connector, Pooled};
+use crate::backend::postgres::wal_poll;
+use crate::limits::Tenant;
+use crate::model::WalLayout;
+use crate::mysql::response::MyError;
+use crate::route::{Pool, Router};
+
+/// Why a server connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum MyBackendError {
+    #[error("server {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server {addr} closed the connection")]
+    Closed { addr: String },
+    #[error("server {addr}: no answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    #[error("server {addr} refused the login: {error}")]
+    Refused { addr: String, error: MyError },
+    #[error("server {addr}: authentication failed: {reason}")]
+    Auth { addr: String, reason: String },
+    #[error("server {addr}: protocol error: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error(
+        "no server connection available in pool \"{pool}\" ({node}) within {after:?}: all {size} are in use"
+    )]
+    PoolTimeout {
+        pool: String,
+        node: String,
+        size: u32,
+        after: Duration,
+    },
+    #[error("pool \"{pool}\" has no available node (banned, down or lagging)")]
+    NoNode { pool: String },
+}
+
+impl MyBackendError {
+    /// Whether the node itself is at fault (counts toward a ban), as opposed to the login.
+    pub fn is_node_failure(&self) -> bool {
+        match self {
+            MyBackendError::Io { .. }
+            | MyBackendError::Closed { .. }
+            | MyBackendError::Timeout { .. }
+            | MyBackendError::Protocol { .. } => true,
+            // Too many connections (1040), shutting down (1053), host blocked (1129): another
+            // node may take the login.
+            MyBackendError::Refused { error, .. } => matches!(error.code, 1040 | 1053 | 1129),
+            _ => false,
+        }
+    }
+
+    /// The error a client gets for it.
+    pub fn to_client(&self) -> MyError {
+        use crate::mysql::response::*;
+        match self {
+            MyBackendError::PoolTimeout { .. } => {
+                MyError::new(ER_LOCK_WAIT_TIMEOUT, "HY000", self.to_string())
+            }
+            MyBackendError::Refused { error, .. } => MyError {
+                message: format!("{self}"),
+                ..error.clone()
+            },
+            MyBackendError::Auth { .. } => {
+                MyError::new(ER_ACCESS_DENIED_ERROR, "28000", self.to_string())
+            }
+            _ => MyError::new(ER_CONNECTION_KILLED, "08S01", self.to_string()),
+        }
+    }
+}
+
+/// A node's address and the login a bucket's connections use.
+#[derive(Debug)]
+pub struct MyConnector {
+    pub addr: String,
+    pub login: MyLogin,
+    /// The server version the first connection reported (what clients are told).
+    version: Arc<OnceLock<String>>,
+}
+
+impl Connector for MyConnector {
+    type Conn = MyServerConn;
+    type Error = MyBackendError;
+
+    async fn connect(&self, timeout: Duration) -> Result<MyServerConn, MyBackendError> {
+        let conn = MyServerConn::connect(&self.addr, &self.login, timeout).await?;
+        let _ = self.version.set(conn.version.clone());
+        Ok(conn)
+    }
+
+    fn is_node_failure(error: &MyBackendError) -> bool {
+        error.is_node_failure()
+    }
+
+    fn pool_timeout(pool: &str, node: &str, size: u32, after: Duration) -> MyBackendError {
+        MyBackendError::PoolTimeout {
+            pool: pool.to_owned(),
+            node: node.to_owned(),
+            size,
+            after,
+        }
+    }
+}
+
+impl Pooled for MyServerConn {
+    fn created(&self) -> Instant {
+        self.created
+    }
+
+    fn last_used(&self) -> Instant {
+        self.last_used
+    }
+
+    fn touch(&mut self, now: Instant) {
+        self.last_used = now;
+    }
+
+    fn still_open(&mut self) -> bool {
+        MyServerConn::still_open(self)
+    }
+}
+
+/// The server connections of one (pool, node, login).
+pub type MyBucket = pool::Bucket<MyConnector>;
+/// A checked-out server connection.
+pub type MyPooledConn = pool::PooledConn<MyConnector>;
+
+impl MyBucket {
+    pub fn login(&self) -> &MyLogin {
+        &self.connector().login
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketKey {
+    pool: String,
+    node: usize,
+    login: MyLogin,
+}
+
+/// The backend of one MySQL/MariaDB cluster.
+pub struct MyBackend {
+    router: Arc<Router>,
+    buckets: RwLock<HashMap<BucketKey, Arc<MyBucket>>>,
+    version: Arc<OnceLock<String>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MyBackend {
+    /// Starts health checkers and GTID position pollers (as each pool's `auth`, else
+    /// `probe_login`; without either, positions stay unknown and reads after writes go to
+    /// the primary) and the reaper.
+    pub fn start(router: Arc<Router>, probe_login: Option<MyLogin>) -> Arc<MyBackend> {
+        // GTID sequence numbers are not byte offsets: no page-boundary normalisation.
+        router.set_wal_layout(WalLayout {
+            page_size: 0,
+            segment_size: 0,
+        });
+        Arc::new_cyclic(|weak: &std::sync::Weak<MyBackend>| {
+            let mut tasks = Vec::new();
+            for pool in router.pools() {
+                let login = pool
+                    .config()
+                    .auth
+                    .as_ref()
+                    .map(|a| MyLogin {
+                        user: a.user.clone(),
+                        password: a.password.as_ref().map(|p| p.expose().to_owned()),
+                        found_rows: false,
+                    })
+                    .or_else(|| probe_login.clone());
+                let schedule = wal_poll::Schedule {
+                    interval: router.wal_poll_interval(),
+                    timeout: pool.config().health.timeout,
+                };
+                for node in pool.nodes() {
+                    if pool.config().health.enabled {
+                        tasks.push(tokio::spawn(health::run(
+                            weak.clone(),
+                            pool.clone(),
+                            node.clone(),
+                            login.clone(),
+                        )));
+                    }
+                    if let Some(login) = &login {
+                        let probe = position::GtidProbe::new(
+                            node.addr().to_owned(),
+                            login.clone(),
+                            schedule.timeout,
+                        );
+                        tasks.push(tokio::spawn(wal_poll::run(
+                            router.clone(),
+                            node.clone(),
+                            schedule,
+                            probe,
+                        )));
+                    }
+                }
+            }
+            tasks.push(tokio::spawn(reaper(weak.clone())));
+            MyBackend {
+                router,
+                buckets: RwLock::new(HashMap::new()),
+                version: Arc::new(OnceLock::new()),
+                tasks,
+            }
+        })
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The version string of the servers, once a connection has been made.
+    pub fn server_version(&self) -> Option<&str> {
+        self.version.get().map(String::as_str)
+    }
+
+    fn bucket(&self, pool: &Arc<Pool>, node: usize, login: &MyLogin) -> Option<Arc<MyBucket>> {
+        let key = BucketKey {
+            pool: pool.name().to_owned(),
+            node,
+            login: login.clone(),
+        };
+        if let Some(b) = self.buckets.read().ok()?.get(&key) {
+            return Some(b.clone());
+        }
+        let node_state = pool.nodes().get(node)?.clone();
+        let mut buckets = self.buckets.write().ok()?;
+        Some(
+            buckets
+                .entry(key)
+                .or_insert_with(|| {
+                    let connector = MyConnector {
+                        addr: node_state.addr().to_owned(),
+                        login: login.clone(),
+                        version: self.version.clone(),
+                    };
+                    Arc::new(MyBucket::new(
+                        pool.name(),
+                        node_state,
+                        connector,
+                        pool.config(),
+                    ))
+                })
+                .clone(),
+        )
+    }
+
+    /// A connection on a node of `pool` picked by its strategy; when a node cannot be reached,
+    /// the next one is tried (nothing was sent yet, so this is always safe).
+    pub async fn checkout(
+        &self,
+        pool: &Arc<Pool>,
+        login: &MyLogin,
+        exclude: &[usize],
+        tenant: &Tenant,
+    ) -> Result<MyPooledConn, MyBackendError> {
+        let mut tried: Vec<usize> = exclude.to_vec();
+        let mut last_error = None;
+        while let Some(node) = pool.pick(None, &tried) {
+            let Some(bucket) = self.bucket(pool, node.index(), login) else {
+                break;
+            };
+            match bucket.checkout(tenant).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) if e.is_node_failure() => {
+                    static TRYING_ANOTHER: crate::log_limit::LogLimit =
+                        crate::log_limit::LogLimit::standard();
+                    crate::warn_limited!(TRYING_ANOTHER, pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");
+                    tried.push(node.index());
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| MyBackendError::NoNode {
+            pool: pool.name().to_owned(),
+        }))
+    }
+
+    /// Every bucket, for the admin API and metrics.
+    pub fn buckets(&self) -> Vec<Arc<MyBucket>> {
+        let mut out: Vec<Arc<MyBucket>> = self
+            .buckets
+            .read()
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| {
+            (a.pool(), a.node().index(), &a.login().user).cmp(&(
+                b.pool(),
+                b.node().index(),
+                &b.login().user,
+            ))
+        });
+        out
+    }
+}
+
+impl Drop for MyBackend {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Closes idle connections past their idle timeout or lifetime, once a second.
+async fn reaper(backend: std::sync::Weak<MyBackend>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
+        for bucket in backend.buckets() {
+            // Dropping closes the socket; the server sees the client go.
+            drop(bucket.reap());
+        }
+    }
+}

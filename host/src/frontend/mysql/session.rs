@@ -1,0 +1,661 @@
+//! One logged-in MySQL client: commands in, answers out, strictly one at a time as the protocol
+//! has it. The module splits along the life of a command:
+//!
+//! - here: the command loop, the commands answered without a server (COM_PING, COM_QUIT,
+//!   COM_RESET_CONNECTION while nothing is held), COM_QUERY's policy step and what a statement
+//!   changes in the session (settings, database, pins, LAST_INSERT_ID);
+//! - `server`: getting a server connection for a statement (limits, route, causal target,
+//!   checkout) and bringing it to the session's state (database, settings, LAST_INSERT_ID);
+//! - `relay`: sending a command and relaying its answer frame by frame, then releasing the
+//!   connection unless a transaction or pinned state keeps it.
+
+mod relay;
+mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::MyFrontend;
+use super::login::{Hello, database_denied};
+use super::users::{SessionSlot, User};
+use crate::backend::mysql::{MyLogin, MyPooledConn};
+use crate::classify::mysql_session_effects;
+use crate::config::PoolMode;
+use crate::frontend::Drain;
+use crate::limits::{Admitted, UserLimits};
+use crate::metrics::{CacheOutcome, Outcome, QueryEvent};
+use crate::model::{Action, Lsn, Protocol, QueryContext, StatementKind};
+use crate::mysql::command::*;
+use crate::mysql::packet::{FrameReader, PacketError};
+use crate::mysql::response::{self, Answer, MyError, put_ok};
+use crate::mysql::{CapabilityFlags, StatusFlags};
+use crate::pipeline::{self, Verdict};
+use crate::route::Pool;
+
+pub(super) use server::backend_login;
+
+/// The largest command accepted from a client (MySQL's default `max_allowed_packet`).
+const MAX_CLIENT_PACKET: usize = 64 << 20;
+
+/// Distinguishes sessions for LAST_INSERT_ID() ownership across the process.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A server connection this session holds, with the limits admitted for its unit of work.
+struct Held {
+    conn: MyPooledConn,
+    pool: Arc<Pool>,
+    _work: Option<Admitted>,
+}
+
+pub(super) struct Session {
+    fe: Arc<MyFrontend>,
+    stream: TcpStream,
+    reader: FrameReader,
+    out: BytesMut,
+    user: Arc<User>,
+    _slot: SessionSlot,
+    user_limits: Arc<UserLimits>,
+    user_name: Arc<str>,
+    database_name: Arc<str>,
+    client_addr: Arc<str>,
+    attributes: Arc<[(String, String)]>,
+    peer: SocketAddr,
+    capabilities: CapabilityFlags,
+    id: u64,
+    /// The default database (COM_INIT_DB, USE, the handshake).
+    database: Option<String>,
+    /// Session `SET`s in the order they ran, replayed on another server connection.
+    settings: Vec<String>,
+    settings_hash: u64,
+    /// Why the client keeps its server connection whatever happens (`None`: it need not).
+    pinned: Option<&'static str>,
+    in_transaction: bool,
+    autocommit: bool,
+    held: Option<Held>,
+    /// LAST_INSERT_ID() as the client last made it.
+    last_insert_id: u64,
+    /// The newest GTID sequence number of this session's own committed writes.
+    own_position: Option<Lsn>,
+    /// The unit of work in progress wrote on the primary.
+    unit_wrote: bool,
+    last_write: Option<Instant>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        fe: Arc<MyFrontend>,
+        stream: TcpStream,
+        reader: FrameReader,
+        user: Arc<User>,
+        slot: SessionSlot,
+        hello: Hello,
+        peer: SocketAddr,
+        _connection_id: u32,
+    ) -> Session {
+        let user_limits = fe.shared.admission.user(&user.config.name);
+        let mut settings = Vec::new();
+        // Server connections speak utf8mb4; a client that asked for another character set
+        // gets it on every connection it uses.
+        if hello.collation != crate::backend::mysql::DEFAULT_COLLATION
+            && let Some(names) = set_names(hello.collation)
+        {
+            settings.push(names);
+        }
+        let mut session = Session {
+            user_name: Arc::from(user.config.name.as_str()),
+            database_name: Arc::from(hello.database.as_deref().unwrap_or("")),
+            client_addr: Arc::from(peer.ip().to_string()),
+            attributes: Arc::from(hello.attributes),
+            fe,
+            stream,
+            reader,
+            out: BytesMut::with_capacity(16 << 10),
+            user,
+            _slot: slot,
+            user_limits,
+            peer,
+            capabilities: hello.capabilities,
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            database: hello.database,
+            settings,
+            settings_hash: 0,
+            pinned: None,
+            in_transaction: false,
+            autocommit: true,
+            held: None,
+            last_insert_id: 0,
+            own_position: None,
+            unit_wrote: false,
+            last_write: None,
+        };
+        session.settings_hash = hash_settings(&session.settings);
+        session
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut drain = self.fe.shared.drain.clone();
+        loop {
+            let idle = !self.in_transaction && self.pinned.is_none();
+            if idle && *drain.borrow() != Drain::Running {
+                return self
+                    .close_with(MyError::new(
+                        response::ER_SERVER_SHUTDOWN,
+                        "08S01",
+                        "Server shutdown in progress",
+                    ))
+                    .await;
+            }
+            let packet = tokio::select! {
+                p = self.reader.packet(&mut self.stream, MAX_CLIENT_PACKET) => p,
+                _ = drain.changed() => continue,
+            };
+            let (seq, payload) = match packet {
+                Ok(p) => p,
+                Err(PacketError::TooLarge { .. }) => {
+                    return self
+                        .close_with(MyError::new(
+                            response::ER_NET_PACKET_TOO_LARGE,
+                            "08S01",
+                            "Got a packet bigger than 'max_allowed_packet' bytes",
+                        ))
+                        .await;
+                }
+                Err(_) => return,
+            };
+            if seq != 0 {
+                return self
+                    .close_with(MyError::new(
+                        response::ER_NET_PACKETS_OUT_OF_ORDER,
+                        "08S01",
+                        "Got packets out of order",
+                    ))
+                    .await;
+            }
+            let Some(&command) = payload.first() else {
+                return self
+                    .close_with(MyError::new(
+                        response::ER_UNKNOWN_COM_ERROR,
+                        "08S01",
+                        "Empty command packet",
+                    ))
+                    .await;
+            };
+            let result = match command {
+                COM_QUIT => return,
+                COM_PING => self.answer_ok().await,
+                COM_QUERY => self.query(payload).await,
+                COM_INIT_DB => self.init_db(payload).await,
+                COM_RESET_CONNECTION => self.reset_connection().await,
+                COM_STMT_PREPARE => self.prepare(payload).await,
+                _ => self.other_command(command, payload).await,
+            };
+            if result.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A COM_QUERY: the policy's decision, then the statement on a server connection.
+    async fn query(&mut self, payload: BytesMut) -> Result<(), Closed> {
+        let started = Instant::now();
+        let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+        let query_id = self.fe.shared.metrics.next_query_id();
+        let verdict = match self.decide(&sql) {
+            Ok(v) => v,
+            Err(e) => {
+                self.record(
+                    query_id,
+                    started,
+                    None,
+                    &sql,
+                    "",
+                    Outcome::PolicyError,
+                    true,
+                    None,
+                );
+                return self.answer_error(e).await;
+            }
+        };
+        if let Action::Block(reason) = &verdict.decision.action {
+            self.record(
+                query_id,
+                started,
+                Some(&verdict),
+                &sql,
+                "",
+                Outcome::Block,
+                true,
+                None,
+            );
+            let error = MyError::new(
+                response::ER_TABLEACCESS_DENIED_ERROR,
+                "42000",
+                format!("blocked by policy: {reason}"),
+            );
+            return self.answer_error(error).await;
+        }
+        if verdict.effective.flags.multi_statement
+            && !self
+                .capabilities
+                .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS)
+        {
+            self.record(
+                query_id,
+                started,
+                Some(&verdict),
+                &sql,
+                "",
+                Outcome::Refused,
+                true,
+                None,
+            );
+            let error = MyError::new(
+                response::ER_PARSE_ERROR,
+                "42000",
+                "You have an error in your SQL syntax: several statements in one query need CLIENT_MULTI_STATEMENTS",
+            );
+            return self.answer_error(error).await;
+        }
+        let run_sql = verdict.sql(&sql).to_owned();
+        let effects = mysql_session_effects(&run_sql);
+        if let Some(db) = &effects.use_database
+            && !self.fe.databases.allows(&self.user.config, db)
+        {
+            self.record(
+                query_id,
+                started,
+                Some(&verdict),
+                &sql,
+                "",
+                Outcome::Refused,
+                true,
+                None,
+            );
+            let ip = crate::guard::canonical_ip(self.peer.ip());
+            return self
+                .answer_error(database_denied(&self.user.config.name, ip, db))
+                .await;
+        }
+        let mut route = verdict.decision.route.clone();
+        if effects.pin.is_some() || effects.setting {
+            // State that stays on the connection belongs where writes can follow it.
+            route = crate::model::Route::Primary;
+        }
+        if let Err(e) = self
+            .ensure_conn(&verdict, &route, effects.reads_insert_id)
+            .await?
+        {
+            self.record(
+                query_id,
+                started,
+                Some(&verdict),
+                &sql,
+                "",
+                Outcome::Refused,
+                true,
+                None,
+            );
+            return self.answer_error(e).await;
+        }
+        let bytes = if matches!(verdict.decision.action, Action::Rewrite(_)) {
+            let mut p = Vec::with_capacity(run_sql.len() + 1);
+            p.push(COM_QUERY);
+            p.extend_from_slice(run_sql.as_bytes());
+            BytesMut::from(&p[..])
+        } else {
+            payload
+        };
+        let sent = Instant::now();
+        let answer = self.relay(&bytes, Answer::ResultSets).await?;
+        let pool = self
+            .held
+            .as_ref()
+            .map(|h| h.pool.name().to_owned())
+            .unwrap_or_default();
+        let outcome = match verdict.decision.action {
+            Action::Rewrite(_) => Outcome::Rewrite,
+            _ => Outcome::Forward,
+        };
+        self.record(
+            query_id,
+            started,
+            Some(&verdict),
+            &sql,
+            &pool,
+            outcome,
+            answer.error,
+            Some(sent),
+        );
+        if !answer.error {
+            if let Some(reason) = effects.pin {
+                self.pinned.get_or_insert(reason);
+            }
+            if effects.setting {
+                self.settings.push(run_sql.clone());
+                self.settings_hash = hash_settings(&self.settings);
+                if let Some(held) = self.held.as_mut() {
+                    held.conn.conn().settings = self.settings_hash;
+                }
+                if let Some(v) = autocommit_value(&run_sql) {
+                    self.autocommit = v;
+                }
+            }
+            if let Some(db) = effects.use_database {
+                self.set_database(db);
+            }
+        }
+        let kind = verdict.effective.kind;
+        let wrote = matches!(
+            kind,
+            StatementKind::Write | StatementKind::Ddl | StatementKind::Unknown
+        ) || verdict.effective.flags.multi_statement;
+        self.finish_unit(&answer, wrote).await
+    }
+
+    /// COM_STMT_PREPARE: the policy judges the statement's text once, here; the client keeps its
+    /// server connection from now on (statement ids live on it).
+    async fn prepare(&mut self, payload: BytesMut) -> Result<(), Closed> {
+        let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+        let verdict = match self.decide(&sql) {
+            Ok(v) => v,
+            Err(e) => return self.answer_error(e).await,
+        };
+        match &verdict.decision.action {
+            Action::Block(reason) => {
+                let error = MyError::new(
+                    response::ER_TABLEACCESS_DENIED_ERROR,
+                    "42000",
+                    format!("blocked by policy: {reason}"),
+                );
+                return self.answer_error(error).await;
+            }
+            Action::Rewrite(_) => {
+                let error = MyError::new(
+                    response::ER_NOT_SUPPORTED_YET,
+                    "42000",
+                    "the policy rewrote a prepared statement: rewriting prepared statements is not supported",
+                );
+                return self.answer_error(error).await;
+            }
+            Action::Forward => {}
+        }
+        if let Err(e) = self
+            .ensure_conn(&verdict, &crate::model::Route::Primary, false)
+            .await?
+        {
+            return self.answer_error(e).await;
+        }
+        self.pinned.get_or_insert("prepared statements");
+        let answer = self.relay(&payload, Answer::Prepare).await?;
+        self.finish_unit(&answer, false).await
+    }
+
+    /// Commands relayed on a held connection (or one taken for them), or refused.
+    async fn other_command(&mut self, command: u8, payload: BytesMut) -> Result<(), Closed> {
+        match handling(command) {
+            Handling::Refused(name) => {
+                let error = MyError::new(
+                    response::ER_UNKNOWN_COM_ERROR,
+                    "08S01",
+                    format!("{name} is not relayed by Switchyard"),
+                );
+                self.answer_error(error).await
+            }
+            Handling::NoAnswer => {
+                // Statement ids only exist on a held connection; without one there is nothing
+                // to close or feed.
+                if let Some(held) = self.held.as_mut()
+                    && held.conn.conn().write_packet(0, &payload).await.is_err()
+                {
+                    self.held = None;
+                }
+                Ok(())
+            }
+            Handling::Relay(answer) => {
+                let statement_command =
+                    matches!(command, COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET);
+                if statement_command && self.held.is_none() {
+                    let error = MyError::new(
+                        1243,
+                        "HY000",
+                        "Unknown prepared statement handler given to mysqld_stmt_execute",
+                    );
+                    return self.answer_error(error).await;
+                }
+                if self.held.is_none() {
+                    let verdict = self.decide("").map_err(|_| Closed)?;
+                    if let Err(e) = self
+                        .ensure_conn(&verdict, &crate::model::Route::Primary, false)
+                        .await?
+                    {
+                        return self.answer_error(e).await;
+                    }
+                }
+                if command == COM_SET_OPTION {
+                    self.pinned.get_or_insert("COM_SET_OPTION");
+                }
+                let answer = self.relay(&payload, answer).await?;
+                let wrote = command == COM_STMT_EXECUTE;
+                self.finish_unit(&answer, wrote).await
+            }
+        }
+    }
+
+    /// COM_INIT_DB: checked against the allow-list, then run on a server connection so that an
+    /// unknown database gets the server's own error.
+    async fn init_db(&mut self, payload: BytesMut) -> Result<(), Closed> {
+        let db = String::from_utf8_lossy(&payload[1..]).into_owned();
+        if !self.fe.databases.allows(&self.user.config, &db) {
+            let ip = crate::guard::canonical_ip(self.peer.ip());
+            return self
+                .answer_error(database_denied(&self.user.config.name, ip, &db))
+                .await;
+        }
+        if self.held.is_none() {
+            let verdict = self.decide("").map_err(|_| Closed)?;
+            if let Err(e) = self
+                .ensure_conn(&verdict, &crate::model::Route::Default, false)
+                .await?
+            {
+                return self.answer_error(e).await;
+            }
+        }
+        let answer = self.relay(&payload, Answer::Single).await?;
+        if !answer.error {
+            self.set_database(db);
+        }
+        self.finish_unit(&answer, false).await
+    }
+
+    /// COM_RESET_CONNECTION: the session starts over (settings, pins, variables) but keeps its
+    /// database, as MySQL does; a held connection is reset too and goes back to the pool.
+    async fn reset_connection(&mut self) -> Result<(), Closed> {
+        self.settings.clear();
+        self.settings_hash = hash_settings(&self.settings);
+        self.pinned = None;
+        self.last_insert_id = 0;
+        self.autocommit = true;
+        if self.held.is_some() {
+            let answer = self.relay(&[COM_RESET_CONNECTION], Answer::Single).await?;
+            if let Some(held) = self.held.as_mut() {
+                held.conn.conn().settings = 0;
+            }
+            return self.finish_unit(&answer, false).await;
+        }
+        self.in_transaction = false;
+        self.answer_ok().await
+    }
+
+    fn set_database(&mut self, db: String) {
+        self.database_name = Arc::from(db.as_str());
+        if let Some(held) = self.held.as_mut() {
+            held.conn.conn().database = Some(db.clone());
+        }
+        self.database = Some(db);
+    }
+
+    /// Classifies `sql` and asks the policy.
+    fn decide(&self, sql: &str) -> Result<Verdict, MyError> {
+        let shared = &self.fe.shared;
+        let context = QueryContext {
+            protocol: Protocol::Mysql,
+            sql: sql.to_owned(),
+            classification: shared.classifier.classify(Protocol::Mysql, sql),
+            user: self.user_name.clone(),
+            database: self.database_name.clone(),
+            client_addr: self.client_addr.clone(),
+            in_transaction: self.in_transaction,
+            attributes: match self.pinned {
+                Some(reason) => self
+                    .attributes
+                    .iter()
+                    .cloned()
+                    .chain([("pinned".to_owned(), reason.to_owned())])
+                    .collect(),
+                None => self.attributes.clone(),
+            },
+        };
+        let source: Arc<dyn crate::policy::BackendStateSource> = self.fe.backend.router().clone();
+        pipeline::decide(&shared.classifier, &shared.policy, &context, Some(&source)).map_err(|e| {
+            MyError::new(
+                response::ER_SPECIFIC_ACCESS_DENIED_ERROR,
+                "42000",
+                format!("policy error: {e}"),
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        query_id: u64,
+        started: Instant,
+        verdict: Option<&Verdict>,
+        sql: &str,
+        pool: &str,
+        outcome: Outcome,
+        failed: bool,
+        sent: Option<Instant>,
+    ) {
+        let now = Instant::now();
+        self.fe.shared.metrics.record(&QueryEvent {
+            query_id,
+            protocol: Protocol::Mysql,
+            user: &self.user.config.name,
+            route: verdict.map_or("none", |v| v.decision.route.kind()),
+            pool,
+            outcome,
+            cache: CacheOutcome::Off,
+            fingerprint: verdict.map_or(0, |v| v.effective.fingerprint),
+            sql,
+            tags: verdict.map_or(&[], |v| &v.decision.tags),
+            elapsed: now.saturating_duration_since(started),
+            backend: sent.map(|s| now.saturating_duration_since(s)),
+            policy: verdict.map_or(std::time::Duration::ZERO, |v| v.policy_time),
+            failed,
+        });
+    }
+
+    fn status(&self) -> StatusFlags {
+        let mut status = StatusFlags::empty();
+        if self.autocommit {
+            status |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.in_transaction {
+            status |= StatusFlags::SERVER_STATUS_IN_TRANS;
+        }
+        status
+    }
+
+    async fn answer_ok(&mut self) -> Result<(), Closed> {
+        let status = self.status();
+        put_ok(&mut self.out, 1, status);
+        self.flush().await
+    }
+
+    async fn answer_error(&mut self, error: MyError) -> Result<(), Closed> {
+        error.put(&mut self.out, 1);
+        self.flush().await
+    }
+
+    async fn close_with(&mut self, error: MyError) {
+        error.put(&mut self.out, 1);
+        let _ = self.flush().await;
+    }
+
+    async fn flush(&mut self) -> Result<(), Closed> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.out).await;
+        self.out.clear();
+        result.map_err(|_| Closed)
+    }
+
+    /// The login this session's statements run as on `pool`.
+    fn login(&self, pool: &Pool) -> MyLogin {
+        backend_login(
+            &self.fe,
+            Some(&self.user),
+            pool,
+            self.capabilities
+                .contains(CapabilityFlags::CLIENT_FOUND_ROWS),
+        )
+    }
+
+    fn session_mode(&self, pool: &Pool) -> bool {
+        pool.config().mode == PoolMode::Session
+    }
+}
+
+/// The client is gone (or must be closed): the session ends.
+#[derive(Debug)]
+pub(super) struct Closed;
+
+fn hash_settings(settings: &[String]) -> u64 {
+    if settings.is_empty() {
+        return 0;
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for s in settings {
+        h.update(s.as_bytes());
+        h.update(&[0]);
+    }
+    // 0 means "as after login".
+    h.digest().max(1)
+}
+
+/// `SET NAMES <charset> COLLATE <collation>` for a handshake collation id.
+fn set_names(collation: u8) -> Option<String> {
+    let c = mysql_common::collations::Collation::resolve(
+        mysql_common::collations::CollationId::from(u16::from(collation)),
+    );
+    let (charset, name) = (c.charset(), c.collation());
+    let safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    (safe(charset) && safe(name)).then(|| format!("SET NAMES {charset} COLLATE {name}"))
+}
+
+/// The value a `SET autocommit = …` text gives autocommit, if it sets it.
+fn autocommit_value(sql: &str) -> Option<bool> {
+    let lower = sql.to_ascii_lowercase();
+    let at = lower.find("autocommit")?;
+    let rest = lower[at + "autocommit".len()..].trim_start();
+    let rest = rest
+        .strip_prefix(":=")
+        .or_else(|| rest.strip_prefix('='))?
+        .trim_start();
+    if rest.starts_with('0') || rest.starts_with("off") || rest.starts_with("false") {
+        Some(false)
+    } else if rest.starts_with('1') || rest.starts_with("on") || rest.starts_with("true") {
+        Some(true)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,201 @@
+//! Sending one command on the held server connection and relaying its answer frame by frame
+//! (written to the client whenever the server's buffered frames run out, so a large result
+//! streams through a bounded buffer), then what the answer says: the transaction state, the
+//! LAST_INSERT_ID(), the session's causal position after a write, and whether the connection
+//! goes back to the pool.
+
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{Closed, Session};
+use crate::backend::mysql::parse_gtid_position;
+use crate::config::Consistency;
+use crate::model::PoolRole;
+use crate::mysql::StatusFlags;
+use crate::mysql::response::{Answer, AnswerTracker, MyError, OkInfo};
+
+/// Client bytes buffered before they are written even though the server has sent more.
+const FLUSH_AT: usize = 64 << 10;
+
+/// The MariaDB statement that names the last transaction this connection committed.
+const LAST_GTID_QUERY: &str = "SELECT @@last_gtid";
+
+/// What a relayed answer said.
+#[derive(Debug, Default)]
+pub(super) struct Relayed {
+    pub error: bool,
+    pub ok: Option<OkInfo>,
+    /// The status flags of the answer's last OK or EOF (`None` after an ERR).
+    pub status: Option<StatusFlags>,
+    /// The server connection broke: it is gone, and the client's transaction with it.
+    pub broken: bool,
+}
+
+impl Session {
+    /// Sends `payload` (a whole command) on the held connection and relays the answer.
+    /// `Err(Closed)` when the client cannot be answered any more.
+    pub(super) async fn relay(
+        &mut self,
+        payload: &[u8],
+        answer: Answer,
+    ) -> Result<Relayed, Closed> {
+        let Some(held) = self.held.as_mut() else {
+            let error = MyError::new(1105, "HY000", "no server connection");
+            self.answer_error(error).await?;
+            return Ok(Relayed {
+                error: true,
+                ..Relayed::default()
+            });
+        };
+        let conn = held.conn.conn();
+        if let Err(e) = conn.write_packet(0, payload).await {
+            self.held = None;
+            self.answer_error(e.to_client()).await?;
+            return Ok(Relayed {
+                error: true,
+                broken: true,
+                ..Relayed::default()
+            });
+        }
+        let mut tracker = AnswerTracker::new(answer);
+        let mut written = false;
+        loop {
+            let frame = match conn.reader.buffered_frame() {
+                Some(frame) => frame,
+                None => {
+                    if !self.out.is_empty() {
+                        written = true;
+                        let result = self.stream.write_all(&self.out).await;
+                        self.out.clear();
+                        result.map_err(|_| Closed)?;
+                    }
+                    match conn.reader.frame(&mut conn.stream).await {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            self.held = None;
+                            if written {
+                                // Half an answer is out: the client cannot be told in-band.
+                                return Err(Closed);
+                            }
+                            self.out.clear();
+                            let error = MyError::new(
+                                crate::mysql::response::ER_CONNECTION_KILLED,
+                                "08S01",
+                                format!("the server connection was lost: {e}"),
+                            );
+                            self.answer_error(error).await?;
+                            return Ok(Relayed {
+                                error: true,
+                                broken: true,
+                                ..Relayed::default()
+                            });
+                        }
+                    }
+                }
+            };
+            tracker.step(&frame);
+            self.out.extend_from_slice(&frame.0);
+            if tracker.done() {
+                break;
+            }
+            if self.out.len() >= FLUSH_AT {
+                written = true;
+                let result = self.stream.write_all(&self.out).await;
+                self.out.clear();
+                result.map_err(|_| Closed)?;
+            }
+        }
+        self.flush().await?;
+        Ok(Relayed {
+            error: tracker.error,
+            ok: tracker.ok,
+            status: (!tracker.error).then(|| tracker.status()),
+            broken: false,
+        })
+    }
+
+    /// Takes in what the answer said and gives the connection back when nothing keeps it.
+    pub(super) async fn finish_unit(
+        &mut self,
+        answer: &Relayed,
+        wrote: bool,
+    ) -> Result<(), Closed> {
+        if answer.broken {
+            self.in_transaction = false;
+            self.unit_wrote = false;
+            return Ok(());
+        }
+        if let Some(status) = answer.status {
+            self.in_transaction = status.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+            self.autocommit = status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
+        }
+        let Some(held) = self.held.as_mut() else {
+            return Ok(());
+        };
+        if let Some(ok) = answer.ok
+            && ok.last_insert_id != 0
+        {
+            self.last_insert_id = ok.last_insert_id;
+            held.conn.conn().insert_id_owner = self.id;
+        }
+        if wrote && !answer.error && held.pool.role() != PoolRole::Replica {
+            self.unit_wrote = true;
+            self.last_write = Some(Instant::now());
+        }
+        if self.in_transaction {
+            return Ok(());
+        }
+        if self.unit_wrote {
+            self.unit_wrote = false;
+            self.learn_position().await;
+        }
+        let keep = self.pinned.is_some()
+            || self
+                .held
+                .as_ref()
+                .is_some_and(|h| self.session_mode(&h.pool));
+        if !keep && let Some(held) = self.held.take() {
+            held.conn.release();
+        }
+        Ok(())
+    }
+
+    /// After a unit of work that wrote: the GTID of its commit, read on the same connection,
+    /// becomes the position this session's reads must see.
+    async fn learn_position(&mut self) {
+        let router = self.fe.backend.router().clone();
+        if router.consistency() == Consistency::Eventual {
+            return;
+        }
+        let committed = Instant::now();
+        let probed = match self.held.as_mut() {
+            Some(held) => match held.conn.conn().query_rows(LAST_GTID_QUERY).await {
+                Ok(Ok(rows)) => rows
+                    .first()
+                    .and_then(|r| r.first())
+                    .and_then(|v| v.as_deref())
+                    .and_then(|v| parse_gtid_position(v).ok()),
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    self.held = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        // Without the commit's own GTID, a primary position sampled after the commit is at or
+        // after it.
+        let position = match probed {
+            Some(p) if p.0 > 0 => Some(p),
+            _ => {
+                router
+                    .primary_position_since(committed, router.causal_wait())
+                    .await
+            }
+        };
+        if let Some(p) = position {
+            self.own_position = Some(self.own_position.map_or(p, |o| o.max(p)));
+        }
+    }
+}
