@@ -16,6 +16,10 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v pgbouncer >/dev/null || need+=(pgbouncer)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v pgbench >/dev/null || need+=(postgresql-contrib)
+# MariaDB for tests/src/mariadb.rs (mariadbd is in /usr/sbin, not on every user's PATH).
+if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then
+  need+=(mariadb-server mariadb-client)
+fi
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -47,10 +51,25 @@ if ! target/pyenv/bin/python -c 'import asyncpg' 2>/dev/null; then
   target/pyenv/bin/pip install -q asyncpg
 fi
 
+# --- PyMySQL and MySQL Connector/Python for the MariaDB client tests ---
+if ! target/pyenv/bin/python -c 'import pymysql' 2>/dev/null; then
+  log "installing PyMySQL into target/pyenv"
+  target/pyenv/bin/pip install -q PyMySQL
+fi
+if ! target/pyenv/bin/python -c 'import mysql.connector' 2>/dev/null; then
+  log "installing mysql-connector-python into target/pyenv"
+  target/pyenv/bin/pip install -q mysql-connector-python
+fi
+
 # --- node-postgres for tests/drivers/pg_session.js ---
 if [ ! -f target/node-drivers/node_modules/pg/package.json ]; then
   log "installing node-postgres into target/node-drivers"
   npm install --prefix target/node-drivers --no-audit --no-fund --silent pg@8
+fi
+# --- mysql2 for the MariaDB client tests ---
+if [ ! -f target/node-drivers/node_modules/mysql2/package.json ]; then
+  log "installing mysql2 into target/node-drivers"
+  npm install --prefix target/node-drivers --no-audit --no-fund --silent mysql2@3
 fi
 
 # --- Rust toolchain pieces ---

@@ -13,6 +13,8 @@ mod clickhouse_http_qos;
 mod databases;
 mod guard_bypass;
 mod hostile_clients;
+mod mariadb_harness;
+mod mysql;
 mod policy_engine;
 mod policy_languages;
 mod policy_swap;

@@ -4,6 +4,7 @@
 pub mod clickhouse;
 pub mod http;
 pub mod latency;
+pub mod mariadb;
 pub mod pg;
 pub mod policies;
 pub mod postgres;
