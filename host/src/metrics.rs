@@ -272,6 +272,7 @@ pub struct Sources {
     pub cache: ArcSwapOption<QueryCache>,
     pub postgres: ArcSwap<Vec<Arc<PgBackend>>>,
     pub clickhouse: ArcSwap<Vec<Arc<ChBackend>>>,
+    pub mysql: ArcSwap<Vec<Arc<crate::backend::mysql::MyBackend>>>,
     /// User and tag limits (QoS).
     pub admission: ArcSwapOption<Admission>,
 }
@@ -290,6 +291,21 @@ impl Sources {
             .iter()
             .map(|b| b.router().clone())
             .chain(self.clickhouse.load().iter().map(|b| b.router().clone()))
+            .chain(self.mysql.load().iter().map(|b| b.router().clone()))
+            .collect()
+    }
+
+    /// Every pooled bucket (PostgreSQL and MySQL) with its cluster's name.
+    pub fn bucket_views(&self) -> Vec<(String, crate::backend::pool::BucketView)> {
+        let pg = self.postgres.load();
+        let my = self.mysql.load();
+        pg.iter()
+            .map(|b| (b.router().cluster().to_owned(), b.bucket_views()))
+            .chain(
+                my.iter()
+                    .map(|b| (b.router().cluster().to_owned(), b.bucket_views())),
+            )
+            .flat_map(|(cluster, views)| views.into_iter().map(move |v| (cluster.clone(), v)))
             .collect()
     }
 
@@ -299,6 +315,7 @@ impl Sources {
             cache: ArcSwapOption::empty(),
             postgres: ArcSwap::from_pointee(Vec::new()),
             clickhouse: ArcSwap::from_pointee(Vec::new()),
+            mysql: ArcSwap::from_pointee(Vec::new()),
             admission: ArcSwapOption::empty(),
         }
     }

@@ -199,6 +199,10 @@ impl Server {
             .store(Arc::new(generation.ch_backends.clone()));
         deps.metrics
             .sources
+            .mysql
+            .store(Arc::new(generation.my_backends.clone()));
+        deps.metrics
+            .sources
             .admission
             .store(Some(shared.admission.clone()));
         let mut listeners = JoinSet::new();
@@ -361,6 +365,7 @@ impl Server {
         // Health checkers stop with the last reference to their backend.
         let shared = self.live.shared.lock().await;
         shared.metrics.sources.postgres.store(Arc::new(Vec::new()));
+        shared.metrics.sources.mysql.store(Arc::new(Vec::new()));
         shared
             .metrics
             .sources

@@ -363,24 +363,8 @@ async fn purge(ctx: &AdminContext, query: &Query) -> Response<Reply> {
 fn pools(ctx: &AdminContext) -> Value {
     let sources = &ctx.metrics.sources;
     let mut clusters = serde_json::Map::new();
-    let backends: Vec<(
-        Arc<crate::route::Router>,
-        Option<Arc<crate::backend::postgres::PgBackend>>,
-    )> = sources
-        .postgres
-        .load()
-        .iter()
-        .map(|b| (b.router().clone(), Some(b.clone())))
-        .chain(
-            sources
-                .clickhouse
-                .load()
-                .iter()
-                .map(|b| (b.router().clone(), None)),
-        )
-        .collect();
-    for (router, pg) in backends {
-        let buckets = pg.map(|b| b.buckets()).unwrap_or_default();
+    let views = sources.bucket_views();
+    for router in sources.routers() {
         let mut pools = serde_json::Map::new();
         for pool in router.pools() {
             let nodes: Vec<Value> = pool
@@ -401,24 +385,23 @@ fn pools(ctx: &AdminContext) -> Value {
                     })
                 })
                 .collect();
-            let connections: Vec<Value> = buckets
+            let connections: Vec<Value> = views
                 .iter()
-                .filter(|b| b.pool() == pool.name())
-                .map(|b| {
-                    use std::sync::atomic::Ordering::Relaxed;
+                .filter(|(cluster, b)| cluster == router.cluster() && b.pool == pool.name())
+                .map(|(_, b)| {
                     json!({
-                        "node": b.node().addr(),
-                        "user": b.login().user,
-                        "database": b.login().database,
-                        "size": b.size(),
-                        "active": b.stats.active.load(Relaxed),
-                        "idle": b.idle_count(),
-                        "waiting": b.stats.waiting.load(Relaxed),
-                        "checkouts": b.stats.checkouts.load(Relaxed),
-                        "wait_us_total": b.stats.wait_us.load(Relaxed),
-                        "timeouts": b.stats.timeouts.load(Relaxed),
-                        "connects": b.stats.connects.load(Relaxed),
-                        "connect_failures": b.stats.connect_failures.load(Relaxed),
+                        "node": b.node,
+                        "user": b.user,
+                        "database": b.database,
+                        "size": b.size,
+                        "active": b.active,
+                        "idle": b.idle,
+                        "waiting": b.waiting,
+                        "checkouts": b.checkouts,
+                        "wait_us_total": b.wait_us,
+                        "timeouts": b.timeouts,
+                        "connects": b.connects,
+                        "connect_failures": b.connect_failures,
                     })
                 })
                 .collect();

@@ -297,6 +297,14 @@ impl MyBackend {
         }))
     }
 
+    /// Every bucket as the admin API and metrics show it.
+    pub fn bucket_views(&self) -> Vec<crate::backend::pool::BucketView> {
+        self.buckets()
+            .iter()
+            .map(|b| b.view(&b.login().user, ""))
+            .collect()
+    }
+
     /// Every bucket, for the admin API and metrics.
     pub fn buckets(&self) -> Vec<Arc<MyBucket>> {
         let mut out: Vec<Arc<MyBucket>> = self

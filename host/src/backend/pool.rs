@@ -56,6 +56,25 @@ pub struct BucketStats {
     pub timeouts: AtomicU64,
 }
 
+/// What the admin API and metrics show of one bucket, whatever its protocol.
+#[derive(Debug, Clone)]
+pub struct BucketView {
+    pub pool: String,
+    pub node: String,
+    pub user: String,
+    /// The backend database of the login (empty where the login has none, as in MySQL).
+    pub database: String,
+    pub size: u32,
+    pub idle: usize,
+    pub active: u32,
+    pub waiting: u32,
+    pub checkouts: u64,
+    pub wait_us: u64,
+    pub timeouts: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+}
+
 /// The server connections of one (pool, node, login).
 #[derive(Debug)]
 pub struct Bucket<C: Connector> {
@@ -234,6 +253,27 @@ impl<C: Connector> Bucket<C> {
 
     pub fn idle_timeout(&self) -> Duration {
         self.config.idle_timeout
+    }
+
+    /// A snapshot for the admin API and metrics, labelled with the login's `user` and
+    /// `database`.
+    pub fn view(&self, user: &str, database: &str) -> BucketView {
+        let s = &self.stats;
+        BucketView {
+            pool: self.pool.clone(),
+            node: self.node.addr().to_owned(),
+            user: user.to_owned(),
+            database: database.to_owned(),
+            size: self.config.size,
+            idle: self.idle_count(),
+            active: s.active.load(Ordering::Relaxed),
+            waiting: s.waiting.load(Ordering::Relaxed),
+            checkouts: s.checkouts.load(Ordering::Relaxed),
+            wait_us: s.wait_us.load(Ordering::Relaxed),
+            timeouts: s.timeouts.load(Ordering::Relaxed),
+            connects: s.connects.load(Ordering::Relaxed),
+            connect_failures: s.connect_failures.load(Ordering::Relaxed),
+        }
     }
 }
 

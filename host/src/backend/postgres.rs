@@ -306,6 +306,14 @@ impl PgBackend {
         }))
     }
 
+    /// Every bucket as the admin API and metrics show it.
+    pub fn bucket_views(&self) -> Vec<crate::backend::pool::BucketView> {
+        self.buckets()
+            .iter()
+            .map(|b| b.view(&b.login().user, &b.login().database))
+            .collect()
+    }
+
     /// Every bucket, for the admin console.
     pub fn buckets(&self) -> Vec<Arc<Bucket>> {
         let mut out: Vec<Arc<Bucket>> = self

@@ -109,8 +109,9 @@ fn scan_statement(tokens: &[Token<'_>], effects: &mut MysqlSessionEffects) -> bo
                 || t.is_word("persist")
                 || t.is_word("persist_only")
                 || (t.kind == TokenKind::Word
-                    && t.text.len() > 9
-                    && t.text[..9].eq_ignore_ascii_case("@@global."))
+                    && t.text.len() >= 8
+                    && t.text.is_char_boundary(8)
+                    && t.text[..8].eq_ignore_ascii_case("@@global"))
         });
         return !global && effects.pin.is_none();
     }

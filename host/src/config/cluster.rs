@@ -283,7 +283,7 @@ impl ClusterConfig {
             for (name, pool) in &self.pools {
                 if pool.tls != TlsMode::Disable {
                     problems.add(
-                        path.key("pools").key(name).key("tls"),
+                        path.key("pool").key(name).key("tls"),
                         Reason::Unsupported {
                             what: "TLS to MySQL servers".to_string(),
                         },

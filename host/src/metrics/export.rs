@@ -361,26 +361,26 @@ fn cache(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
 }
 
 fn pools(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
-    let mut rows = Vec::new();
-    for backend in sources.postgres.load().iter() {
-        let cluster = backend.router().cluster().to_owned();
-        for b in backend.buckets() {
+    let rows: Vec<_> = sources
+        .bucket_views()
+        .into_iter()
+        .map(|(cluster, b)| {
             let labels = [
-                ("cluster", cluster.clone()),
-                ("pool", b.pool().to_owned()),
-                ("node", b.node().addr().to_owned()),
-                ("user", b.login().user.clone()),
-                ("database", b.login().database.clone()),
+                ("cluster", cluster),
+                ("pool", b.pool.clone()),
+                ("node", b.node.clone()),
+                ("user", b.user.clone()),
+                ("database", b.database.clone()),
             ];
-            rows.push((labels, b));
-        }
-    }
-    let gauge = |f: &dyn Fn(&crate::backend::postgres::Bucket) -> f64| {
+            (labels, b)
+        })
+        .collect();
+    let gauge = |f: &dyn Fn(&crate::backend::pool::BucketView) -> f64| {
         rows.iter()
             .map(|(l, b)| (l.clone(), f(b)))
             .collect::<Vec<_>>()
     };
-    let count = |f: &dyn Fn(&crate::backend::postgres::Bucket) -> u64| {
+    let count = |f: &dyn Fn(&crate::backend::pool::BucketView) -> u64| {
         rows.iter()
             .map(|(l, b)| (l.clone(), f(b)))
             .collect::<Vec<_>>()
@@ -388,41 +388,36 @@ fn pools(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
     gauges(
         enc,
         "switchyard_pool_size",
-        "Most server connections of a PostgreSQL pool bucket (pool, node, login).",
-        gauge(&|b| f64::from(b.size())),
+        "Most server connections of a pool bucket (pool, node, login).",
+        gauge(&|b| f64::from(b.size)),
     )?;
     gauges(
         enc,
         "switchyard_pool_active_connections",
         "Server connections checked out now.",
-        gauge(&|b| f64::from(b.stats.active.load(Ordering::Relaxed))),
+        gauge(&|b| f64::from(b.active)),
     )?;
     gauges(
         enc,
         "switchyard_pool_idle_connections",
         "Server connections idle in the pool now.",
-        gauge(&|b| b.idle_count() as f64),
+        gauge(&|b| b.idle as f64),
     )?;
     gauges(
         enc,
         "switchyard_pool_waiting_clients",
         "Clients waiting for a server connection now.",
-        gauge(&|b| f64::from(b.stats.waiting.load(Ordering::Relaxed))),
+        gauge(&|b| f64::from(b.waiting)),
     )?;
     counters(
         enc,
         "switchyard_pool_checkouts",
         "Server connections handed to clients.",
-        count(&|b| b.stats.checkouts.load(Ordering::Relaxed)),
+        count(&|b| b.checkouts),
     )?;
     let wait = rows
         .iter()
-        .map(|(l, b)| {
-            (
-                l.clone(),
-                b.stats.wait_us.load(Ordering::Relaxed) as f64 / 1e6,
-            )
-        })
+        .map(|(l, b)| (l.clone(), b.wait_us as f64 / 1e6))
         .collect::<Vec<_>>();
     let mut family = enc.encode_descriptor(
         "switchyard_pool_wait_seconds",
@@ -437,19 +432,19 @@ fn pools(sources: &Sources, enc: &mut DescriptorEncoder<'_>) -> Fmt {
         enc,
         "switchyard_pool_timeouts",
         "Clients that gave up waiting (checkout_timeout).",
-        count(&|b| b.stats.timeouts.load(Ordering::Relaxed)),
+        count(&|b| b.timeouts),
     )?;
     counters(
         enc,
         "switchyard_pool_connects",
         "Server connections opened.",
-        count(&|b| b.stats.connects.load(Ordering::Relaxed)),
+        count(&|b| b.connects),
     )?;
     counters(
         enc,
         "switchyard_pool_connect_failures",
         "Server connections that failed to open.",
-        count(&|b| b.stats.connect_failures.load(Ordering::Relaxed)),
+        count(&|b| b.connect_failures),
     )
 }
 

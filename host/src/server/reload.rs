@@ -119,6 +119,10 @@ impl Live {
             .store(Arc::new(next.ch_backends.clone()));
         metrics
             .sources
+            .mysql
+            .store(Arc::new(next.my_backends.clone()));
+        metrics
+            .sources
             .cache
             .store(next_shared.cache.clone().map(Arc::new));
         metrics.set_slow_query_threshold(new.log.slow_query_threshold);

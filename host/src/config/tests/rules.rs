@@ -46,7 +46,16 @@ fn listener_needs_an_existing_cluster_of_its_protocol() {
             "name = \"pg\"\nprotocol = \"mysql\"",
         ),
         "listener[0].protocol",
-        |r| matches!(r, Reason::Unsupported { .. }),
+        |r| {
+            matches!(
+                r,
+                Reason::ProtocolMismatch {
+                    listener: Protocol::Mysql,
+                    cluster_protocol: Protocol::Postgres,
+                    ..
+                }
+            )
+        },
     );
 }
 
@@ -585,5 +594,45 @@ fn validate_all_reports_every_problem_in_order() {
     assert!(
         err.location().is_none(),
         "built in code: no line to point at"
+    );
+}
+
+const MYSQL: &str = r#"
+[[listener]]
+name = "my"
+protocol = "mysql"
+bind = "127.0.0.1:3307"
+cluster = "maria"
+
+[cluster.maria]
+protocol = "mysql"
+databases = ["appdb"]
+
+[cluster.maria.pool.primary]
+role = "primary"
+nodes = ["127.0.0.1"]
+
+[[user]]
+name = "app"
+password = "secret"
+"#;
+
+#[test]
+fn a_mysql_listener_and_cluster_are_accepted_without_tls() {
+    let config = parse(MYSQL).expect("a valid mysql config");
+    assert_eq!(config.listeners[0].protocol, Protocol::Mysql);
+    assert_eq!(
+        config.clusters["maria"].pools["primary"].nodes[0].port, 3306,
+        "MySQL's port by default"
+    );
+    // TLS is not spoken to MySQL servers or clients yet: asking for it is refused, never
+    // ignored.
+    fails_at(
+        &MYSQL.replace(
+            "role = \"primary\"",
+            "role = \"primary\"\ntls = \"require\"",
+        ),
+        "cluster.maria.pool.primary.tls",
+        |r| matches!(r, Reason::Unsupported { .. }),
     );
 }
