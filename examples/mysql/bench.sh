@@ -49,7 +49,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$STATE"
 
 examples/mysql/cluster.sh start >&2
-MARIA_PID=$(cat "$MY_BASE/mysqld.pid" 2>/dev/null || pgrep -f "mariadbd.*$MY_BASE" | head -1)
+MARIA_PID=$(cat "$MY_BASE/primary/mysqld.pid" 2>/dev/null || true)
 [ -n "$MARIA_PID" ] || die "no mariadbd pid"
 
 cat >"$STATE/switchyard.toml" <<TOML

@@ -1,6 +1,7 @@
 //! The MySQL frontend against a real MariaDB primary and GTID replica: real clients (the
-//! `mariadb` CLI, PyMySQL, node mysql2) print the same through transaction pooling as against
-//! the primary; reads go to the replica and still see the session's own writes; session state
+//! `mariadb` CLI, PyMySQL, MySQL Connector/Python and node mysql2, the last two with server-side
+//! prepared statements that move between server connections) print the same through
+//! transaction pooling as against the primary; reads go to the replica and still see the session's own writes; session state
 //! neither gets lost nor leaks to the next client of a server connection; the policy blocks
 //! with MySQL's own error; bad input before login gets an error for that client only.
 
@@ -68,15 +69,19 @@ fn program(file: &str) -> PathBuf {
 #[derive(Debug, Clone, Copy)]
 enum Driver {
     PyMysql,
+    Connector,
     Mysql2,
 }
 
 impl Driver {
     fn command(self) -> tokio::process::Command {
         match self {
-            Driver::PyMysql => {
+            Driver::PyMysql | Driver::Connector => {
                 let mut c = tokio::process::Command::new(pyenv_python());
-                c.arg(program("pymysql_session.py"));
+                c.arg(program(match self {
+                    Driver::PyMysql => "pymysql_session.py",
+                    _ => "connector_session.py",
+                }));
                 c
             }
             Driver::Mysql2 => {
@@ -139,7 +144,7 @@ async fn drivers_print_through_the_proxy_what_they_print_against_the_primary() {
     let db = MariaCluster::start(1);
     // Two server connections per node for six clients at once: they must share.
     let proxy = Proxy::start(&config(&db, 2, "")).await;
-    for driver in [Driver::PyMysql, Driver::Mysql2] {
+    for driver in [Driver::PyMysql, Driver::Connector, Driver::Mysql2] {
         let direct = run(driver, db.primary_port(), "direct")
             .await
             .unwrap_or_else(|e| panic!("{driver:?} against the primary: {e}"));

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-pub use conn::{DEFAULT_COLLATION, MyLogin, MyServerConn};
+pub use conn::{DEFAULT_COLLATION, MyLogin, MyServerConn, ServerStatement};
 pub use position::parse_gtid_position;
 
 use crate::backend::pool::{self, Connector, Pooled};

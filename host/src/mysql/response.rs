@@ -120,7 +120,7 @@ impl std::fmt::Display for MyError {
 
 /// Appends an OK packet (no rows affected) with `status`.
 pub fn put_ok(out: &mut BytesMut, seq: u8, status: StatusFlags) {
-    let s = (status.bits() as u16).to_le_bytes();
+    let s = status.bits().to_le_bytes();
     put_frame(out, seq, &[0x00, 0, 0, s[0], s[1], 0, 0]);
 }
 

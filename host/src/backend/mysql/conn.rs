@@ -2,6 +2,7 @@
 //! `caching_sha2_password`'s fast path, auth switch), then frame I/O for the session that holds
 //! it and small text queries for the proxy's own probes.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -49,8 +50,23 @@ pub struct MyServerConn {
     pub settings: u64,
     /// The session whose LAST_INSERT_ID() the connection holds (0: none).
     pub insert_id_owner: u64,
+    /// Statements prepared on it by the proxy, by the hash of their text, shared by every
+    /// client that prepares the same text.
+    pub prepared: HashMap<u64, ServerStatement>,
     pub created: Instant,
     pub last_used: Instant,
+}
+
+/// A statement prepared on one server connection.
+#[derive(Debug, Clone)]
+pub struct ServerStatement {
+    /// The server's statement id.
+    pub id: u32,
+    /// The whole COM_STMT_PREPARE answer (frames as the server sent them), replayed to clients
+    /// that prepare the same text with their own statement id patched in.
+    pub answer: bytes::Bytes,
+    /// Hash of the parameter types last bound on it (0: none yet).
+    pub types: u64,
 }
 
 impl MyServerConn {
@@ -85,6 +101,7 @@ impl MyServerConn {
             database: None,
             settings: 0,
             insert_id_owner: 0,
+            prepared: HashMap::new(),
             created: now,
             last_used: now,
         };

@@ -11,6 +11,7 @@
 
 mod relay;
 mod server;
+mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +79,8 @@ pub(super) struct Session {
     in_transaction: bool,
     autocommit: bool,
     held: Option<Held>,
+    /// Server-side prepared statements, by the ids the client was given.
+    statements: statements::Statements,
     /// LAST_INSERT_ID() as the client last made it.
     last_insert_id: u64,
     /// The newest GTID sequence number of this session's own committed writes.
@@ -130,6 +133,7 @@ impl Session {
             in_transaction: false,
             autocommit: true,
             held: None,
+            statements: statements::Statements::default(),
             last_insert_id: 0,
             own_position: None,
             unit_wrote: false,
@@ -194,6 +198,11 @@ impl Session {
                 COM_INIT_DB => self.init_db(payload).await,
                 COM_RESET_CONNECTION => self.reset_connection().await,
                 COM_STMT_PREPARE => self.prepare(payload).await,
+                COM_STMT_EXECUTE
+                | COM_STMT_SEND_LONG_DATA
+                | COM_STMT_CLOSE
+                | COM_STMT_RESET
+                | COM_STMT_FETCH => self.statement_command(command, payload).await,
                 _ => self.other_command(command, payload).await,
             };
             if result.is_err() {
@@ -359,44 +368,6 @@ impl Session {
         self.finish_unit(&answer, wrote).await
     }
 
-    /// COM_STMT_PREPARE: the policy judges the statement's text once, here; the client keeps its
-    /// server connection from now on (statement ids live on it).
-    async fn prepare(&mut self, payload: BytesMut) -> Result<(), Closed> {
-        let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
-        let verdict = match self.decide(&sql) {
-            Ok(v) => v,
-            Err(e) => return self.answer_error(e).await,
-        };
-        match &verdict.decision.action {
-            Action::Block(reason) => {
-                let error = MyError::new(
-                    response::ER_TABLEACCESS_DENIED_ERROR,
-                    "42000",
-                    format!("blocked by policy: {reason}"),
-                );
-                return self.answer_error(error).await;
-            }
-            Action::Rewrite(_) => {
-                let error = MyError::new(
-                    response::ER_NOT_SUPPORTED_YET,
-                    "42000",
-                    "the policy rewrote a prepared statement: rewriting prepared statements is not supported",
-                );
-                return self.answer_error(error).await;
-            }
-            Action::Forward => {}
-        }
-        if let Err(e) = self
-            .ensure_conn(&verdict, &crate::model::Route::Primary, false)
-            .await?
-        {
-            return self.answer_error(e).await;
-        }
-        self.pinned.get_or_insert("prepared statements");
-        let answer = self.relay(&payload, Answer::Prepare).await?;
-        self.finish_unit(&answer, false).await
-    }
-
     /// Commands relayed on a held connection (or one taken for them), or refused.
     async fn other_command(&mut self, command: u8, payload: BytesMut) -> Result<(), Closed> {
         match handling(command) {
@@ -408,29 +379,11 @@ impl Session {
                 );
                 self.answer_error(error).await
             }
-            Handling::NoAnswer => {
-                // Statement ids only exist on a held connection; without one there is nothing
-                // to close or feed.
-                if let Some(held) = self.held.as_mut()
-                    && held.conn.conn().write_packet(0, &payload).await.is_err()
-                {
-                    self.held = None;
-                }
-                Ok(())
-            }
+            // The statement commands without an answer are handled before this.
+            Handling::NoAnswer => Ok(()),
             Handling::Relay(answer) => {
-                let statement_command =
-                    matches!(command, COM_STMT_EXECUTE | COM_STMT_FETCH | COM_STMT_RESET);
-                if statement_command && self.held.is_none() {
-                    let error = MyError::new(
-                        1243,
-                        "HY000",
-                        "Unknown prepared statement handler given to mysqld_stmt_execute",
-                    );
-                    return self.answer_error(error).await;
-                }
                 if self.held.is_none() {
-                    let verdict = self.decide("").map_err(|_| Closed)?;
+                    let verdict = proxy_verdict(StatementKind::Utility);
                     if let Err(e) = self
                         .ensure_conn(&verdict, &crate::model::Route::Primary, false)
                         .await?
@@ -442,8 +395,7 @@ impl Session {
                     self.pinned.get_or_insert("COM_SET_OPTION");
                 }
                 let answer = self.relay(&payload, answer).await?;
-                let wrote = command == COM_STMT_EXECUTE;
-                self.finish_unit(&answer, wrote).await
+                self.finish_unit(&answer, false).await
             }
         }
     }
@@ -482,10 +434,13 @@ impl Session {
         self.pinned = None;
         self.last_insert_id = 0;
         self.autocommit = true;
+        self.statements.clear();
         if self.held.is_some() {
             let answer = self.relay(&[COM_RESET_CONNECTION], Answer::Single).await?;
             if let Some(held) = self.held.as_mut() {
-                held.conn.conn().settings = 0;
+                let conn = held.conn.conn();
+                conn.settings = 0;
+                conn.prepared.clear();
             }
             return self.finish_unit(&answer, false).await;
         }
@@ -612,6 +567,18 @@ impl Session {
 
     fn session_mode(&self, pool: &Pool) -> bool {
         pool.config().mode == PoolMode::Session
+    }
+}
+
+/// The verdict for a command that carries no SQL (COM_INIT_DB, COM_FIELD_LIST, ...): the
+/// policy is not asked about it; it runs on the route its kind gets.
+fn proxy_verdict(kind: StatementKind) -> Verdict {
+    let mut effective = crate::model::Classification::unknown(0);
+    effective.kind = kind;
+    Verdict {
+        decision: crate::model::Decision::forward_default(),
+        effective,
+        policy_time: std::time::Duration::ZERO,
     }
 }
 

@@ -253,6 +253,8 @@ async fn sync(
             }
             conn.settings = 0;
             conn.insert_id_owner = 0;
+            // The reset closed every statement prepared on it.
+            conn.prepared.clear();
         }
         for setting in settings {
             let mut payload = Vec::with_capacity(setting.len() + 1);
