@@ -1,6 +1,7 @@
 //! One `mariadbd`: its configuration, start (on a fresh free port, retried when another process
 //! takes the port first), readiness and shutdown.
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use super::scratch::Env;
 use super::tail;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// `sun_path` holds 108 bytes; a longer socket path fails deep inside mariadbd.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -59,6 +60,8 @@ pub(super) struct Server {
     /// 0 until the first start picks one.
     port: u16,
     child: Option<Child>,
+    /// Greeted a client since it was started: SIGTERM is safe.
+    ready: bool,
     pub replay_paused: bool,
 }
 
@@ -87,6 +90,7 @@ impl Server {
             role,
             port: 0,
             child: None,
+            ready: false,
             replay_paused: false,
         }
     }
@@ -184,9 +188,10 @@ impl Server {
         offset
     }
 
-    /// Waits until the server accepts connections on its unix socket (created after the
-    /// storage engines are up and the TCP port is bound); `Err(its log since offset)` when it
-    /// exits or does not come up in time.
+    /// Waits until the server greets a client on its unix socket; `Err(its log since
+    /// offset)` when it exits or does not come up in time. The socket accepts connections
+    /// before the server is done starting, and a SIGTERM in that window hangs it (10.11), so
+    /// only the handshake counts.
     fn await_ready(&mut self, offset: u64) -> Result<(), String> {
         let started = Instant::now();
         loop {
@@ -197,7 +202,8 @@ impl Server {
                 let since = log.get(offset as usize..).unwrap_or(&log);
                 return Err(String::from_utf8_lossy(since).into_owned());
             }
-            if UnixStream::connect(self.socket()).is_ok() {
+            if greets(&self.socket()) {
+                self.ready = true;
                 return Ok(());
             }
             if started.elapsed() > START_TIMEOUT {
@@ -208,14 +214,21 @@ impl Server {
         }
     }
 
-    /// Asks for a clean shutdown.
-    fn terminate(&self) {
-        if let Some(child) = &self.child {
+    /// Asks for a clean shutdown; a server that never finished starting is killed instead
+    /// (see [`await_ready`](Self::await_ready)).
+    fn terminate(&mut self) {
+        let Some(child) = &mut self.child else {
+            return;
+        };
+        if self.ready {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
                 .stderr(Stdio::null())
                 .status();
+        } else {
+            let _ = child.kill();
         }
+        self.ready = false;
     }
 
     /// Waits for the server to exit after [`terminate`](Self::terminate), killing it at
@@ -236,10 +249,13 @@ impl Server {
 
 /// Starts `nodes[i]` for each `i` in `which` at once and waits until each accepts connections.
 /// A port another process took between our check and the server's bind is retried with a
-/// fresh one.
-pub(super) fn launch(nodes: &mut [Server], which: &[usize]) {
+/// fresh one. `Err` names the server that did not start and holds its log; the others may be
+/// running (the caller stops them).
+pub(super) fn launch(nodes: &mut [Server], which: &[usize]) -> Result<(), String> {
     let mut pending = which.to_vec();
-    for attempt in 1.. {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let offsets: Vec<u64> = pending.iter().map(|&n| nodes[n].spawn()).collect();
         let mut retry = Vec::new();
         for (&n, offset) in pending.iter().zip(offsets) {
@@ -248,32 +264,42 @@ pub(super) fn launch(nodes: &mut [Server], which: &[usize]) {
                     nodes[n].port = 0;
                     retry.push(n);
                 } else {
-                    panic!(
+                    return Err(format!(
                         "{} (port {}) did not start; its log:\n{}",
                         nodes[n].name,
                         nodes[n].port,
                         tail(&log, 30)
-                    );
+                    ));
                 }
             }
         }
         if retry.is_empty() {
-            return;
+            return Ok(());
         }
         pending = retry;
     }
 }
 
 /// Shuts every running server down at once (SIGTERM), SIGKILL to those still running after
-/// 30 s.
+/// 10 s (a clean shutdown of these small servers takes milliseconds).
 pub(super) fn stop(nodes: &mut [Server]) {
-    for node in nodes.iter() {
+    for node in nodes.iter_mut() {
         node.terminate();
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     for node in nodes.iter_mut() {
         node.reap(deadline);
     }
+}
+
+/// Whether a server listening on `socket` sends its handshake.
+fn greets(socket: &Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(1))
 }
 
 fn free_port() -> u16 {

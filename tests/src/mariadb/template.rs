@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use super::client::Target;
 use super::scratch::{Env, PREFIX};
@@ -29,9 +29,8 @@ pub(super) fn path(env: &Env) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let template = env.root.join(format!(
-        "{PREFIX}template-{}-{:016x}-{}",
-        version(env),
-        contents_hash(),
+        "{PREFIX}template-{:016x}-{}",
+        contents_hash(env),
         env.run_as.as_deref().unwrap_or(&env.admin)
     ));
     if template.is_dir() {
@@ -90,7 +89,7 @@ fn initialise(env: &Env, servers: &mut [Server; 1]) -> Result<(), String> {
             )
         ));
     }
-    server::launch(servers, &[0]);
+    server::launch(servers, &[0])?;
     let server = &servers[0];
     Target::Socket {
         path: server.socket(),
@@ -123,35 +122,21 @@ fn accounts_sql() -> String {
     sql
 }
 
-/// `mariadbd  Ver 10.11.19-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64` ->
-/// `10.11.19_MariaDB_0_deb12u1`: a new server version gets a new template.
-fn version(env: &Env) -> &'static str {
-    static VERSION: OnceLock<String> = OnceLock::new();
-    VERSION.get_or_init(|| {
-        let out = Command::new(&env.mariadbd)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        out.split_whitespace()
-            .nth(2)
-            .unwrap_or("unknown")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    })
-}
-
-/// Identifies what goes into the template, so a changed harness never reuses an old one.
-fn contents_hash() -> u64 {
+/// Identifies what goes into the template, so that a changed harness or an upgraded MariaDB
+/// never reuses an old one. The programs are identified by size and modification time:
+/// asking `mariadbd --version` costs a tenth of a cluster's start.
+fn contents_hash(env: &Env) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     (INSTALL_ARGS, BASE_CONF, accounts_sql()).hash(&mut hasher);
+    for program in [&env.mariadbd, &env.install_db] {
+        let meta = std::fs::metadata(program).ok();
+        (
+            program,
+            meta.as_ref().map(|m| m.len()),
+            meta.and_then(|m| m.modified().ok()),
+        )
+            .hash(&mut hasher);
+    }
     hasher.finish()
 }
