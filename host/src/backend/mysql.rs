@@ -142,6 +142,8 @@ impl Pooled for MyServerConn {
 pub type MyBucket = pool::Bucket<MyConnector>;
 /// A checked-out server connection.
 pub type MyPooledConn = pool::PooledConn<MyConnector>;
+/// The buckets one MySQL session used (see [`pool::BucketMemo`]).
+pub type MyBucketMemo = pool::BucketMemo<MyConnector>;
 
 impl MyBucket {
     pub fn login(&self) -> &MyLogin {
@@ -267,18 +269,28 @@ impl MyBackend {
 
     /// A connection on a node of `pool` picked by its strategy; when a node cannot be reached,
     /// the next one is tried (nothing was sent yet, so this is always safe).
+    /// `login` is asked for only when `memo` does not know the bucket yet; `memo` must only
+    /// ever be used with this backend and, per pool, with the same login.
     pub async fn checkout(
         &self,
         pool: &Arc<Pool>,
-        login: &MyLogin,
+        login: impl Fn() -> MyLogin,
         exclude: &[usize],
         tenant: &Tenant,
+        memo: &mut MyBucketMemo,
     ) -> Result<MyPooledConn, MyBackendError> {
         let mut tried: Vec<usize> = exclude.to_vec();
         let mut last_error = None;
         while let Some(node) = pool.pick(None, &tried) {
-            let Some(bucket) = self.bucket(pool, node.index(), login) else {
-                break;
+            let bucket = match memo.get(pool, node.index()) {
+                Some(bucket) => bucket.clone(),
+                None => {
+                    let Some(bucket) = self.bucket(pool, node.index(), &login()) else {
+                        break;
+                    };
+                    memo.put(pool, node.index(), bucket.clone());
+                    bucket
+                }
             };
             match bucket.checkout(tenant).await {
                 Ok(conn) => return Ok(conn),

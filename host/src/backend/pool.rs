@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::PoolConfig;
 use crate::limits::{FairPermit, FairSemaphore, Tenant};
 use crate::route::NodeState;
+use crate::route::Pool;
 
 /// Idle connections older than this are probed for a closed socket before reuse.
 const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
@@ -39,6 +40,47 @@ pub trait Pooled: Debug + Send + 'static {
     fn touch(&mut self, now: Instant);
     /// Whether the peer has not closed it (a non-blocking probe).
     fn still_open(&mut self) -> bool;
+}
+
+/// The buckets one client session used, so its next checkout skips building the bucket key,
+/// hashing it and taking the backend's map lock. Valid because a session logs in to a pool
+/// with one login for its whole life (or until it clears the memo); keyed by the pool's
+/// identity (the memo holds the pool, so its address cannot be reused) and the node index.
+pub struct BucketMemo<C: Connector> {
+    entries: Vec<(Arc<Pool>, usize, Arc<Bucket<C>>)>,
+}
+
+impl<C: Connector> Default for BucketMemo<C> {
+    fn default() -> Self {
+        BucketMemo {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<C: Connector> BucketMemo<C> {
+    /// Pools x nodes a session touches is small; past this the memo starts over (a reload
+    /// left it holding old pools).
+    const MAX: usize = 16;
+
+    pub fn get(&self, pool: &Arc<Pool>, node: usize) -> Option<&Arc<Bucket<C>>> {
+        self.entries
+            .iter()
+            .find(|(p, n, _)| *n == node && Arc::ptr_eq(p, pool))
+            .map(|(_, _, b)| b)
+    }
+
+    pub fn put(&mut self, pool: &Arc<Pool>, node: usize, bucket: Arc<Bucket<C>>) {
+        if self.entries.len() >= Self::MAX {
+            self.entries.clear();
+        }
+        self.entries.push((pool.clone(), node, bucket));
+    }
+
+    /// Forgets everything (the session's logins or backend changed).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 /// Counters of one bucket, read by the admin console and metrics.

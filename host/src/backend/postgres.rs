@@ -103,39 +103,8 @@ struct BucketKey {
     login: Login,
 }
 
-/// The buckets one client session used, so its next checkout skips building the bucket key,
-/// hashing it and taking the backend's map lock. Valid because a session logs in to a pool
-/// with one login for its whole life (or until it clears the memo); keyed by the pool's
-/// identity (the memo holds the pool, so its address cannot be reused) and the node index.
-#[derive(Default)]
-pub struct BucketMemo {
-    entries: Vec<(Arc<Pool>, usize, Arc<Bucket>)>,
-}
-
-impl BucketMemo {
-    /// Pools x nodes a session touches is small; past this the memo starts over (a reload
-    /// left it holding old pools).
-    const MAX: usize = 16;
-
-    fn get(&self, pool: &Arc<Pool>, node: usize) -> Option<&Arc<Bucket>> {
-        self.entries
-            .iter()
-            .find(|(p, n, _)| *n == node && Arc::ptr_eq(p, pool))
-            .map(|(_, _, b)| b)
-    }
-
-    fn put(&mut self, pool: &Arc<Pool>, node: usize, bucket: Arc<Bucket>) {
-        if self.entries.len() >= Self::MAX {
-            self.entries.clear();
-        }
-        self.entries.push((pool.clone(), node, bucket));
-    }
-
-    /// Forgets everything (the session's logins or backend changed).
-    pub fn clear(&mut self) {
-        self.entries.clear();
-    }
-}
+/// The buckets one PostgreSQL session used (see [`pool::BucketMemo`]).
+pub type BucketMemo = crate::backend::pool::BucketMemo<PgConnector>;
 
 /// The backend of one PostgreSQL cluster.
 pub struct PgBackend {

@@ -277,7 +277,13 @@ async fn server_version(fe: &MyFrontend) -> String {
         let login = super::session::backend_login(fe, None, &target.pool, false);
         if let Ok(conn) = fe
             .backend
-            .checkout(&target.pool, &login, &[], &Tenant::internal())
+            .checkout(
+                &target.pool,
+                || login.clone(),
+                &[],
+                &Tenant::internal(),
+                &mut Default::default(),
+            )
             .await
         {
             conn.release();

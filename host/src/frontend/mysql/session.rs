@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use super::MyFrontend;
 use super::login::{Hello, database_denied};
 use super::users::{SessionSlot, User};
-use crate::backend::mysql::{MyLogin, MyPooledConn};
+use crate::backend::mysql::{MyBucketMemo, MyPooledConn};
 use crate::classify::mysql_session_effects;
 use crate::config::PoolMode;
 use crate::frontend::Drain;
@@ -79,6 +79,8 @@ pub(super) struct Session {
     in_transaction: bool,
     autocommit: bool,
     held: Option<Held>,
+    /// The buckets this session's checkouts used (a session keeps one login per pool).
+    buckets: MyBucketMemo,
     /// Server-side prepared statements, by the ids the client was given.
     statements: statements::Statements,
     /// LAST_INSERT_ID() as the client last made it.
@@ -133,6 +135,7 @@ impl Session {
             in_transaction: false,
             autocommit: true,
             held: None,
+            buckets: MyBucketMemo::default(),
             statements: statements::Statements::default(),
             last_insert_id: 0,
             own_position: None,
@@ -554,15 +557,11 @@ impl Session {
         result.map_err(|_| Closed)
     }
 
-    /// The login this session's statements run as on `pool`.
-    fn login(&self, pool: &Pool) -> MyLogin {
-        backend_login(
-            &self.fe,
-            Some(&self.user),
-            pool,
-            self.capabilities
-                .contains(CapabilityFlags::CLIENT_FOUND_ROWS),
-        )
+    /// Whether the client wants an UPDATE's matched rather than changed rows (its logins'
+    /// `CLIENT_FOUND_ROWS`).
+    fn found_rows(&self) -> bool {
+        self.capabilities
+            .contains(CapabilityFlags::CLIENT_FOUND_ROWS)
     }
 
     fn session_mode(&self, pool: &Pool) -> bool {

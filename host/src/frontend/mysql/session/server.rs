@@ -119,12 +119,12 @@ impl Session {
                 }
             }
         }
-        let login = self.login(&pool);
         let tenant = work.tenant().clone();
-        let mut result = self
-            .fe
+        let (fe, user, found_rows) = (self.fe.clone(), self.user.clone(), self.found_rows());
+        let login = |pool: &Pool| backend_login(&fe, Some(&user), pool, found_rows);
+        let mut result = fe
             .backend
-            .checkout(&pool, &login, &exclude, &tenant)
+            .checkout(&pool, || login(&pool), &exclude, &tenant, &mut self.buckets)
             .await;
         let mut used = pool.clone();
         if let Err(e) = &result
@@ -136,11 +136,15 @@ impl Session {
                 .and_then(|name| router.pool(name))
                 .cloned()
         {
-            let login = self.login(&fallback);
-            result = self
-                .fe
+            result = fe
                 .backend
-                .checkout(&fallback, &login, &[], &tenant)
+                .checkout(
+                    &fallback,
+                    || login(&fallback),
+                    &[],
+                    &tenant,
+                    &mut self.buckets,
+                )
                 .await;
             used = fallback;
         }
