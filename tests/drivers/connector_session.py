@@ -1,6 +1,6 @@
 """Server-side prepared statements through MySQL Connector/Python (pure Python): the same
 statements executed many times, inside and outside transactions, with NULLs and several types,
-while the client shares server connections with others.
+while the client shares server connections with others; then COM_CHANGE_USER.
 
 Usage: python connector_session.py HOST PORT USER PASSWORD DBNAME NAME (NAME: a table of its own).
 Prints one line per check; exits 1 at the first mismatch."""
@@ -45,5 +45,13 @@ check("rolled back", ps.fetchall(), [(None,)])
 ps.execute(f"SELECT id FROM {table} WHERE name IS NULL ORDER BY id")
 check("NULLs", ps.fetchall(), [(3,), (6,), (9,)])
 text.execute(f"DROP TABLE {table}")
+
+# COM_CHANGE_USER starts the session over: variables and settings are gone.
+text.execute("SET @left_behind = 1")
+text.execute("SET SESSION sql_mode = 'ANSI_QUOTES'")
+conn.cmd_change_user(username=user, password=password, database=dbname)
+text = conn.cursor()
+text.execute("SELECT @left_behind IS NULL, @@SESSION.sql_mode = @@GLOBAL.sql_mode, DATABASE()")
+check("after COM_CHANGE_USER", text.fetchall(), [(1, 1, dbname)])
 conn.close()
 print("done", flush=True)

@@ -333,3 +333,87 @@ async fn bad_input_before_login_gets_an_error_for_that_client_only() {
     assert_eq!(cli(&db, &proxy, "SELECT 1 + 1").expect("served"), "2");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_after_login_gets_mysqls_error_for_that_client_only() {
+    let db = MariaCluster::start(1);
+    let proxy = Proxy::start(&config(&db, 2, "")).await;
+    let out = tokio::time::timeout(
+        RUN_TIMEOUT,
+        tokio::process::Command::new(pyenv_python())
+            .arg(program("mysql_bad_input.py"))
+            .args([
+                "127.0.0.1",
+                &proxy.addr().port().to_string(),
+                APP_USER,
+                APP_PASSWORD,
+                DATABASE,
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bad-input script finishes")
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "wrong sequence id: ('ERR', 1156) then closed\n\
+         oversized command: ('ERR', 1153) then closed\n\
+         unknown command: ('ERR', 1047) then usable\n\
+         binlog dump: ('ERR', 1047) then usable\n\
+         shutdown: ('ERR', 1047) then usable\n\
+         statement of an unknown id: ('ERR', 1243) then usable\n\
+         another client: 42\n"
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_replay_the_servers_answer_until_a_write_through_the_proxy() {
+    let db = MariaCluster::start(1);
+    let policy = format!(
+        "[cache]\nenabled = true\n[policy]\npath = \"{}\"\nfail_mode = \"fail-closed\"\nwatch = false\n\
+         [policy.config]\n\"ttl.cached_items\" = 60000\n",
+        policy_wasm("cache-rules").display()
+    );
+    let proxy = Proxy::start(&config(&db, 2, &policy)).await;
+    let cache = proxy.deps.cache.clone().expect("the cache is on");
+    cli(
+        &db,
+        &proxy,
+        "CREATE TABLE cached_items (id INT PRIMARY KEY, name VARCHAR(10)); INSERT INTO cached_items VALUES (1, 'one')",
+    )
+    .expect("create");
+    db.wait_replicated();
+    let read = "SELECT id, name FROM cached_items ORDER BY id";
+    let first = cli(&db, &proxy, read).expect("first read");
+    assert_eq!(first, "1\tone");
+    let hits = cache.stats().hits_local;
+    // A row added behind the proxy's back: the cached answer is what the next client gets.
+    db.sql(
+        db.primary_port(),
+        "INSERT INTO cached_items VALUES (2, 'two')",
+    );
+    db.wait_replicated();
+    assert_eq!(cli(&db, &proxy, read).expect("cached read"), first);
+    assert_eq!(
+        cache.stats().hits_local,
+        hits + 1,
+        "answered from the cache"
+    );
+    // A write through the proxy drops the table's entries before its client has the answer.
+    let out = cli(
+        &db,
+        &proxy,
+        &format!("INSERT INTO cached_items VALUES (3, 'three'); {read}"),
+    )
+    .expect("write then read");
+    assert_eq!(out, "1\tone\n2\ttwo\n3\tthree");
+    proxy.stop().await;
+}

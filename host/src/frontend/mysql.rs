@@ -46,6 +46,7 @@ pub struct MyFrontend {
     users: users::Users,
     shared: Shared,
     read_your_writes: Option<Duration>,
+    invalidate_on_write: bool,
     next_connection_id: AtomicU32,
     pub stats: MyFrontendStats,
 }
@@ -62,6 +63,7 @@ impl MyFrontend {
             cluster: listener.cluster.clone(),
             databases: cluster.map(DatabaseAccess::of).unwrap_or_default(),
             read_your_writes: cluster.and_then(|c| c.read_your_writes),
+            invalidate_on_write: config.cache.invalidate_on_write,
             listener,
             backend,
             users: users::Users::new(&config.users),

@@ -32,8 +32,9 @@ pub enum Handling {
     Refused(&'static str),
 }
 
-/// What the proxy does with command `byte` (COM_QUERY, COM_QUIT, COM_PING, COM_INIT_DB and
-/// COM_RESET_CONNECTION are handled by the session before asking).
+/// What the proxy does with command `byte` (COM_QUERY, COM_QUIT, COM_PING, COM_INIT_DB,
+/// COM_RESET_CONNECTION, COM_CHANGE_USER and the statement commands are handled by the session
+/// before asking).
 pub fn handling(byte: u8) -> Handling {
     match byte {
         COM_QUERY | COM_STMT_EXECUTE => Handling::Relay(Answer::ResultSets),
@@ -56,7 +57,6 @@ pub fn handling(byte: u8) -> Handling {
         0x0D => Handling::Refused("COM_DEBUG"),
         0x0F => Handling::Refused("COM_TIME"),
         0x10 => Handling::Refused("COM_DELAYED_INSERT"),
-        COM_CHANGE_USER => Handling::Refused("COM_CHANGE_USER"),
         0x12 => Handling::Refused("COM_BINLOG_DUMP"),
         0x13 => Handling::Refused("COM_TABLE_DUMP"),
         0x14 => Handling::Refused("COM_CONNECT_OUT"),

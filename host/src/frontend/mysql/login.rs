@@ -40,6 +40,8 @@ pub(super) struct Hello {
     pub capabilities: CapabilityFlags,
     pub collation: u8,
     pub attributes: Vec<(String, String)>,
+    /// The nonce the greeting carried.
+    pub nonce: [u8; 20],
 }
 
 pub(super) async fn serve(
@@ -167,6 +169,7 @@ async fn login(
                     .collect()
             })
             .unwrap_or_default(),
+        nonce,
     };
     let plugin = response
         .auth_plugin()

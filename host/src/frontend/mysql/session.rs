@@ -9,6 +9,9 @@
 //! - `relay`: sending a command and relaying its answer frame by frame, then releasing the
 //!   connection unless a transaction or pinned state keeps it.
 
+mod cache;
+mod change_user;
+mod query;
 mod relay;
 mod server;
 mod statements;
@@ -26,12 +29,11 @@ use super::MyFrontend;
 use super::login::{Hello, database_denied};
 use super::users::{SessionSlot, User};
 use crate::backend::mysql::{MyBucketMemo, MyPooledConn};
-use crate::classify::mysql_session_effects;
 use crate::config::PoolMode;
 use crate::frontend::Drain;
 use crate::limits::{Admitted, UserLimits};
 use crate::metrics::{CacheOutcome, Outcome, QueryEvent};
-use crate::model::{Action, Lsn, Protocol, QueryContext, StatementKind};
+use crate::model::{Lsn, Protocol, QueryContext, StatementKind};
 use crate::mysql::command::*;
 use crate::mysql::packet::{FrameReader, PacketError};
 use crate::mysql::response::{self, Answer, MyError, put_ok};
@@ -41,8 +43,10 @@ use crate::route::Pool;
 
 pub(super) use server::backend_login;
 
-/// The largest command accepted from a client (MySQL's default `max_allowed_packet`).
-const MAX_CLIENT_PACKET: usize = 64 << 20;
+/// The largest command accepted from a client: MariaDB's default `max_allowed_packet`. A
+/// command is read whole before the policy sees it, so this bounds what one client can make
+/// the proxy hold.
+const MAX_CLIENT_PACKET: usize = 16 << 20;
 
 /// Distinguishes sessions for LAST_INSERT_ID() ownership across the process.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -68,6 +72,8 @@ pub(super) struct Session {
     attributes: Arc<[(String, String)]>,
     peer: SocketAddr,
     capabilities: CapabilityFlags,
+    /// The nonce of the connection's greeting (COM_CHANGE_USER answers against it).
+    nonce: [u8; 20],
     id: u64,
     /// The default database (COM_INIT_DB, USE, the handshake).
     database: Option<String>,
@@ -79,6 +85,11 @@ pub(super) struct Session {
     in_transaction: bool,
     autocommit: bool,
     held: Option<Held>,
+    /// A cacheable read's answer being recorded while it is relayed.
+    capture: Option<cache::Capture>,
+    /// Tables whose cache entries go once the server has answered the statement in flight
+    /// without an error, before the client has the answer.
+    invalidate: Option<Verdict>,
     /// The buckets this session's checkouts used (a session keeps one login per pool).
     buckets: MyBucketMemo,
     /// Server-side prepared statements, by the ids the client was given.
@@ -127,6 +138,7 @@ impl Session {
             user_limits,
             peer,
             capabilities: hello.capabilities,
+            nonce: hello.nonce,
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             database: hello.database,
             settings,
@@ -135,6 +147,8 @@ impl Session {
             in_transaction: false,
             autocommit: true,
             held: None,
+            capture: None,
+            invalidate: None,
             buckets: MyBucketMemo::default(),
             statements: statements::Statements::default(),
             last_insert_id: 0,
@@ -200,6 +214,7 @@ impl Session {
                 COM_QUERY => self.query(payload).await,
                 COM_INIT_DB => self.init_db(payload).await,
                 COM_RESET_CONNECTION => self.reset_connection().await,
+                COM_CHANGE_USER => self.change_user(payload).await,
                 COM_STMT_PREPARE => self.prepare(payload).await,
                 COM_STMT_EXECUTE
                 | COM_STMT_SEND_LONG_DATA
@@ -212,163 +227,6 @@ impl Session {
                 return;
             }
         }
-    }
-
-    /// A COM_QUERY: the policy's decision, then the statement on a server connection.
-    async fn query(&mut self, payload: BytesMut) -> Result<(), Closed> {
-        let started = Instant::now();
-        let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
-        let query_id = self.fe.shared.metrics.next_query_id();
-        let verdict = match self.decide(&sql) {
-            Ok(v) => v,
-            Err(e) => {
-                self.record(
-                    query_id,
-                    started,
-                    None,
-                    &sql,
-                    "",
-                    Outcome::PolicyError,
-                    true,
-                    None,
-                );
-                return self.answer_error(e).await;
-            }
-        };
-        if let Action::Block(reason) = &verdict.decision.action {
-            self.record(
-                query_id,
-                started,
-                Some(&verdict),
-                &sql,
-                "",
-                Outcome::Block,
-                true,
-                None,
-            );
-            let error = MyError::new(
-                response::ER_TABLEACCESS_DENIED_ERROR,
-                "42000",
-                format!("blocked by policy: {reason}"),
-            );
-            return self.answer_error(error).await;
-        }
-        if verdict.effective.flags.multi_statement
-            && !self
-                .capabilities
-                .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS)
-        {
-            self.record(
-                query_id,
-                started,
-                Some(&verdict),
-                &sql,
-                "",
-                Outcome::Refused,
-                true,
-                None,
-            );
-            let error = MyError::new(
-                response::ER_PARSE_ERROR,
-                "42000",
-                "You have an error in your SQL syntax: several statements in one query need CLIENT_MULTI_STATEMENTS",
-            );
-            return self.answer_error(error).await;
-        }
-        let run_sql = verdict.sql(&sql).to_owned();
-        let effects = mysql_session_effects(&run_sql);
-        if let Some(db) = &effects.use_database
-            && !self.fe.databases.allows(&self.user.config, db)
-        {
-            self.record(
-                query_id,
-                started,
-                Some(&verdict),
-                &sql,
-                "",
-                Outcome::Refused,
-                true,
-                None,
-            );
-            let ip = crate::guard::canonical_ip(self.peer.ip());
-            return self
-                .answer_error(database_denied(&self.user.config.name, ip, db))
-                .await;
-        }
-        let mut route = verdict.decision.route.clone();
-        if effects.pin.is_some() || effects.setting {
-            // State that stays on the connection belongs where writes can follow it.
-            route = crate::model::Route::Primary;
-        }
-        if let Err(e) = self
-            .ensure_conn(&verdict, &route, effects.reads_insert_id)
-            .await?
-        {
-            self.record(
-                query_id,
-                started,
-                Some(&verdict),
-                &sql,
-                "",
-                Outcome::Refused,
-                true,
-                None,
-            );
-            return self.answer_error(e).await;
-        }
-        let bytes = if matches!(verdict.decision.action, Action::Rewrite(_)) {
-            let mut p = Vec::with_capacity(run_sql.len() + 1);
-            p.push(COM_QUERY);
-            p.extend_from_slice(run_sql.as_bytes());
-            BytesMut::from(&p[..])
-        } else {
-            payload
-        };
-        let sent = Instant::now();
-        let answer = self.relay(&bytes, Answer::ResultSets).await?;
-        let pool = self
-            .held
-            .as_ref()
-            .map(|h| h.pool.name().to_owned())
-            .unwrap_or_default();
-        let outcome = match verdict.decision.action {
-            Action::Rewrite(_) => Outcome::Rewrite,
-            _ => Outcome::Forward,
-        };
-        self.record(
-            query_id,
-            started,
-            Some(&verdict),
-            &sql,
-            &pool,
-            outcome,
-            answer.error,
-            Some(sent),
-        );
-        if !answer.error {
-            if let Some(reason) = effects.pin {
-                self.pinned.get_or_insert(reason);
-            }
-            if effects.setting {
-                self.settings.push(run_sql.clone());
-                self.settings_hash = hash_settings(&self.settings);
-                if let Some(held) = self.held.as_mut() {
-                    held.conn.conn().settings = self.settings_hash;
-                }
-                if let Some(v) = autocommit_value(&run_sql) {
-                    self.autocommit = v;
-                }
-            }
-            if let Some(db) = effects.use_database {
-                self.set_database(db);
-            }
-        }
-        let kind = verdict.effective.kind;
-        let wrote = matches!(
-            kind,
-            StatementKind::Write | StatementKind::Ddl | StatementKind::Unknown
-        ) || verdict.effective.flags.multi_statement;
-        self.finish_unit(&answer, wrote).await
     }
 
     /// Commands relayed on a held connection (or one taken for them), or refused.
@@ -451,6 +309,29 @@ impl Session {
         self.answer_ok().await
     }
 
+    /// The session as a fresh login of `user` would have it (COM_CHANGE_USER).
+    fn start_over_as(&mut self, user: Arc<User>, slot: SessionSlot, database: Option<String>) {
+        // Whatever the connection holds belongs to the previous user: closed, not pooled.
+        self.held = None;
+        self.buckets.clear();
+        self.user_limits = self.fe.shared.admission.user(&user.config.name);
+        self.user_name = Arc::from(user.config.name.as_str());
+        self.user = user;
+        self._slot = slot;
+        self.database_name = Arc::from(database.as_deref().unwrap_or(""));
+        self.database = database;
+        self.settings.clear();
+        self.settings_hash = 0;
+        self.pinned = None;
+        self.in_transaction = false;
+        self.autocommit = true;
+        self.statements.clear();
+        self.last_insert_id = 0;
+        self.own_position = None;
+        self.unit_wrote = false;
+        self.last_write = None;
+    }
+
     fn set_database(&mut self, db: String) {
         self.database_name = Arc::from(db.as_str());
         if let Some(held) = self.held.as_mut() {
@@ -490,32 +371,22 @@ impl Session {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        query_id: u64,
-        started: Instant,
-        verdict: Option<&Verdict>,
-        sql: &str,
-        pool: &str,
-        outcome: Outcome,
-        failed: bool,
-        sent: Option<Instant>,
-    ) {
+    /// Counts a statement in the metrics and the digest table.
+    fn record(&self, seen: &Seen<'_>, verdict: Option<&Verdict>, outcome: Outcome, failed: bool) {
         let now = Instant::now();
         self.fe.shared.metrics.record(&QueryEvent {
-            query_id,
+            query_id: seen.query_id,
             protocol: Protocol::Mysql,
             user: &self.user.config.name,
             route: verdict.map_or("none", |v| v.decision.route.kind()),
-            pool,
+            pool: &seen.pool,
             outcome,
-            cache: CacheOutcome::Off,
+            cache: seen.cache,
             fingerprint: verdict.map_or(0, |v| v.effective.fingerprint),
-            sql,
+            sql: seen.sql,
             tags: verdict.map_or(&[], |v| &v.decision.tags),
-            elapsed: now.saturating_duration_since(started),
-            backend: sent.map(|s| now.saturating_duration_since(s)),
+            elapsed: now.saturating_duration_since(seen.started),
+            backend: seen.sent.map(|s| now.saturating_duration_since(s)),
             policy: verdict.map_or(std::time::Duration::ZERO, |v| v.policy_time),
             failed,
         });
@@ -581,6 +452,18 @@ fn proxy_verdict(kind: StatementKind) -> Verdict {
     }
 }
 
+/// What the metrics record of a statement, gathered as it goes.
+struct Seen<'a> {
+    query_id: u64,
+    started: Instant,
+    sql: &'a str,
+    cache: CacheOutcome,
+    /// The pool it ran on (empty: none).
+    pool: String,
+    /// When it was handed to a server.
+    sent: Option<Instant>,
+}
+
 /// The client is gone (or must be closed): the session ends.
 #[derive(Debug)]
 pub(super) struct Closed;
@@ -606,22 +489,4 @@ fn set_names(collation: u8) -> Option<String> {
     let (charset, name) = (c.charset(), c.collation());
     let safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     (safe(charset) && safe(name)).then(|| format!("SET NAMES {charset} COLLATE {name}"))
-}
-
-/// The value a `SET autocommit = …` text gives autocommit, if it sets it.
-fn autocommit_value(sql: &str) -> Option<bool> {
-    let lower = sql.to_ascii_lowercase();
-    let at = lower.find("autocommit")?;
-    let rest = lower[at + "autocommit".len()..].trim_start();
-    let rest = rest
-        .strip_prefix(":=")
-        .or_else(|| rest.strip_prefix('='))?
-        .trim_start();
-    if rest.starts_with('0') || rest.starts_with("off") || rest.starts_with("false") {
-        Some(false)
-    } else if rest.starts_with('1') || rest.starts_with("on") || rest.starts_with("true") {
-        Some(true)
-    } else {
-        None
-    }
 }

@@ -40,6 +40,8 @@ impl Session {
         payload: &[u8],
         answer: Answer,
     ) -> Result<Relayed, Closed> {
+        // Taken now, so an answer that never completes leaves nothing for the next statement.
+        let invalidate = self.invalidate.take();
         let Some(held) = self.held.as_mut() else {
             let error = MyError::new(1105, "HY000", "no server connection");
             self.answer_error(error).await?;
@@ -95,6 +97,9 @@ impl Session {
                 }
             };
             tracker.step(&frame);
+            if let Some(capture) = self.capture.as_mut() {
+                capture.buf.extend_from_slice(&frame.0);
+            }
             self.out.extend_from_slice(&frame.0);
             if tracker.done() {
                 break;
@@ -105,6 +110,12 @@ impl Session {
                 self.out.clear();
                 result.map_err(|_| Closed)?;
             }
+        }
+        // A write's tables leave the cache before its client learns it is done.
+        if let Some(verdict) = invalidate
+            && !tracker.error
+        {
+            self.invalidate(&verdict);
         }
         self.flush().await?;
         Ok(Relayed {

@@ -1,0 +1,169 @@
+//! COM_QUERY: the policy's decision, the cache, then the statement on a server connection, and
+//! what it changed in the session (settings, database, pins).
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::cache::CacheStep;
+use super::{Closed, Seen, Session, hash_settings};
+use crate::classify::mysql_session_effects;
+use crate::frontend::mysql::login::database_denied;
+use crate::metrics::{CacheOutcome, Outcome};
+use crate::model::{Action, Route, StatementKind};
+use crate::mysql::CapabilityFlags;
+use crate::mysql::command::COM_QUERY;
+use crate::mysql::response::{self, Answer, MyError};
+
+impl Session {
+    pub(super) async fn query(&mut self, payload: BytesMut) -> Result<(), Closed> {
+        let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
+        let mut seen = Seen {
+            query_id: self.fe.shared.metrics.next_query_id(),
+            started: Instant::now(),
+            sql: &sql,
+            cache: CacheOutcome::Off,
+            pool: String::new(),
+            sent: None,
+        };
+        let verdict = match self.decide(&sql) {
+            Ok(v) => v,
+            Err(e) => {
+                self.record(&seen, None, Outcome::PolicyError, true);
+                return self.answer_error(e).await;
+            }
+        };
+        let refusal = match &verdict.decision.action {
+            Action::Block(reason) => Some((
+                Outcome::Block,
+                MyError::new(
+                    response::ER_TABLEACCESS_DENIED_ERROR,
+                    "42000",
+                    format!("blocked by policy: {reason}"),
+                ),
+            )),
+            _ if verdict.effective.flags.multi_statement
+                && !self
+                    .capabilities
+                    .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS) =>
+            {
+                Some((
+                    Outcome::Refused,
+                    MyError::new(
+                        response::ER_PARSE_ERROR,
+                        "42000",
+                        "You have an error in your SQL syntax: several statements in one query need CLIENT_MULTI_STATEMENTS",
+                    ),
+                ))
+            }
+            _ => None,
+        };
+        if let Some((outcome, error)) = refusal {
+            self.record(&seen, Some(&verdict), outcome, true);
+            return self.answer_error(error).await;
+        }
+        let run_sql = verdict.sql(&sql).to_owned();
+        let effects = mysql_session_effects(&run_sql);
+        if let Some(db) = &effects.use_database
+            && !self.fe.databases.allows(&self.user.config, db)
+        {
+            self.record(&seen, Some(&verdict), Outcome::Refused, true);
+            let ip = crate::guard::canonical_ip(self.peer.ip());
+            let error = database_denied(&self.user.config.name, ip, db);
+            return self.answer_error(error).await;
+        }
+        if verdict
+            .decision
+            .cache
+            .as_ref()
+            .is_some_and(|d| d.ttl_ms > 0)
+        {
+            seen.cache = CacheOutcome::NotCacheable;
+        }
+        let key = if effects.pin.is_none() && !effects.setting && effects.use_database.is_none() {
+            self.cache_key(&verdict, &run_sql)
+        } else {
+            None
+        };
+        if let Some(key) = key {
+            seen.cache = CacheOutcome::Miss;
+            match self.lookup(key, &verdict).await? {
+                CacheStep::Answered { failed } => {
+                    seen.cache = CacheOutcome::Hit;
+                    self.record(
+                        &seen,
+                        Some(&verdict),
+                        Outcome::of(&verdict.decision.action),
+                        failed,
+                    );
+                    return Ok(());
+                }
+                CacheStep::Fill(capture) => self.capture = Some(capture),
+                CacheStep::Run => {}
+            }
+        }
+        let mut route = verdict.decision.route.clone();
+        if effects.pin.is_some() || effects.setting {
+            // State that stays on the connection belongs where writes can follow it.
+            route = Route::Primary;
+        }
+        if let Err(e) = self
+            .ensure_conn(&verdict, &route, effects.reads_insert_id)
+            .await?
+        {
+            if let Some(capture) = self.capture.take() {
+                capture.fill.fail(&e);
+            }
+            self.record(&seen, Some(&verdict), Outcome::Refused, true);
+            return self.answer_error(e).await;
+        }
+        let bytes = if matches!(verdict.decision.action, Action::Rewrite(_)) {
+            let mut p = BytesMut::with_capacity(run_sql.len() + 1);
+            p.extend_from_slice(&[COM_QUERY]);
+            p.extend_from_slice(run_sql.as_bytes());
+            p
+        } else {
+            payload
+        };
+        let kind = verdict.effective.kind;
+        let wrote = matches!(
+            kind,
+            StatementKind::Write | StatementKind::Ddl | StatementKind::Unknown
+        ) || verdict.effective.flags.multi_statement;
+        seen.sent = Some(Instant::now());
+        seen.pool = self
+            .held
+            .as_ref()
+            .map(|h| h.pool.name().to_owned())
+            .unwrap_or_default();
+        if wrote {
+            self.invalidate = Some(verdict.clone());
+        }
+        let answer = self.relay(&bytes, Answer::ResultSets).await?;
+        if let Some(capture) = self.capture.take() {
+            self.complete_capture(capture, answer.error);
+        }
+        self.record(
+            &seen,
+            Some(&verdict),
+            Outcome::of(&verdict.decision.action),
+            answer.error,
+        );
+        if !answer.error {
+            if let Some(reason) = effects.pin {
+                self.pinned.get_or_insert(reason);
+            }
+            if effects.setting {
+                self.settings.push(run_sql);
+                self.settings_hash = hash_settings(&self.settings);
+                if let Some(held) = self.held.as_mut() {
+                    held.conn.conn().settings = self.settings_hash;
+                }
+            }
+            if let Some(db) = effects.use_database {
+                self.set_database(db);
+            }
+        }
+        self.finish_unit(&answer, wrote).await
+    }
+}
