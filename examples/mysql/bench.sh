@@ -122,7 +122,9 @@ for workload in $WORKLOADS; do
         bash -c "$(declare -f sb); TABLES=$TABLES TABLE_SIZE=$TABLE_SIZE; sb $port $threads $workload --time=$TIME --report-interval=0 run" >"$out" 2>&1 || true
       db1=$(cpu_ticks "$MARIA_PID"); px1=$(cpu_ticks "$PROXY_PID")
       tx=$(awk '/transactions:/ { print $2 }' "$out")
-      [ -n "$tx" ] && [ "$tx" -gt 0 ] || { log "no transactions in $out"; tail -5 "$out" >&2; tx=1; }
+      if [ -z "$tx" ] || [ "$tx" -le 0 ]; then
+        log "no transactions in $out"; tail -5 "$out" >&2; tx=1
+      fi
       tps[$side]=$(awk '/transactions:/ { gsub(/\(/, "", $3); print $3 }' "$out")
       p95[$side]=$(awk '/95th percentile:/ { print $3 }' "$out")
       errors=$(awk '/ignored errors:/ { print $3 }' "$out")
@@ -136,21 +138,31 @@ for workload in $WORKLOADS; do
   done
 done
 
-# RSS per idle client: logged in, doing nothing.
+# RSS per idle client: logged in, doing nothing. Measured between 100 and 100 + IDLE idle
+# clients, so what the first connections of a run warm up (buffers, pools) is not counted.
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-before=$(rss "$PROXY_PID")
-rm -f "$STATE/idle.ready"
-"$PY" - "$PORT" "$IDLE" "$STATE/idle.ready" <<'PY' &
-import sys, time, pymysql
-port, n, ready = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-conns = [pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pass", database="appdb") for _ in range(n)]
-open(ready, "w").close()
-time.sleep(30)
+rm -f "$STATE/idle.step1" "$STATE/idle.step2" "$STATE/idle.go"
+"$PY" - "$PORT" "$IDLE" "$STATE" <<'PY' &
+import os, sys, time, pymysql
+port, n, state = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def connect():
+    return pymysql.connect(host="127.0.0.1", port=port, user="app", password="app_pass", database="appdb")
+first = [connect() for _ in range(100)]
+open(os.path.join(state, "idle.step1"), "w").close()
+while not os.path.exists(os.path.join(state, "idle.go")):
+    time.sleep(0.05)
+more = [connect() for _ in range(n)]
+open(os.path.join(state, "idle.step2"), "w").close()
+time.sleep(60)
 PY
 IDLE_PID=$!
-for _ in $(seq 1 600); do [ -f "$STATE/idle.ready" ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ -f "$STATE/idle.step1" ] && break; sleep 0.1; done
+sleep 2
+before=$(rss "$PROXY_PID")
+touch "$STATE/idle.go"
+for _ in $(seq 1 1200); do [ -f "$STATE/idle.step2" ] && break; sleep 0.1; done
 sleep 2
 after=$(rss "$PROXY_PID")
 kill "$IDLE_PID" 2>/dev/null || true
 echo
-echo "RSS of the proxy: $before KiB before, $after KiB with $IDLE idle clients: $(( (after - before) * 1024 / IDLE )) bytes per idle client"
+echo "RSS of the proxy: $before KiB with 100 idle clients, $after KiB with $((100 + IDLE)): $(( (after - before) * 1024 / IDLE )) bytes per idle client"

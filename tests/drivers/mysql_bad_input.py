@@ -63,6 +63,14 @@ case("unknown command", b"\x01\x00\x00\x00\x99")
 case("binlog dump", b"\x0b\x00\x00\x00\x12" + b"\x00" * 10)
 case("shutdown", b"\x01\x00\x00\x00\x08")
 case("statement of an unknown id", b"\x0a\x00\x00\x00\x17\x63\x00\x00\x00\x00\x01\x00\x00\x00")
+# KILL of a server connection id: it could belong to anyone.
+conn = connect()
+try:
+    with conn.cursor() as cur:
+        cur.execute("KILL QUERY 1")
+    print("kill: allowed", flush=True)
+except pymysql.err.MySQLError as e:
+    print(f"kill: ('ERR', {e.args[0]}) then {usable(conn)}", flush=True)
 # A truncated packet, then the client leaves.
 conn = connect()
 conn._sock.sendall(b"\x64\x00\x00\x00\x03SELECT")

@@ -369,6 +369,7 @@ async fn bad_input_after_login_gets_mysqls_error_for_that_client_only() {
          binlog dump: ('ERR', 1047) then usable\n\
          shutdown: ('ERR', 1047) then usable\n\
          statement of an unknown id: ('ERR', 1243) then usable\n\
+         kill: ('ERR', 1235) then usable\n\
          another client: 42\n"
     );
     proxy.stop().await;

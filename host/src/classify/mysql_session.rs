@@ -18,6 +18,9 @@ pub struct MysqlSessionEffects {
     pub use_database: Option<String>,
     /// Calls LAST_INSERT_ID(): the connection must hold the session's value.
     pub reads_insert_id: bool,
+    /// `KILL [QUERY|CONNECTION] id`: server connection ids belong to whoever holds that
+    /// connection now, not to the client.
+    pub kills: bool,
 }
 
 /// Scans `sql` (MySQL dialect).
@@ -83,6 +86,8 @@ fn scan_statement(tokens: &[Token<'_>], effects: &mut MysqlSessionEffects) -> bo
         pin(effects, "FLUSH ... WITH READ LOCK");
     } else if word(0, "prepare") {
         pin(effects, "PREPARE");
+    } else if word(0, "kill") {
+        effects.kills = true;
     } else if word(0, "handler") {
         pin(effects, "HANDLER");
     } else if word(0, "xa") {
@@ -166,6 +171,13 @@ mod tests {
         );
         assert_eq!(pin("SELECT @@version, '@a' /* @b */"), None);
         assert_eq!(pin("SELECT get_lock FROM t"), None);
+    }
+
+    #[test]
+    fn kill_is_recognised() {
+        assert!(mysql_session_effects("KILL QUERY 12").kills);
+        assert!(mysql_session_effects("/* x */ kill 12").kills);
+        assert!(!mysql_session_effects("SELECT 'kill 12'").kills);
     }
 
     #[test]

@@ -64,6 +64,17 @@ impl Session {
         }
         let run_sql = verdict.sql(&sql).to_owned();
         let effects = mysql_session_effects(&run_sql);
+        if effects.kills {
+            // The id would name a server connection another client may be using now.
+            self.record(&seen, Some(&verdict), Outcome::Refused, true);
+            let error = MyError::new(
+                response::ER_NOT_SUPPORTED_YET,
+                "42000",
+                "KILL is not supported through Switchyard: server connections are shared, so a \
+                 connection id does not name this client's statement",
+            );
+            return self.answer_error(error).await;
+        }
         if let Some(db) = &effects.use_database
             && !self.fe.databases.allows(&self.user.config, db)
         {
