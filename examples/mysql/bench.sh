@@ -8,7 +8,8 @@
 # For each workload (BENCH_WORKLOADS, default "oltp_point_select oltp_read_only") and thread
 # count (BENCH_THREADS, default "1 8 64 256 1024"), sysbench runs BENCH_TIME seconds (default 20)
 # directly against the primary and then through Switchyard (pool of BENCH_POOL = 32 server
-# connections, transaction mode, policy policies/dist/rw-split.wasm). Reported: TPS, p95
+# connections, transaction mode, policy policies/dist/rw-split.wasm, or BENCH_POLICY=none for
+# the built-in default). Reported: TPS, p95
 # latency, and CPU per transaction of the proxy, of MariaDB and of sysbench (user + system time
 # from /proc/PID/stat over the run). Then the proxy's RSS per idle logged-in client
 # (BENCH_IDLE_CLIENTS, default 1000).
@@ -39,7 +40,8 @@ log() { echo "[bench] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 [ -x "$BIN" ] || die "no binary at $BIN: cargo build --release -p switchyard --bin switchyard"
-[ -f policies/dist/rw-split.wasm ] || die "policies/dist/rw-split.wasm is missing: policies/build.sh"
+[ "${BENCH_POLICY:-rw-split}" = none ] || [ -f "policies/dist/${BENCH_POLICY:-rw-split}.wasm" ] ||
+  die "policies/dist/${BENCH_POLICY:-rw-split}.wasm is missing: policies/build.sh"
 if ! command -v sysbench >/dev/null; then
   [ "$(id -u)" = 0 ] || die "sysbench is missing: apt-get install -y sysbench"
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q sysbench >/dev/null
@@ -47,6 +49,11 @@ fi
 "$PY" -c 'import pymysql' 2>/dev/null || die "PyMySQL is missing in target/pyenv: tests/run.sh installs it"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$STATE"
+# BENCH_POLICY=none: the built-in default policy (no Wasm call), to see what the call costs.
+POLICY_TOML=""
+if [ "${BENCH_POLICY:-rw-split}" != none ]; then
+  POLICY_TOML=$(printf '[policy]\npath = "%s"\nwatch = false\n' "$ROOT/policies/dist/${BENCH_POLICY:-rw-split}.wasm")
+fi
 
 examples/mysql/cluster.sh start >&2
 MARIA_PID=$(cat "$MY_BASE/primary/mysqld.pid" 2>/dev/null || true)
@@ -78,9 +85,7 @@ nodes = ["127.0.0.1:$MY_PRIMARY_PORT"]
 name = "app"
 password = "app_pass"
 
-[policy]
-path = "$ROOT/policies/dist/rw-split.wasm"
-watch = false
+$POLICY_TOML
 
 [log]
 level = "warn"
