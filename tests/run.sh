@@ -20,6 +20,7 @@ command -v pgbench >/dev/null || need+=(postgresql-contrib)
 if [ ! -x /usr/sbin/mariadbd ] || ! command -v mariadb-install-db >/dev/null || ! command -v mariadb >/dev/null; then
   need+=(mariadb-server mariadb-client)
 fi
+command -v sysbench >/dev/null || need+=(sysbench)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
