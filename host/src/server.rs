@@ -179,7 +179,7 @@ impl Server {
         };
         let mut pg_tls = BTreeMap::new();
         for listener in &config.listeners {
-            if listener.protocol == Protocol::Postgres {
+            if matches!(listener.protocol, Protocol::Postgres | Protocol::Mysql) {
                 let tls = listener
                     .tls
                     .as_ref()
@@ -225,7 +225,8 @@ impl Server {
                     stop.subscribe(),
                 ));
             } else if let Some(frontend) = generation.my.get(&listener.name) {
-                let socket = bind(listener, false, &mut addrs).await?;
+                let tls = pg_tls.get(&listener.name).is_some_and(Option::is_some);
+                let socket = bind(listener, tls, &mut addrs).await?;
                 let slot = Arc::new(ArcSwap::new(frontend.clone()));
                 my_slots.insert(listener.name.clone(), slot.clone());
                 let gate = LoginGate::new(listener, deps.metrics.guard.clone());

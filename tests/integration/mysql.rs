@@ -16,6 +16,7 @@ use crate::postgres::pyenv_python;
 
 mod hostile;
 mod sysbench;
+mod tls;
 
 /// How long one run of a driver program may take.
 pub(super) const RUN_TIMEOUT: Duration = Duration::from_secs(120);

@@ -158,15 +158,6 @@ impl ListenerConfig {
 
     pub(crate) fn check(&self, path: &KeyPath, problems: &mut Problems) {
         problems.name(path.key("name"), &self.name);
-        if self.protocol == Protocol::Mysql && self.tls.is_some() {
-            // Refused rather than ignored: clients told to use TLS must never run in clear.
-            problems.add(
-                path.key("tls"),
-                Reason::Unsupported {
-                    what: "TLS on a mysql listener".to_string(),
-                },
-            );
-        }
         if self.cluster.is_empty() {
             problems.add(path.key("cluster"), Reason::Empty);
         }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! accept (listener max_connections, login gate)
-//!   → HandshakeV10 (the servers' version, mysql_native_password) → auth switch if asked
+//!   → HandshakeV10 (the servers' version, mysql_native_password) → SSLRequest → TLS (when the
+//!     listener has `tls`) → auth switch if asked
 //!   → user, allowed_networks, password → clusters, database (1044) → max_connections (1203)
 //!   → session: commands → COM_QUERY: classify (MySQL dialect) → policy (block 1142 / rewrite /
 //!     route) → limits → pool (transaction or session mode; pinned while in a transaction or
@@ -12,6 +13,7 @@
 //! ```
 
 mod login;
+mod rewind;
 mod session;
 mod users;
 
@@ -47,6 +49,8 @@ pub struct MyFrontend {
     shared: Shared,
     read_your_writes: Option<Duration>,
     invalidate_on_write: bool,
+    /// Answers SSLRequest when the listener has `tls`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     next_connection_id: AtomicU32,
     pub stats: MyFrontendStats,
 }
@@ -57,6 +61,7 @@ impl MyFrontend {
         config: &Config,
         backend: Arc<MyBackend>,
         shared: Shared,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> MyFrontend {
         let cluster = config.clusters.get(&listener.cluster);
         MyFrontend {
@@ -64,6 +69,7 @@ impl MyFrontend {
             databases: cluster.map(DatabaseAccess::of).unwrap_or_default(),
             read_your_writes: cluster.and_then(|c| c.read_your_writes),
             invalidate_on_write: config.cache.invalidate_on_write,
+            tls,
             listener,
             backend,
             users: users::Users::new(&config.users),

@@ -120,6 +120,12 @@ impl FrameReader {
         }
     }
 
+    /// Takes every byte buffered and not yet framed (a protocol switch: what follows is not
+    /// framed as packets).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.buf.split()
+    }
+
     /// Takes a whole frame already buffered, without reading.
     pub fn buffered_frame(&mut self) -> Option<Frame> {
         split_frame(&mut self.buf)

@@ -25,8 +25,8 @@ pub(super) struct Generation {
     pub my_backends: Vec<Arc<MyBackend>>,
 }
 
-/// TLS acceptors of the PostgreSQL listeners, by listener name (built once at start: listener
-/// changes need a restart).
+/// TLS acceptors of the PostgreSQL and MySQL listeners, by listener name (built once at start:
+/// listener changes need a restart).
 pub(super) type PgTls = BTreeMap<String, Option<tokio_rustls::TlsAcceptor>>;
 
 impl Generation {
@@ -110,8 +110,13 @@ impl Generation {
                             backend
                         }
                     };
-                    let frontend =
-                        MyFrontend::new(listener.clone(), config, backend, shared.clone());
+                    let frontend = MyFrontend::new(
+                        listener.clone(),
+                        config,
+                        backend,
+                        shared.clone(),
+                        tls.get(&listener.name).cloned().flatten(),
+                    );
                     my.insert(listener.name.clone(), Arc::new(frontend));
                 }
             }

@@ -1,5 +1,7 @@
-//! A server connection's byte stream, plain or encrypted. The plain case is the TCP stream
-//! itself behind one `match`: no extra buffer, copy or allocation per message.
+//! A connection's byte stream, plain or encrypted: a server connection's (TLS as the client,
+//! the default type) or a client connection's (`MaybeTls<server::TlsStream<TcpStream>>`, for
+//! frontends that upgrade in-band, as MySQL's SSLRequest does). The plain case is the TCP
+//! stream itself behind one `match`: no extra buffer, copy or allocation per message.
 
 use std::io;
 use std::pin::Pin;
@@ -12,23 +14,25 @@ use tokio_rustls::client::TlsStream;
 
 /// TCP, or TLS over TCP.
 #[derive(Debug)]
-pub enum MaybeTls {
+pub enum MaybeTls<T = TlsStream<TcpStream>> {
     Plain(TcpStream),
     // Boxed: the TLS state is some hundreds of bytes that plain connections should not carry.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<T>),
 }
 
 impl MaybeTls {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, MaybeTls::Tls(_))
-    }
-
     /// The TCP stream underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
             MaybeTls::Plain(tcp) => tcp,
             MaybeTls::Tls(tls) => tls.get_ref().0,
         }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> MaybeTls<T> {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, MaybeTls::Tls(_))
     }
 
     /// Whether nothing is waiting to be read and the peer has not closed: for a connection
@@ -55,7 +59,7 @@ impl MaybeTls {
     }
 }
 
-impl AsyncRead for MaybeTls {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -68,7 +72,7 @@ impl AsyncRead for MaybeTls {
     }
 }
 
-impl AsyncWrite for MaybeTls {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -19,8 +19,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::MyFrontend;
+use super::rewind::Rewind;
 use super::session::Session;
 use super::users::User;
+use crate::backend::tls::MaybeTls;
 use crate::guard::{PendingLogin, canonical_ip};
 use crate::limits::Tenant;
 use crate::mysql::auth::{self, NATIVE_PASSWORD};
@@ -30,6 +32,17 @@ use crate::mysql::{CapabilityFlags, StatusFlags};
 
 /// The largest packet accepted before login.
 const MAX_LOGIN_PACKET: usize = 64 << 10;
+/// The payload of an SSLRequest: the first 32 bytes of a handshake response, no user.
+const SSL_REQUEST_LEN: usize = 32;
+
+fn handshake_error(what: &str) -> MyError {
+    MyError::new(
+        response::ER_HANDSHAKE_ERROR,
+        "08S01",
+        format!("Bad handshake: {what}"),
+    )
+}
+
 /// What clients are told before any server connection has reported its version.
 const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-Switchyard";
 
@@ -44,20 +57,27 @@ pub(super) struct Hello {
     pub nonce: [u8; 20],
 }
 
+/// A client's stream: TCP, or TLS once the client asked for it with an SSLRequest.
+pub(super) type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<Rewind>>;
+
 pub(super) async fn serve(
     fe: Arc<MyFrontend>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     pending: PendingLogin,
 ) {
     let deadline = Instant::now() + fe.listener.login_timeout();
     let connection_id = fe.connection_id();
     let mut reader = FrameReader::default();
+    let mut stream = Some(MaybeTls::Plain(tcp));
     let result = timeout_at(
         deadline,
         login(&fe, &mut stream, &mut reader, peer, connection_id, &pending),
     )
     .await;
+    let Some(mut stream) = stream else {
+        return;
+    };
     let (user, hello, seq) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(Some((seq, error)))) => {
@@ -102,9 +122,11 @@ pub(super) async fn serve(
 /// The error to send (with its sequence id), or `None` to close without a word.
 type LoginError = Option<(u8, MyError)>;
 
+/// The handshake, TLS when the client asks for it (`stream` is then replaced by its TLS
+/// stream), and authentication.
 async fn login(
     fe: &Arc<MyFrontend>,
-    stream: &mut TcpStream,
+    stream: &mut Option<ClientStream>,
     reader: &mut FrameReader,
     peer: SocketAddr,
     connection_id: u32,
@@ -114,13 +136,17 @@ async fn login(
     let nonce = auth::nonce();
     let mut scramble_2 = nonce[8..].to_vec();
     scramble_2.push(0);
+    let mut capabilities = proxy_capabilities();
+    if fe.tls.is_some() {
+        capabilities |= CapabilityFlags::CLIENT_SSL;
+    }
     let greeting = HandshakePacket::new(
         10,
         version.as_bytes(),
         connection_id,
         nonce[..8].try_into().unwrap_or([0u8; 8]),
         Some(scramble_2),
-        proxy_capabilities(),
+        capabilities,
         crate::backend::mysql::DEFAULT_COLLATION,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(NATIVE_PASSWORD.as_bytes()),
@@ -129,9 +155,42 @@ async fn login(
     greeting.serialize(&mut payload);
     let mut out = BytesMut::new();
     put_frame(&mut out, 0, &payload);
-    stream.write_all(&out).await.map_err(|_| None)?;
+    let plain = stream.as_mut().ok_or(None)?;
+    plain.write_all(&out).await.map_err(|_| None)?;
 
-    let (seq, packet) = read(reader, stream).await?;
+    let (mut seq, mut packet) = read(reader, plain).await?;
+    if packet.len() == SSL_REQUEST_LEN {
+        let Some(acceptor) = fe.tls.clone() else {
+            return Err(Some((
+                seq.wrapping_add(1),
+                handshake_error("TLS was not offered"),
+            )));
+        };
+        let Some(MaybeTls::Plain(tcp)) = stream.take() else {
+            return Err(None);
+        };
+        // What came after the SSLRequest is the start of the TLS handshake.
+        let early = reader.take_buffered();
+        let tls = acceptor
+            .accept(Rewind::new(early, tcp))
+            .await
+            .map_err(|e| {
+                tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                None
+            })?;
+        let secured = stream.insert(MaybeTls::Tls(Box::new(tls)));
+        (seq, packet) = read(reader, secured).await?;
+    } else if fe.listener.tls.as_ref().is_some_and(|t| t.required) {
+        return Err(Some((
+            seq.wrapping_add(1),
+            MyError::new(
+                3159,
+                "08004",
+                "Connections using insecure transport are prohibited (the listener requires TLS)",
+            ),
+        )));
+    }
+    let stream = stream.as_mut().ok_or(None)?;
     let next = seq.wrapping_add(1);
     let bad = |what: &str| {
         Some((
@@ -143,10 +202,6 @@ async fn login(
             ),
         ))
     };
-    if packet.len() == 32 {
-        // An SSLRequest: TLS was not offered.
-        return Err(bad("TLS was not offered"));
-    }
     let response = HandshakeResponse::deserialize((), &mut ParseBuf(&packet))
         .map_err(|e| bad(&e.to_string()))?;
     let capabilities = response.capabilities();
@@ -249,7 +304,7 @@ pub(super) fn database_denied(user: &str, ip: std::net::IpAddr, database: &str) 
 
 async fn read(
     reader: &mut FrameReader,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
 ) -> Result<(u8, BytesMut), LoginError> {
     match reader.packet(stream, MAX_LOGIN_PACKET).await {
         Ok(p) => Ok(p),

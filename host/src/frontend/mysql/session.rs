@@ -23,10 +23,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::MyFrontend;
-use super::login::{Hello, database_denied};
+use super::login::{ClientStream, Hello, database_denied};
 use super::users::{SessionSlot, User};
 use crate::backend::mysql::{MyBucketMemo, MyPooledConn};
 use crate::config::PoolMode;
@@ -60,7 +59,7 @@ struct Held {
 
 pub(super) struct Session {
     fe: Arc<MyFrontend>,
-    stream: TcpStream,
+    stream: ClientStream,
     reader: FrameReader,
     out: BytesMut,
     user: Arc<User>,
@@ -107,7 +106,7 @@ impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         fe: Arc<MyFrontend>,
-        stream: TcpStream,
+        stream: ClientStream,
         reader: FrameReader,
         user: Arc<User>,
         slot: SessionSlot,

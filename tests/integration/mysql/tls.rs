@@ -1,0 +1,73 @@
+//! TLS from MySQL clients: a listener with `tls` offers `CLIENT_SSL`, the `mariadb` CLI upgrades
+//! with an SSLRequest and verifies the certificate; with `required = true` a client in clear
+//! text gets MySQL's insecure-transport error.
+
+use std::process::Command;
+
+use switchyard_tests::mariadb::{APP_PASSWORD, APP_USER, DATABASE, MariaCluster};
+use switchyard_tests::proxy::Proxy;
+use switchyard_tests::tls::TestCa;
+
+use super::config;
+
+/// The `mariadb` CLI against `port` with `tls_args`: stdout, or stderr as the error.
+fn mariadb(port: u16, tls_args: &[&str], sql: &str) -> Result<String, String> {
+    let out = Command::new("mariadb")
+        .args(tls_args)
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(["-N", "-B", DATABASE, "-e", sql])
+        .output()
+        .expect("the mariadb client runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_upgrade_to_tls_and_a_required_listener_refuses_clear_text() {
+    let db = MariaCluster::start(1);
+    let ca = TestCa::new();
+    let listener_tls = |required: bool| {
+        config(&db, 2, "").replacen(
+            "login_timeout = \"2s\"\n",
+            &format!(
+                "login_timeout = \"2s\"\ntls = {{ cert = \"{}\", key = \"{}\", required = {required} }}\n",
+                ca.server_cert.display(),
+                ca.server_key.display()
+            ),
+            1,
+        )
+    };
+    let ca_arg = format!("--ssl-ca={}", ca.ca_cert.display());
+    let verified = ["--ssl", ca_arg.as_str(), "--ssl-verify-server-cert"];
+
+    let proxy = Proxy::start(&listener_tls(false)).await;
+    let port = proxy.addr().port();
+    let status = mariadb(port, &verified, "status").expect("a verified TLS login");
+    assert!(
+        status.contains("Cipher in use is TLS"),
+        "the session is encrypted:\n{status}"
+    );
+    assert_eq!(
+        mariadb(port, &verified, "SELECT 6 * 7").expect("a query over TLS"),
+        "42\n"
+    );
+    assert_eq!(
+        mariadb(port, &["--skip-ssl"], "SELECT 1").expect("clear text is allowed"),
+        "1\n"
+    );
+    proxy.stop().await;
+
+    let proxy = Proxy::start(&listener_tls(true)).await;
+    let port = proxy.addr().port();
+    let refused = mariadb(port, &["--skip-ssl"], "SELECT 1").expect_err("clear text is refused");
+    assert!(refused.contains("ERROR 3159"), "{refused}");
+    assert_eq!(
+        mariadb(port, &verified, "SELECT 1").expect("TLS is served"),
+        "1\n"
+    );
+    proxy.stop().await;
+}
