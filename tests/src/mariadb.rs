@@ -66,6 +66,13 @@ impl MariaCluster {
     /// primary's binlog and has applied all of it. Panics when MariaDB is not installed or a
     /// server does not come up.
     pub fn start(replicas: usize) -> MariaCluster {
+        Self::start_with(replicas, "")
+    }
+
+    /// [`start`](Self::start) with `extra` option lines in every node's `[mariadbd]` section
+    /// (e.g. `ssl-cert = …` and `ssl-key = …`; files there must be readable by the server's OS
+    /// user).
+    pub fn start_with(replicas: usize, extra: &str) -> MariaCluster {
         let env = scratch::Env::get();
         scratch::reap_leftovers();
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -90,7 +97,8 @@ impl MariaCluster {
         // Copies in parallel: on tmpfs each is bound by one core's memcpy.
         let mut copies = Vec::new();
         for role in roles {
-            let node = Server::new(&dir, role);
+            let mut node = Server::new(&dir, role);
+            node.extra = extra.to_owned();
             std::fs::create_dir_all(node.dir()).expect("create a node's directory");
             env.chown(node.dir());
             let copy = Command::new("cp")

@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-pub use conn::{DEFAULT_COLLATION, MyLogin, MyServerConn, ServerStatement};
+pub use conn::{DEFAULT_COLLATION, MyEndpoint, MyLogin, MyServerConn, ServerStatement};
 pub use position::parse_gtid_position;
 
 use crate::backend::pool::{self, Connector, Pooled};
 use crate::backend::postgres::wal_poll;
+use crate::backend::tls::{BackendTls, PoolTlsError};
 use crate::limits::Tenant;
 use crate::model::WalLayout;
 use crate::mysql::response::MyError;
@@ -40,6 +41,8 @@ pub enum MyBackendError {
     Auth { addr: String, reason: String },
     #[error("server {addr}: protocol error: {reason}")]
     Protocol { addr: String, reason: String },
+    #[error("server {addr}: TLS: {reason}")]
+    Tls { addr: String, reason: String },
     #[error(
         "no server connection available in pool \"{pool}\" ({node}) within {after:?}: all {size} are in use"
     )]
@@ -60,7 +63,10 @@ impl MyBackendError {
             MyBackendError::Io { .. }
             | MyBackendError::Closed { .. }
             | MyBackendError::Timeout { .. }
-            | MyBackendError::Protocol { .. } => true,
+            | MyBackendError::Protocol { .. }
+            // An unverifiable certificate or a server without TLS may be one node's
+            // misconfiguration (or an impostor on its address): the others may be fine.
+            | MyBackendError::Tls { .. } => true,
             // Too many connections (1040), shutting down (1053), host blocked (1129): another
             // node may take the login.
             MyBackendError::Refused { error, .. } => matches!(error.code, 1040 | 1053 | 1129),
@@ -87,10 +93,10 @@ impl MyBackendError {
     }
 }
 
-/// A node's address and the login a bucket's connections use.
+/// A node (address, TLS) and the login a bucket's connections use.
 #[derive(Debug)]
 pub struct MyConnector {
-    pub addr: String,
+    pub endpoint: MyEndpoint,
     pub login: MyLogin,
     /// The server version the first connection reported (what clients are told).
     version: Arc<OnceLock<String>>,
@@ -101,7 +107,7 @@ impl Connector for MyConnector {
     type Error = MyBackendError;
 
     async fn connect(&self, timeout: Duration) -> Result<MyServerConn, MyBackendError> {
-        let conn = MyServerConn::connect(&self.addr, &self.login, timeout).await?;
+        let conn = MyServerConn::connect(&self.endpoint, &self.login, timeout).await?;
         let _ = self.version.set(conn.version.clone());
         Ok(conn)
     }
@@ -161,6 +167,8 @@ struct BucketKey {
 /// The backend of one MySQL/MariaDB cluster.
 pub struct MyBackend {
     router: Arc<Router>,
+    /// Each pool's TLS settings, by pool name.
+    tls: HashMap<String, Arc<BackendTls>>,
     buckets: RwLock<HashMap<BucketKey, Arc<MyBucket>>>,
     version: Arc<OnceLock<String>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -170,15 +178,31 @@ impl MyBackend {
     /// Starts health checkers and GTID position pollers (as each pool's `auth`, else
     /// `probe_login`; without either, positions stay unknown and reads after writes go to
     /// the primary) and the reaper.
-    pub fn start(router: Arc<Router>, probe_login: Option<MyLogin>) -> Arc<MyBackend> {
+    pub fn start(
+        router: Arc<Router>,
+        probe_login: Option<MyLogin>,
+    ) -> Result<Arc<MyBackend>, PoolTlsError> {
+        let mut tls = HashMap::new();
+        for pool in router.pools() {
+            let settings =
+                BackendTls::for_pool(pool.config(), &[]).map_err(|source| PoolTlsError {
+                    pool: pool.name().to_owned(),
+                    source,
+                })?;
+            tls.insert(pool.name().to_owned(), Arc::new(settings));
+        }
         // GTID sequence numbers are not byte offsets: no page-boundary normalisation.
         router.set_wal_layout(WalLayout {
             page_size: 0,
             segment_size: 0,
         });
-        Arc::new_cyclic(|weak: &std::sync::Weak<MyBackend>| {
+        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<MyBackend>| {
             let mut tasks = Vec::new();
             for pool in router.pools() {
+                let pool_tls = tls
+                    .get(pool.name())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(BackendTls::disabled()));
                 let login = pool
                     .config()
                     .auth
@@ -194,20 +218,23 @@ impl MyBackend {
                     timeout: pool.config().health.timeout,
                 };
                 for node in pool.nodes() {
+                    let endpoint = MyEndpoint {
+                        addr: node.addr().to_owned(),
+                        host: node.host().to_owned(),
+                        tls: pool_tls.clone(),
+                    };
                     if pool.config().health.enabled {
                         tasks.push(tokio::spawn(health::run(
                             weak.clone(),
                             pool.clone(),
                             node.clone(),
+                            endpoint.clone(),
                             login.clone(),
                         )));
                     }
                     if let Some(login) = &login {
-                        let probe = position::GtidProbe::new(
-                            node.addr().to_owned(),
-                            login.clone(),
-                            schedule.timeout,
-                        );
+                        let probe =
+                            position::GtidProbe::new(endpoint, login.clone(), schedule.timeout);
                         tasks.push(tokio::spawn(wal_poll::run(
                             router.clone(),
                             node.clone(),
@@ -220,11 +247,12 @@ impl MyBackend {
             tasks.push(tokio::spawn(reaper(weak.clone())));
             MyBackend {
                 router,
+                tls,
                 buckets: RwLock::new(HashMap::new()),
                 version: Arc::new(OnceLock::new()),
                 tasks,
             }
-        })
+        }))
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -246,13 +274,19 @@ impl MyBackend {
             return Some(b.clone());
         }
         let node_state = pool.nodes().get(node)?.clone();
+        // A pool of a later config generation is not this backend's: it has no settings here.
+        let tls = self.tls.get(pool.name())?.clone();
         let mut buckets = self.buckets.write().ok()?;
         Some(
             buckets
                 .entry(key)
                 .or_insert_with(|| {
                     let connector = MyConnector {
-                        addr: node_state.addr().to_owned(),
+                        endpoint: MyEndpoint {
+                            addr: node_state.addr().to_owned(),
+                            host: node_state.host().to_owned(),
+                            tls,
+                        },
                         login: login.clone(),
                         version: self.version.clone(),
                     };

@@ -278,19 +278,6 @@ impl ClusterConfig {
     }
 
     pub(crate) fn check(&self, path: &KeyPath, problems: &mut Problems) {
-        if self.protocol == Protocol::Mysql {
-            // Refused rather than ignored: a pool that asked for TLS must never run in clear.
-            for (name, pool) in &self.pools {
-                if pool.tls != TlsMode::Disable {
-                    problems.add(
-                        path.key("pool").key(name).key("tls"),
-                        Reason::Unsupported {
-                            what: "TLS to MySQL servers".to_string(),
-                        },
-                    );
-                }
-            }
-        }
         if self.database.as_deref() == Some("") {
             problems.add(path.key("database"), Reason::Empty);
         }

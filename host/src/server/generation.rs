@@ -105,7 +105,11 @@ impl Generation {
                         None => {
                             let router = Arc::new(Router::new(listener.cluster.clone(), cluster));
                             let backend =
-                                MyBackend::start(router, mysql_probe_login(config, cluster));
+                                MyBackend::start(router, mysql_probe_login(config, cluster))
+                                    .map_err(|e| ServerError::BackendTls {
+                                        cluster: listener.cluster.clone(),
+                                        reason: e.to_string(),
+                                    })?;
                             my_backends.insert(listener.cluster.clone(), backend.clone());
                             backend
                         }

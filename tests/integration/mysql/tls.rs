@@ -71,3 +71,56 @@ async fn clients_upgrade_to_tls_and_a_required_listener_refuses_clear_text() {
     );
     proxy.stop().await;
 }
+
+/// The test CA's server certificate and key copied where the MariaDB servers' OS user can read
+/// them (the CA's own directory is private to the test).
+fn readable_copy(ca: &TestCa) -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::copy(&ca.server_cert, &cert).expect("copy the certificate");
+    std::fs::copy(&ca.server_key, &key).expect("copy the key");
+    for f in [&cert, &key] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let extra = format!(
+        "ssl-cert = {}\nssl-key = {}\n",
+        cert.display(),
+        key.display()
+    );
+    (dir, extra)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_use_tls_and_verify_the_servers_certificate() {
+    let ca = TestCa::new();
+    let (_files, extra) = readable_copy(&ca);
+    let db = MariaCluster::start_with(1, &extra);
+    let with_ca = |ca_file: &std::path::Path| {
+        config(&db, 2, "").replacen(
+            "checkout_timeout = \"20s\"\n",
+            &format!(
+                "checkout_timeout = \"20s\"\ntls = \"verify-full\"\ntls_ca_file = \"{}\"\n",
+                ca_file.display()
+            ),
+            1,
+        )
+    };
+    let proxy = Proxy::start(&with_ca(&ca.ca_cert)).await;
+    let port = proxy.addr().port();
+    // What the server says about the connection the statement ran on: the proxy's, encrypted.
+    let cipher = mariadb(port, &[], "SHOW SESSION STATUS LIKE 'Ssl_cipher'").expect("a query");
+    assert!(
+        cipher.starts_with("Ssl_cipher\tTLS") || cipher.contains("AES"),
+        "the server connection is encrypted: {cipher:?}"
+    );
+    proxy.stop().await;
+
+    // Servers whose certificate does not chain to the configured authority are refused.
+    let other = TestCa::new();
+    let proxy = Proxy::start(&with_ca(&other.ca_cert)).await;
+    let err = mariadb(proxy.addr().port(), &[], "SELECT 1").expect_err("an unverifiable server");
+    assert!(err.contains("TLS"), "{err}");
+    proxy.stop().await;
+}

@@ -63,6 +63,8 @@ pub(super) struct Server {
     /// Greeted a client since it was started: SIGTERM is safe.
     ready: bool,
     pub replay_paused: bool,
+    /// Option lines added to `[mariadbd]` (TLS files, for instance).
+    pub extra: String,
 }
 
 impl Server {
@@ -92,6 +94,7 @@ impl Server {
             child: None,
             ready: false,
             replay_paused: false,
+            extra: String::new(),
         }
     }
 
@@ -141,11 +144,12 @@ impl Server {
         };
         format!(
             "# switchyard tests (tests/src/mariadb)\n[mariadbd]\ndatadir = {}\nsocket = {}\n\
-             pid-file = {}\nlog-error = {}\n{BASE_CONF}{role}",
+             pid-file = {}\nlog-error = {}\n{BASE_CONF}{role}{}",
             self.data().display(),
             self.socket().display(),
             self.dir.join("mysqld.pid").display(),
             self.log().display(),
+            self.extra,
         )
     }
 

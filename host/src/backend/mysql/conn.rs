@@ -1,6 +1,7 @@
-//! One MySQL/MariaDB server connection: the handshake and login (`mysql_native_password`,
-//! `caching_sha2_password`'s fast path, auth switch), then frame I/O for the session that holds
-//! it and small text queries for the proxy's own probes.
+//! One MySQL/MariaDB server connection: the handshake, TLS when the pool's `tls` asks (an
+//! SSLRequest, then the handshake response over TLS), the login (`mysql_native_password`,
+//! `caching_sha2_password` — its full authentication only over TLS — and auth switch), then
+//! frame I/O for the session that holds it and small text queries for the proxy's own probes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,8 +10,12 @@ use bytes::BytesMut;
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthSwitchRequest, HandshakePacket};
 use mysql_common::proto::MyDeserialize;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::backend::tls::{BackendTls, MaybeTls};
+use crate::config::TlsMode;
 
 use super::MyBackendError;
 use crate::mysql::auth::{self, NATIVE_PASSWORD};
@@ -35,10 +40,19 @@ pub struct MyLogin {
     pub found_rows: bool,
 }
 
+/// Where a node is and how to reach it: its address, the host name its certificate must name,
+/// and the pool's TLS settings.
+#[derive(Debug, Clone)]
+pub struct MyEndpoint {
+    pub addr: String,
+    pub host: String,
+    pub tls: Arc<BackendTls>,
+}
+
 /// An authenticated server connection.
 #[derive(Debug)]
 pub struct MyServerConn {
-    pub stream: TcpStream,
+    pub stream: MaybeTls,
     pub reader: FrameReader,
     pub addr: String,
     /// The server's id for this connection (`CONNECTION_ID()`, what `KILL` takes).
@@ -72,55 +86,53 @@ pub struct ServerStatement {
 impl MyServerConn {
     /// Connects and logs in within `timeout`.
     pub async fn connect(
-        addr: &str,
+        endpoint: &MyEndpoint,
         login: &MyLogin,
         timeout: Duration,
     ) -> Result<MyServerConn, MyBackendError> {
-        tokio::time::timeout(timeout, Self::connect_inner(addr, login))
+        tokio::time::timeout(timeout, Self::connect_inner(endpoint, login))
             .await
             .map_err(|_| MyBackendError::Timeout {
-                addr: addr.to_owned(),
+                addr: endpoint.addr.clone(),
                 after: timeout,
             })?
     }
 
-    async fn connect_inner(addr: &str, login: &MyLogin) -> Result<MyServerConn, MyBackendError> {
+    async fn connect_inner(
+        endpoint: &MyEndpoint,
+        login: &MyLogin,
+    ) -> Result<MyServerConn, MyBackendError> {
+        let addr = endpoint.addr.as_str();
         let io = |source| MyBackendError::Io {
             addr: addr.to_owned(),
             source,
         };
-        let stream = TcpStream::connect(addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        let now = Instant::now();
-        let mut conn = MyServerConn {
-            stream,
-            reader: FrameReader::default(),
-            addr: addr.to_owned(),
-            connection_id: 0,
-            version: String::new(),
-            database: None,
-            settings: 0,
-            insert_id_owner: 0,
-            prepared: HashMap::new(),
-            created: now,
-            last_used: now,
+        let mut tcp = TcpStream::connect(addr).await.map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let mut reader = FrameReader::default();
+        let greeting = match reader.packet(&mut tcp, MAX_LOGIN_PACKET).await {
+            Ok((_, greeting)) => greeting,
+            Err(e) => return Err(packet_error(addr, e)),
         };
-        conn.login(login).await?;
-        Ok(conn)
-    }
-
-    async fn login(&mut self, login: &MyLogin) -> Result<(), MyBackendError> {
-        let (_, greeting) = self.read_packet(MAX_LOGIN_PACKET).await?;
+        let refused = |packet: &[u8]| MyBackendError::Refused {
+            addr: addr.to_owned(),
+            error: MyError::parse(packet)
+                .unwrap_or_else(|| MyError::new(0, "HY000", "malformed error")),
+        };
+        let protocol = |reason: String| MyBackendError::Protocol {
+            addr: addr.to_owned(),
+            reason,
+        };
         if greeting.first() == Some(&0xFF) {
-            return Err(self.refused(&greeting));
+            return Err(refused(&greeting));
         }
         let handshake = HandshakePacket::deserialize((), &mut ParseBuf(&greeting))
-            .map_err(|e| self.protocol(format!("bad handshake: {e}")))?;
-        self.connection_id = handshake.connection_id();
-        self.version = handshake.server_version_str().into_owned();
+            .map_err(|e| protocol(format!("bad handshake: {e}")))?;
         let server_caps = handshake.capabilities();
         if !server_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
-            return Err(self.protocol("the server does not speak protocol 4.1".to_owned()));
+            return Err(protocol(
+                "the server does not speak protocol 4.1".to_owned(),
+            ));
         }
         let mut caps = proxy_capabilities() & server_caps;
         caps.remove(
@@ -129,6 +141,27 @@ impl MyServerConn {
         if !login.found_rows {
             caps.remove(CapabilityFlags::CLIENT_FOUND_ROWS);
         }
+        let (stream, seq) = match secure(endpoint, tcp, server_caps, caps).await? {
+            MaybeTls::Plain(tcp) => (MaybeTls::Plain(tcp), 1),
+            tls => {
+                caps |= CapabilityFlags::CLIENT_SSL;
+                (tls, 2)
+            }
+        };
+        let now = Instant::now();
+        let mut conn = MyServerConn {
+            stream,
+            reader,
+            addr: addr.to_owned(),
+            connection_id: handshake.connection_id(),
+            version: handshake.server_version_str().into_owned(),
+            database: None,
+            settings: 0,
+            insert_id_owner: 0,
+            prepared: HashMap::new(),
+            created: now,
+            last_used: now,
+        };
         let mut nonce = handshake.nonce();
         // The server's nonce ends with a NUL that is not part of it.
         nonce.truncate(20);
@@ -151,8 +184,9 @@ impl MyServerConn {
         payload.extend_from_slice(&answer);
         payload.extend_from_slice(plugin.as_bytes());
         payload.push(0);
-        self.write_packet(1, &payload).await?;
-        self.auth_exchange(login, plugin).await
+        conn.write_packet(seq, &payload).await?;
+        conn.auth_exchange(login, plugin).await?;
+        Ok(conn)
     }
 
     /// Answers auth switches and extra auth data until the server says OK or ERR.
@@ -189,12 +223,19 @@ impl MyServerConn {
                 // caching_sha2_password: 3 = the fast path worked (an OK follows); 4 = full
                 // authentication, which needs TLS or the server's RSA key.
                 Some(0x01) if packet.get(1) == Some(&3) => {}
+                // Full authentication: over TLS the password itself may be sent.
+                Some(0x01) if packet.get(1) == Some(&4) && self.stream.is_tls() => {
+                    let mut clear = password.as_bytes().to_vec();
+                    clear.push(0);
+                    self.write_packet(seq, &clear).await?;
+                }
                 Some(0x01) => {
                     return Err(MyBackendError::Auth {
                         addr: self.addr.clone(),
                         reason: format!(
-                            "`{plugin}` asks for full authentication (the password is not in the server's cache); \
-                             log in once with the mysql client to fill the cache, or use mysql_native_password"
+                            "`{plugin}` asks for full authentication (the password is not in the server's cache), \
+                             which needs TLS (a pool `tls` other than \"disable\"); or log in once with the mysql \
+                             client to fill the cache, or use mysql_native_password"
                         ),
                     });
                 }
@@ -208,19 +249,7 @@ impl MyServerConn {
         self.reader
             .packet(&mut self.stream, max)
             .await
-            .map_err(|e| match e {
-                PacketError::Io(source) => MyBackendError::Io {
-                    addr: self.addr.clone(),
-                    source,
-                },
-                PacketError::Closed => MyBackendError::Closed {
-                    addr: self.addr.clone(),
-                },
-                other => MyBackendError::Protocol {
-                    addr: self.addr.clone(),
-                    reason: other.to_string(),
-                },
-            })
+            .map_err(|e| packet_error(&self.addr, e))
     }
 
     pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> Result<(), MyBackendError> {
@@ -337,9 +366,7 @@ impl MyServerConn {
 
     /// Whether the server has not closed it (nor sent anything unasked, such as a timeout ERR).
     pub fn still_open(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        !self.reader.has_buffered()
-            && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        !self.reader.has_buffered() && self.stream.is_quiet()
     }
 
     fn refused(&self, packet: &[u8]) -> MyBackendError {
@@ -355,5 +382,68 @@ impl MyServerConn {
             addr: self.addr.clone(),
             reason,
         }
+    }
+}
+
+/// TLS as the pool's `tls` asks: an SSLRequest (the handshake response's first 32 bytes, with
+/// `CLIENT_SSL`), then the TLS handshake; the stream as it is when the pool does not ask or
+/// only prefers TLS from a server that offers none.
+async fn secure(
+    endpoint: &MyEndpoint,
+    mut tcp: TcpStream,
+    server_caps: CapabilityFlags,
+    caps: CapabilityFlags,
+) -> Result<MaybeTls, MyBackendError> {
+    let mode = endpoint.tls.mode();
+    if mode == TlsMode::Disable {
+        return Ok(MaybeTls::Plain(tcp));
+    }
+    let tls_error = |reason: String| MyBackendError::Tls {
+        addr: endpoint.addr.clone(),
+        reason,
+    };
+    if !server_caps.contains(CapabilityFlags::CLIENT_SSL) {
+        if mode == TlsMode::Prefer {
+            return Ok(MaybeTls::Plain(tcp));
+        }
+        return Err(tls_error(format!(
+            "the server does not accept TLS connections (tls = \"{}\")",
+            mode.as_str()
+        )));
+    }
+    let mut request = Vec::with_capacity(32);
+    request.extend_from_slice(&(caps | CapabilityFlags::CLIENT_SSL).bits().to_le_bytes());
+    request.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    request.push(DEFAULT_COLLATION);
+    request.extend_from_slice(&[0u8; 23]);
+    let mut out = BytesMut::with_capacity(36);
+    put_payload(&mut out, 1, &request);
+    tcp.write_all(&out)
+        .await
+        .map_err(|source| MyBackendError::Io {
+            addr: endpoint.addr.clone(),
+            source,
+        })?;
+    let tls = endpoint
+        .tls
+        .handshake(&endpoint.host, tcp)
+        .await
+        .map_err(|e| tls_error(format!("handshake failed: {e}")))?;
+    Ok(MaybeTls::Tls(Box::new(tls)))
+}
+
+fn packet_error(addr: &str, e: PacketError) -> MyBackendError {
+    match e {
+        PacketError::Io(source) => MyBackendError::Io {
+            addr: addr.to_owned(),
+            source,
+        },
+        PacketError::Closed => MyBackendError::Closed {
+            addr: addr.to_owned(),
+        },
+        other => MyBackendError::Protocol {
+            addr: addr.to_owned(),
+            reason: other.to_string(),
+        },
     }
 }

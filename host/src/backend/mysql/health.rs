@@ -5,7 +5,7 @@
 use std::sync::{Arc, Weak};
 
 use super::MyBackend;
-use super::conn::{MyLogin, MyServerConn};
+use super::conn::{MyEndpoint, MyLogin, MyServerConn};
 use crate::mysql::command::COM_PING;
 use crate::route::{NodeState, Pool};
 
@@ -15,6 +15,7 @@ pub(super) async fn run(
     backend: Weak<MyBackend>,
     pool: Arc<Pool>,
     node: Arc<NodeState>,
+    endpoint: MyEndpoint,
     login: Option<MyLogin>,
 ) {
     let health = pool.config().health.clone();
@@ -31,13 +32,12 @@ pub(super) async fn run(
             return;
         }
         let result = match &login {
-            Some(login) => {
-                tokio::time::timeout(health.timeout, check(&pool, &node, login, &mut conn))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!("health check timed out after {:?}", health.timeout))
-                    })
-            }
+            Some(login) => tokio::time::timeout(
+                health.timeout,
+                check(&pool, &node, &endpoint, login, &mut conn),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("health check timed out after {:?}", health.timeout))),
             // Without credentials, reachability is all that can be checked.
             None => {
                 tokio::time::timeout(health.timeout, tokio::net::TcpStream::connect(node.addr()))
@@ -59,13 +59,14 @@ pub(super) async fn run(
 async fn check(
     pool: &Pool,
     node: &NodeState,
+    endpoint: &MyEndpoint,
     login: &MyLogin,
     conn: &mut Option<MyServerConn>,
 ) -> Result<(), String> {
     let config = pool.config();
     if conn.is_none() {
         *conn = Some(
-            MyServerConn::connect(node.addr(), login, config.health.timeout)
+            MyServerConn::connect(endpoint, login, config.health.timeout)
                 .await
                 .map_err(|e| e.to_string())?,
         );

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::conn::{MyLogin, MyServerConn};
+use super::conn::{MyEndpoint, MyLogin, MyServerConn};
 use crate::backend::postgres::wal_poll::{Probe, Seen};
 use crate::model::Lsn;
 
@@ -35,16 +35,16 @@ pub fn parse_gtid_position(text: &str) -> Result<Lsn, String> {
 
 /// The MariaDB probe: one connection, opened on first use and after a failure.
 pub(super) struct GtidProbe {
-    addr: String,
+    endpoint: MyEndpoint,
     login: MyLogin,
     connect_timeout: Duration,
     conn: Option<MyServerConn>,
 }
 
 impl GtidProbe {
-    pub fn new(addr: String, login: MyLogin, connect_timeout: Duration) -> Self {
+    pub fn new(endpoint: MyEndpoint, login: MyLogin, connect_timeout: Duration) -> Self {
         GtidProbe {
-            addr,
+            endpoint,
             login,
             connect_timeout,
             conn: None,
@@ -55,7 +55,7 @@ impl GtidProbe {
 impl Probe for GtidProbe {
     async fn sample(&mut self) -> Result<Seen, String> {
         if self.conn.is_none() {
-            let conn = MyServerConn::connect(&self.addr, &self.login, self.connect_timeout)
+            let conn = MyServerConn::connect(&self.endpoint, &self.login, self.connect_timeout)
                 .await
                 .map_err(|e| e.to_string())?;
             self.conn = Some(conn);

@@ -618,21 +618,21 @@ password = "secret"
 "#;
 
 #[test]
-fn a_mysql_listener_and_cluster_are_accepted_without_tls() {
+fn a_mysql_listener_and_cluster_are_accepted() {
     let config = parse(MYSQL).expect("a valid mysql config");
     assert_eq!(config.listeners[0].protocol, Protocol::Mysql);
     assert_eq!(
         config.clusters["maria"].pools["primary"].nodes[0].port, 3306,
         "MySQL's port by default"
     );
-    // TLS is not spoken to MySQL servers or clients yet: asking for it is refused, never
-    // ignored.
-    fails_at(
-        &MYSQL.replace(
-            "role = \"primary\"",
-            "role = \"primary\"\ntls = \"require\"",
-        ),
-        "cluster.maria.pool.primary.tls",
-        |r| matches!(r, Reason::Unsupported { .. }),
+    // TLS both ways, as for PostgreSQL.
+    let tls = parse(&MYSQL.replace(
+        "role = \"primary\"",
+        "role = \"primary\"\ntls = \"require\"",
+    ))
+    .expect("TLS to MySQL servers");
+    assert_eq!(
+        tls.clusters["maria"].pools["primary"].tls,
+        crate::config::TlsMode::Require
     );
 }

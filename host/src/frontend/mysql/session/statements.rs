@@ -372,7 +372,7 @@ async fn prepare_on(
 
 async fn read_frame(
     reader: &mut FrameReader,
-    stream: &mut tokio::net::TcpStream,
+    stream: &mut crate::backend::tls::MaybeTls,
     addr: &str,
 ) -> Result<crate::mysql::packet::Frame, MyBackendError> {
     reader
