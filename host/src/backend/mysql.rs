@@ -116,6 +116,12 @@ impl Connector for MyConnector {
         error.is_node_failure()
     }
 
+    fn no_node(pool: &str) -> MyBackendError {
+        MyBackendError::NoNode {
+            pool: pool.to_owned(),
+        }
+    }
+
     fn pool_timeout(pool: &str, node: &str, size: u32, after: Duration) -> MyBackendError {
         MyBackendError::PoolTimeout {
             pool: pool.to_owned(),
@@ -141,6 +147,13 @@ impl Pooled for MyServerConn {
 
     fn still_open(&mut self) -> bool {
         MyServerConn::still_open(self)
+    }
+
+    async fn close(mut self) {
+        // COM_QUIT: the server ends the session without logging an aborted connection.
+        let _ = self
+            .write_packet(0, &[crate::mysql::command::COM_QUIT])
+            .await;
     }
 }
 
@@ -244,7 +257,7 @@ impl MyBackend {
                     }
                 }
             }
-            tasks.push(tokio::spawn(reaper(weak.clone())));
+            tasks.push(tokio::spawn(pool::reaper(weak.clone(), MyBackend::buckets)));
             MyBackend {
                 router,
                 tls,
@@ -313,34 +326,10 @@ impl MyBackend {
         tenant: &Tenant,
         memo: &mut MyBucketMemo,
     ) -> Result<MyPooledConn, MyBackendError> {
-        let mut tried: Vec<usize> = exclude.to_vec();
-        let mut last_error = None;
-        while let Some(node) = pool.pick(None, &tried) {
-            let bucket = match memo.get(pool, node.index()) {
-                Some(bucket) => bucket.clone(),
-                None => {
-                    let Some(bucket) = self.bucket(pool, node.index(), &login()) else {
-                        break;
-                    };
-                    memo.put(pool, node.index(), bucket.clone());
-                    bucket
-                }
-            };
-            match bucket.checkout(tenant).await {
-                Ok(conn) => return Ok(conn),
-                Err(e) if e.is_node_failure() => {
-                    static TRYING_ANOTHER: crate::log_limit::LogLimit =
-                        crate::log_limit::LogLimit::standard();
-                    crate::warn_limited!(TRYING_ANOTHER, pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");
-                    tried.push(node.index());
-                    last_error = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| MyBackendError::NoNode {
-            pool: pool.name().to_owned(),
-        }))
+        pool::checkout(pool, None, exclude, tenant, memo, |node| {
+            self.bucket(pool, node, &login())
+        })
+        .await
     }
 
     /// Every bucket as the admin API and metrics show it.
@@ -373,22 +362,6 @@ impl Drop for MyBackend {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
-        }
-    }
-}
-
-/// Closes idle connections past their idle timeout or lifetime, once a second.
-async fn reaper(backend: std::sync::Weak<MyBackend>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(backend) = backend.upgrade() else {
-            return;
-        };
-        for bucket in backend.buckets() {
-            // Dropping closes the socket; the server sees the client go.
-            drop(bucket.reap());
         }
     }
 }

@@ -31,6 +31,69 @@ pub trait Connector: Debug + Send + Sync + 'static {
     fn is_node_failure(error: &Self::Error) -> bool;
     /// The error of a checkout that found no permit within `after`.
     fn pool_timeout(pool: &str, node: &str, size: u32, after: Duration) -> Self::Error;
+    /// The error of a checkout that found no node of `pool` to try.
+    fn no_node(pool: &str) -> Self::Error;
+}
+
+/// A connection on a node of `pool` picked by its strategy; when a node cannot be reached, the
+/// next one is tried (nothing was sent yet, so this is always safe). `bucket` gives a node's
+/// bucket for this checkout's login (`None`: the pool is not the backend's any more), asked
+/// only when `memo` does not know it.
+pub async fn checkout<C: Connector>(
+    pool: &Arc<Pool>,
+    affinity: Option<&str>,
+    exclude: &[usize],
+    tenant: &Tenant,
+    memo: &mut BucketMemo<C>,
+    bucket: impl Fn(usize) -> Option<Arc<Bucket<C>>>,
+) -> Result<PooledConn<C>, C::Error> {
+    let mut tried: Vec<usize> = exclude.to_vec();
+    let mut last_error = None;
+    while let Some(node) = pool.pick(affinity, &tried) {
+        let found = match memo.get(pool, node.index()) {
+            Some(found) => found.clone(),
+            None => {
+                let Some(found) = bucket(node.index()) else {
+                    break;
+                };
+                memo.put(pool, node.index(), found.clone());
+                found
+            }
+        };
+        match found.checkout(tenant).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if C::is_node_failure(&e) => {
+                static TRYING_ANOTHER: crate::log_limit::LogLimit =
+                    crate::log_limit::LogLimit::standard();
+                crate::warn_limited!(TRYING_ANOTHER, pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");
+                tried.push(node.index());
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| C::no_node(pool.name())))
+}
+
+/// Closes idle connections past their idle timeout or lifetime, once a second, for as long as
+/// the backend `buckets` reads from lives.
+pub async fn reaper<B, C: Connector>(
+    backend: std::sync::Weak<B>,
+    buckets: fn(&B) -> Vec<Arc<Bucket<C>>>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
+        for bucket in buckets(&backend) {
+            for conn in bucket.reap() {
+                conn.close().await;
+            }
+        }
+    }
 }
 
 /// A server connection as the pool sees it.
@@ -40,6 +103,8 @@ pub trait Pooled: Debug + Send + 'static {
     fn touch(&mut self, now: Instant);
     /// Whether the peer has not closed it (a non-blocking probe).
     fn still_open(&mut self) -> bool;
+    /// Says goodbye to the server and closes it.
+    fn close(self) -> impl Future<Output = ()> + Send;
 }
 
 /// The buckets one client session used, so its next checkout skips building the bucket key,

@@ -184,7 +184,10 @@ impl PgBackend {
                     }
                 }
             }
-            tasks.push(tokio::spawn(reaper(weak.clone())));
+            tasks.push(tokio::spawn(crate::backend::pool::reaper(
+                weak.clone(),
+                PgBackend::buckets,
+            )));
             PgBackend {
                 router,
                 tls,
@@ -245,34 +248,10 @@ impl PgBackend {
         tenant: &Tenant,
         memo: &mut BucketMemo,
     ) -> Result<PooledConn, PgBackendError> {
-        let mut tried: Vec<usize> = exclude.to_vec();
-        let mut last_error = None;
-        while let Some(node) = pool.pick(affinity, &tried) {
-            let bucket = match memo.get(pool, node.index()) {
-                Some(bucket) => bucket.clone(),
-                None => {
-                    let Some(bucket) = self.bucket(pool, node.index(), login) else {
-                        break;
-                    };
-                    memo.put(pool, node.index(), bucket.clone());
-                    bucket
-                }
-            };
-            match bucket.checkout(tenant).await {
-                Ok(conn) => return Ok(conn),
-                Err(e) if e.is_node_failure() => {
-                    static TRYING_ANOTHER: crate::log_limit::LogLimit =
-                        crate::log_limit::LogLimit::standard();
-                    crate::warn_limited!(TRYING_ANOTHER, pool = pool.name(), node = node.addr(), error = %e, "server connection failed; trying another node");
-                    tried.push(node.index());
-                    last_error = Some(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| PgBackendError::NoNode {
-            pool: pool.name().to_owned(),
-        }))
+        crate::backend::pool::checkout(pool, affinity, exclude, tenant, memo, |node| {
+            self.bucket(pool, node, login)
+        })
+        .await
     }
 
     /// Every bucket as the admin API and metrics show it.
@@ -312,23 +291,6 @@ impl Drop for PgBackend {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
-        }
-    }
-}
-
-/// Closes idle connections past their idle timeout or lifetime, once a second.
-async fn reaper(backend: std::sync::Weak<PgBackend>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(backend) = backend.upgrade() else {
-            return;
-        };
-        for bucket in backend.buckets() {
-            for conn in bucket.reap() {
-                conn.terminate().await;
-            }
         }
     }
 }

@@ -27,6 +27,12 @@ impl Connector for PgConnector {
         error.is_node_failure()
     }
 
+    fn no_node(pool: &str) -> PgBackendError {
+        PgBackendError::NoNode {
+            pool: pool.to_owned(),
+        }
+    }
+
     fn pool_timeout(pool: &str, node: &str, size: u32, after: Duration) -> PgBackendError {
         PgBackendError::PoolTimeout {
             pool: pool.to_owned(),
@@ -52,6 +58,10 @@ impl Pooled for ServerConn {
 
     fn still_open(&mut self) -> bool {
         ServerConn::still_open(self)
+    }
+
+    async fn close(self) {
+        self.terminate().await;
     }
 }
 

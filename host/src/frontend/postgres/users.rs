@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::{AuthMethod, UserConfig};
+use crate::frontend::SessionCount;
 use crate::postgres::auth::{ScramSecret, Verifier};
+
+pub use crate::frontend::SessionSlot;
 
 /// One user as the frontend needs it.
 #[derive(Debug)]
@@ -17,29 +19,13 @@ pub struct User {
     /// SCRAM keys (from a SCRAM verifier, or derived from the plain password).
     pub scram: Option<ScramSecret>,
     /// Sessions open now (for `max_connections`).
-    sessions: AtomicU32,
-}
-
-/// A session counted against its user's `max_connections`; uncounted on drop.
-#[derive(Debug)]
-pub struct SessionSlot(Arc<User>);
-
-impl Drop for SessionSlot {
-    fn drop(&mut self) {
-        self.0.sessions.fetch_sub(1, Ordering::AcqRel);
-    }
+    sessions: SessionCount,
 }
 
 impl User {
     /// Counts a new session, or `None` when the user is at `max_connections`.
-    pub fn open_session(self: &Arc<Self>) -> Option<SessionSlot> {
-        let max = self.config.max_connections.unwrap_or(u32::MAX);
-        self.sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| SessionSlot(self.clone()))
+    pub fn open_session(&self) -> Option<SessionSlot> {
+        self.sessions.open(self.config.max_connections)
     }
 }
 
@@ -119,7 +105,7 @@ impl User {
             config: config.clone(),
             verifier,
             scram,
-            sessions: AtomicU32::new(0),
+            sessions: SessionCount::default(),
         }
     }
 }
