@@ -36,6 +36,7 @@ use crate::policy::{PolicyHandle, PolicySettings};
 
 mod generation;
 mod http_accept;
+mod login_accept;
 mod mysql_accept;
 mod pg_accept;
 mod reload;
@@ -217,7 +218,7 @@ impl Server {
                 let slot = Arc::new(ArcSwap::new(frontend.clone()));
                 pg_slots.insert(listener.name.clone(), slot.clone());
                 let gate = LoginGate::new(listener, deps.metrics.guard.clone());
-                listeners.spawn(pg_accept::accept_loop(
+                listeners.spawn(login_accept::accept_loop(
                     socket,
                     listener.max_connections,
                     gate,
@@ -230,7 +231,7 @@ impl Server {
                 let slot = Arc::new(ArcSwap::new(frontend.clone()));
                 my_slots.insert(listener.name.clone(), slot.clone());
                 let gate = LoginGate::new(listener, deps.metrics.guard.clone());
-                listeners.spawn(mysql_accept::accept_loop(
+                listeners.spawn(login_accept::accept_loop(
                     socket,
                     listener.max_connections,
                     gate,

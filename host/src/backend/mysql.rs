@@ -237,12 +237,18 @@ impl MyBackend {
                         tls: pool_tls.clone(),
                     };
                     if pool.config().health.enabled {
-                        tasks.push(tokio::spawn(health::run(
+                        let check = login.clone().map(|login| health::MyHealth {
+                            pool: pool.clone(),
+                            node: node.clone(),
+                            endpoint: endpoint.clone(),
+                            login,
+                            conn: None,
+                        });
+                        tasks.push(tokio::spawn(crate::backend::health::run(
                             weak.clone(),
                             pool.clone(),
                             node.clone(),
-                            endpoint.clone(),
-                            login.clone(),
+                            check,
                         )));
                     }
                     if let Some(login) = &login {

@@ -159,12 +159,18 @@ impl PgBackend {
                     let endpoint =
                         Arc::new(Endpoint::new(node.addr(), node.host(), pool_tls.clone()));
                     if pool.config().health.enabled {
-                        tasks.push(tokio::spawn(health::run(
+                        let check = login.clone().map(|login| health::PgHealth {
+                            pool: pool.clone(),
+                            node: node.clone(),
+                            endpoint: endpoint.clone(),
+                            login,
+                            conn: None,
+                        });
+                        tasks.push(tokio::spawn(crate::backend::health::run(
                             weak.clone(),
                             pool.clone(),
                             node.clone(),
-                            endpoint.clone(),
-                            login.clone(),
+                            check,
                         )));
                     }
                     // Independent of `health.enabled`: causal reads need positions.

@@ -1,58 +1,39 @@
-//! One task per node: every `health.interval` a dedicated connection runs the pool's check
-//! query (or a ping) and reads `@@read_only`, which is how a promoted replica is recognised
-//! (the router's "in recovery" means "takes no writes"). Failures count toward a ban.
+//! A MySQL node's health check (scheduled by `backend::health`): a dedicated connection runs
+//! the pool's check query (or a ping) and reads `@@read_only`, which is how a promoted replica
+//! is recognised (the router's "in recovery" means "takes no writes").
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use super::MyBackend;
 use super::conn::{MyEndpoint, MyLogin, MyServerConn};
+use crate::backend::health::HealthCheck;
 use crate::mysql::command::COM_PING;
 use crate::route::{NodeState, Pool};
 
 const READ_ONLY_QUERY: &str = "SELECT @@read_only";
 
-pub(super) async fn run(
-    backend: Weak<MyBackend>,
-    pool: Arc<Pool>,
-    node: Arc<NodeState>,
-    endpoint: MyEndpoint,
-    login: Option<MyLogin>,
-) {
-    let health = pool.config().health.clone();
-    let mut ticker = tokio::time::interval(health.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conn: Option<MyServerConn> = None;
-    loop {
-        ticker.tick().await;
-        if node.is_banned() {
-            conn = None;
-            continue;
-        }
-        if backend.strong_count() == 0 {
-            return;
-        }
-        let result = match &login {
-            Some(login) => tokio::time::timeout(
-                health.timeout,
-                check(&pool, &node, &endpoint, login, &mut conn),
-            )
-            .await
-            .unwrap_or_else(|_| Err(format!("health check timed out after {:?}", health.timeout))),
-            // Without credentials, reachability is all that can be checked.
-            None => {
-                tokio::time::timeout(health.timeout, tokio::net::TcpStream::connect(node.addr()))
-                    .await
-                    .map_err(|_| format!("connect timed out after {:?}", health.timeout))
-                    .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
-            }
-        };
-        match result {
-            Ok(()) => node.record_success(),
-            Err(reason) => {
-                conn = None;
-                node.record_failure(&health, &reason);
-            }
-        }
+/// The MySQL check of one node.
+pub(super) struct MyHealth {
+    pub pool: Arc<Pool>,
+    pub node: Arc<NodeState>,
+    pub endpoint: MyEndpoint,
+    pub login: MyLogin,
+    pub conn: Option<MyServerConn>,
+}
+
+impl HealthCheck for MyHealth {
+    async fn check(&mut self) -> Result<(), String> {
+        check(
+            &self.pool,
+            &self.node,
+            &self.endpoint,
+            &self.login,
+            &mut self.conn,
+        )
+        .await
+    }
+
+    fn reset(&mut self) {
+        self.conn = None;
     }
 }
 

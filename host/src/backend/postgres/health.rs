@@ -1,59 +1,40 @@
-//! One task per node: every `health.interval` a dedicated connection runs the pool's check
-//! query, if any, and `pg_is_in_recovery()`, which is how a promotion is detected. Failures
-//! count toward a ban. Replication lag is not measured here: it comes from the WAL positions
+//! A PostgreSQL node's health check (scheduled by `backend::health`): a dedicated connection
+//! runs the pool's check query, if any, and `pg_is_in_recovery()`, which is how a promotion is
+//! detected. Replication lag is not measured here: it comes from the WAL positions
 //! the position poller samples far more often (`wal_poll.rs`, `route/lag.rs`).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use super::PgBackend;
 use super::conn::{Login, ServerConn};
 use super::endpoint::Endpoint;
+use crate::backend::health::HealthCheck;
 use crate::route::{NodeState, Pool};
 
 const RECOVERY_QUERY: &str = "SELECT pg_is_in_recovery()";
 
-pub(super) async fn run(
-    backend: Weak<PgBackend>,
-    pool: Arc<Pool>,
-    node: Arc<NodeState>,
-    endpoint: Arc<Endpoint>,
-    login: Option<Login>,
-) {
-    let health = pool.config().health.clone();
-    let mut ticker = tokio::time::interval(health.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conn: Option<ServerConn> = None;
-    loop {
-        ticker.tick().await;
-        if node.is_banned() {
-            conn = None;
-            continue;
-        }
-        if backend.strong_count() == 0 {
-            return;
-        }
-        let result = match &login {
-            Some(login) => tokio::time::timeout(
-                health.timeout,
-                check(&pool, &node, &endpoint, login, &mut conn),
-            )
-            .await
-            .unwrap_or_else(|_| Err(format!("health check timed out after {:?}", health.timeout))),
-            // Without credentials, reachability is all that can be checked.
-            None => {
-                tokio::time::timeout(health.timeout, tokio::net::TcpStream::connect(node.addr()))
-                    .await
-                    .map_err(|_| format!("connect timed out after {:?}", health.timeout))
-                    .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
-            }
-        };
-        match result {
-            Ok(()) => node.record_success(),
-            Err(reason) => {
-                conn = None;
-                node.record_failure(&health, &reason);
-            }
-        }
+/// The PostgreSQL check of one node.
+pub(super) struct PgHealth {
+    pub pool: Arc<Pool>,
+    pub node: Arc<NodeState>,
+    pub endpoint: Arc<Endpoint>,
+    pub login: Login,
+    pub conn: Option<ServerConn>,
+}
+
+impl HealthCheck for PgHealth {
+    async fn check(&mut self) -> Result<(), String> {
+        check(
+            &self.pool,
+            &self.node,
+            &self.endpoint,
+            &self.login,
+            &mut self.conn,
+        )
+        .await
+    }
+
+    fn reset(&mut self) {
+        self.conn = None;
     }
 }
 
