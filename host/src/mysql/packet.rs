@@ -9,6 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes before the payload.
 pub const HEADER: usize = 4;
+/// The most a read buffer grows ahead of the bytes that have arrived.
+const RESERVE_AHEAD: usize = 64 << 10;
 /// The largest payload of one frame; a frame this long is followed by more of the same payload.
 pub const MAX_FRAME_PAYLOAD: usize = 0xFF_FFFF;
 
@@ -183,7 +185,10 @@ impl FrameReader {
                 if let Some(frame) = split_frame(&mut self.buf) {
                     return Ok(frame);
                 }
-                self.buf.reserve(HEADER + len - self.buf.len());
+                // At most 64 KiB ahead of what has arrived: announcing a large packet costs
+                // the sender as much memory as it costs the proxy.
+                self.buf
+                    .reserve((HEADER + len - self.buf.len()).min(RESERVE_AHEAD));
             }
             self.fill(stream).await?;
         }
