@@ -88,7 +88,7 @@ pub(super) struct Session {
     capture: Option<cache::Capture>,
     /// Tables whose cache entries go once the server has answered the statement in flight
     /// without an error, before the client has the answer.
-    invalidate: Option<Verdict>,
+    invalidate: Option<Arc<[String]>>,
     /// The buckets this session's checkouts used (a session keeps one login per pool).
     buckets: MyBucketMemo,
     /// Server-side prepared statements, by the ids the client was given.
@@ -378,7 +378,7 @@ impl Session {
             protocol: Protocol::Mysql,
             user: &self.user.config.name,
             route: verdict.map_or("none", |v| v.decision.route.kind()),
-            pool: &seen.pool,
+            pool: seen.pool.as_ref().map_or("", |p| p.name()),
             outcome,
             cache: seen.cache,
             fingerprint: verdict.map_or(0, |v| v.effective.fingerprint),
@@ -457,8 +457,8 @@ struct Seen<'a> {
     started: Instant,
     sql: &'a str,
     cache: CacheOutcome,
-    /// The pool it ran on (empty: none).
-    pool: String,
+    /// The pool it ran on.
+    pool: Option<Arc<Pool>>,
     /// When it was handed to a server.
     sent: Option<Instant>,
 }

@@ -145,15 +145,15 @@ impl Session {
 
     /// After a write: the entries that read its tables go, locally before the client has its
     /// answer (its next read must not be a stale hit), elsewhere in the background.
-    pub(super) fn invalidate(&self, verdict: &Verdict) {
-        if !self.fe.invalidate_on_write || verdict.effective.tables_written.is_empty() {
+    pub(super) fn invalidate(&self, tables_written: &[String]) {
+        if !self.fe.invalidate_on_write || tables_written.is_empty() {
             return;
         }
         let Some(cache) = self.fe.shared.cache.as_ref() else {
             return;
         };
         let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
-        for t in tables(self.database.as_deref(), &verdict.effective.tables_written) {
+        for t in tables(self.database.as_deref(), tables_written) {
             by_db.entry(t.database).or_default().push(t.table);
         }
         for (db, tables) in by_db {

@@ -23,7 +23,7 @@ impl Session {
             started: Instant::now(),
             sql: &sql,
             cache: CacheOutcome::Off,
-            pool: String::new(),
+            pool: None,
             sent: None,
         };
         let verdict = match self.decide(&sql) {
@@ -62,8 +62,8 @@ impl Session {
             self.record(&seen, Some(&verdict), outcome, true);
             return self.answer_error(error).await;
         }
-        let run_sql = verdict.sql(&sql).to_owned();
-        let effects = mysql_session_effects(&run_sql);
+        let run_sql = verdict.sql(&sql);
+        let effects = mysql_session_effects(run_sql);
         if effects.kills {
             // The id would name a server connection another client may be using now.
             self.record(&seen, Some(&verdict), Outcome::Refused, true);
@@ -92,7 +92,7 @@ impl Session {
             seen.cache = CacheOutcome::NotCacheable;
         }
         let key = if effects.pin.is_none() && !effects.setting && effects.use_database.is_none() {
-            self.cache_key(&verdict, &run_sql)
+            self.cache_key(&verdict, run_sql)
         } else {
             None
         };
@@ -142,13 +142,10 @@ impl Session {
             StatementKind::Write | StatementKind::Ddl | StatementKind::Unknown
         ) || verdict.effective.flags.multi_statement;
         seen.sent = Some(Instant::now());
-        seen.pool = self
-            .held
-            .as_ref()
-            .map(|h| h.pool.name().to_owned())
-            .unwrap_or_default();
-        if wrote {
-            self.invalidate = Some(verdict.clone());
+        seen.pool = self.held.as_ref().map(|h| h.pool.clone());
+        // Only when the cache could hold what the write changes.
+        if wrote && self.fe.shared.cache.is_some() && self.fe.invalidate_on_write {
+            self.invalidate = Some(verdict.effective.tables_written.clone());
         }
         let answer = self.relay(&bytes, Answer::ResultSets).await?;
         if let Some(capture) = self.capture.take() {
@@ -165,7 +162,7 @@ impl Session {
                 self.pinned.get_or_insert(reason);
             }
             if effects.setting {
-                self.settings.push(run_sql);
+                self.settings.push(run_sql.to_owned());
                 self.settings_hash = hash_settings(&self.settings);
                 if let Some(held) = self.held.as_mut() {
                     held.conn.conn().settings = self.settings_hash;

@@ -112,10 +112,10 @@ impl Session {
             }
         }
         // A write's tables leave the cache before its client learns it is done.
-        if let Some(verdict) = invalidate
+        if let Some(tables) = invalidate
             && !tracker.error
         {
-            self.invalidate(&verdict);
+            self.invalidate(&tables);
         }
         self.flush().await?;
         Ok(Relayed {
