@@ -98,26 +98,8 @@ impl Session {
             return self.answer_error(e).await;
         }
         let hash = xxhash_rust::xxh3::xxh3_64(sql.as_bytes());
-        let prepared = match self.held.as_mut() {
-            Some(held) => prepare_on(held.conn.conn(), &sql, hash).await,
-            None => {
-                return self
-                    .answer_error(MyError::new(1105, "HY000", "no server connection"))
-                    .await;
-            }
-        };
-        let statement = match prepared {
-            Ok(Ok(statement)) => statement,
-            Ok(Err(error_frames)) => {
-                // The server refused the text: its ERR goes to the client as it came.
-                self.out.extend_from_slice(&error_frames);
-                self.flush().await?;
-                return self.release_if_idle().await;
-            }
-            Err(e) => {
-                self.held = None;
-                return self.answer_error(e.to_client()).await;
-            }
+        let Some(statement) = self.prepared_here(&sql, hash).await? else {
+            return Ok(());
         };
         self.statements.next_id = self.statements.next_id.wrapping_add(1).max(1);
         let id = self.statements.next_id;
@@ -214,26 +196,8 @@ impl Session {
                 self.answer_error(e).await
             };
         }
-        let Some(held) = self.held.as_mut() else {
-            return self
-                .answer_error(MyError::new(1105, "HY000", "no server connection"))
-                .await;
-        };
-        let conn = held.conn.conn();
-        let server = match conn.prepared.get(&hash) {
-            Some(s) => s.clone(),
-            None => match prepare_on(conn, &sql, hash).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(error_frames)) => {
-                    self.out.extend_from_slice(&error_frames);
-                    self.flush().await?;
-                    return self.release_if_idle().await;
-                }
-                Err(e) => {
-                    self.held = None;
-                    return self.answer_error(e.to_client()).await;
-                }
-            },
+        let Some(server) = self.prepared_here(&sql, hash).await? else {
+            return Ok(());
         };
         let mut packet = payload;
         packet[1..5].copy_from_slice(&server.id.to_le_bytes());
@@ -241,7 +205,9 @@ impl Session {
             COM_STMT_SEND_LONG_DATA => {
                 self.pinned
                     .get_or_insert("long data (COM_STMT_SEND_LONG_DATA)");
-                if conn.write_packet(0, &packet).await.is_err() {
+                if let Some(held) = self.held.as_mut()
+                    && held.conn.conn().write_packet(0, &packet).await.is_err()
+                {
                     self.held = None;
                 }
                 Ok(())
@@ -262,6 +228,39 @@ impl Session {
             _ => {
                 let answer = self.relay(&packet, Answer::Single).await?;
                 self.finish_unit(&answer, false).await
+            }
+        }
+    }
+
+    /// The statement `sql` as prepared on the held connection (prepared there now if it was
+    /// not). `None`: the client has been answered instead (the server refused the text, or the
+    /// connection broke).
+    async fn prepared_here(
+        &mut self,
+        sql: &str,
+        hash: u64,
+    ) -> Result<Option<ServerStatement>, Closed> {
+        let prepared = match self.held.as_mut() {
+            Some(held) => prepare_on(held.conn.conn(), sql, hash).await,
+            None => {
+                let error = MyError::new(1105, "HY000", "no server connection");
+                self.answer_error(error).await?;
+                return Ok(None);
+            }
+        };
+        match prepared {
+            Ok(Ok(statement)) => Ok(Some(statement)),
+            Ok(Err(error_frames)) => {
+                // The server refused the text: its ERR goes to the client as it came.
+                self.out.extend_from_slice(&error_frames);
+                self.flush().await?;
+                self.release_if_idle().await?;
+                Ok(None)
+            }
+            Err(e) => {
+                self.held = None;
+                self.answer_error(e.to_client()).await?;
+                Ok(None)
             }
         }
     }
