@@ -53,6 +53,7 @@ mod fast;
 mod fingerprint;
 mod functions;
 mod lexer;
+mod mysql_last_counts;
 mod mysql_session;
 mod names;
 mod parse;
@@ -66,6 +67,7 @@ mod tests;
 pub use builtins::only_read_only_builtins;
 pub use cache::{Classifier, MAX_CACHED_SQL};
 pub use fingerprint::{digest_text, fingerprint};
+pub use mysql_last_counts::{LastCounts, substitute_last_counts};
 pub use mysql_session::{MysqlSessionEffects, mysql_session_effects};
 pub use parse::MAX_PARSE_LEN;
 

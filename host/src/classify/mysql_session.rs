@@ -18,6 +18,10 @@ pub struct MysqlSessionEffects {
     pub use_database: Option<String>,
     /// Calls LAST_INSERT_ID(): the connection must hold the session's value.
     pub reads_insert_id: bool,
+    /// Calls ROW_COUNT() or FOUND_ROWS(): values of the connection's last statement.
+    pub reads_last_counts: bool,
+    /// `SQL_CALC_FOUND_ROWS`: the next FOUND_ROWS() is a count only the server knows.
+    pub calc_found_rows: bool,
     /// `KILL [QUERY|CONNECTION] id`: server connection ids belong to whoever holds that
     /// connection now, not to the client.
     pub kills: bool,
@@ -73,6 +77,9 @@ fn scan_statement(tokens: &[Token<'_>], effects: &mut MysqlSessionEffects) -> bo
             pin(effects, "GET_LOCK");
         } else if t.is_word("sql_calc_found_rows") {
             pin(effects, "SQL_CALC_FOUND_ROWS");
+            effects.calc_found_rows = true;
+        } else if super::mysql_last_counts::calls_last_counts(tokens, i) {
+            effects.reads_last_counts = true;
         } else if t.is_word("last_insert_id") && tokens.get(i + 1).is_some_and(|n| n.is_punct(b'('))
         {
             effects.reads_insert_id = true;
@@ -191,5 +198,7 @@ mod tests {
             Some("my db")
         );
         assert!(mysql_session_effects("SELECT LAST_INSERT_ID()").reads_insert_id);
+        assert!(mysql_session_effects("SELECT ROW_COUNT()").reads_last_counts);
+        assert!(!mysql_session_effects("SELECT row_count FROM t").reads_last_counts);
     }
 }

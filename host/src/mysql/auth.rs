@@ -67,19 +67,24 @@ impl NativeVerifier {
     }
 }
 
-/// The answer to a server's `plugin` challenge with `nonce`, or `None` for a plugin Switchyard
-/// cannot answer.
+/// MariaDB's `ed25519` plugin, as the client side names it.
+pub const CLIENT_ED25519: &str = "client_ed25519";
+
+/// The answer to a server's `plugin` challenge with `nonce` (the challenge as sent, a trailing
+/// NUL included), or `None` for a plugin Switchyard cannot answer.
 pub fn scramble(plugin: &str, password: &str, nonce: &[u8]) -> Option<Vec<u8>> {
-    if password.is_empty() {
-        return Some(Vec::new());
-    }
+    // The SHA-1 and SHA-256 scrambles use a 20-byte nonce, which servers send NUL-terminated.
+    let nonce20 = nonce.get(..20).unwrap_or(nonce);
     match plugin {
-        NATIVE_PASSWORD => {
-            mysql_common::scramble::scramble_native(nonce, password.as_bytes()).map(|s| s.to_vec())
-        }
+        // An empty password is answered with nothing, as the reference clients do.
+        NATIVE_PASSWORD | CACHING_SHA2_PASSWORD if password.is_empty() => Some(Vec::new()),
+        NATIVE_PASSWORD => mysql_common::scramble::scramble_native(nonce20, password.as_bytes())
+            .map(|s| s.to_vec()),
         CACHING_SHA2_PASSWORD => {
-            mysql_common::scramble::scramble_sha256(nonce, password.as_bytes()).map(|s| s.to_vec())
+            mysql_common::scramble::scramble_sha256(nonce20, password.as_bytes())
+                .map(|s| s.to_vec())
         }
+        CLIENT_ED25519 => Some(sign_ed25519(password, nonce.get(..32)?).to_vec()),
         // Plain text: only ever asked for over a connection the server trusts.
         "mysql_clear_password" => {
             let mut v = password.as_bytes().to_vec();
@@ -88,6 +93,19 @@ pub fn scramble(plugin: &str, password: &str, nonce: &[u8]) -> Option<Vec<u8>> {
         }
         _ => None,
     }
+}
+
+/// MariaDB's `client_ed25519`: an Ed25519 signature of the server's 32-byte nonce whose
+/// expanded secret key is SHA-512(password) (where standard Ed25519 hashes a 32-byte seed).
+/// The server keeps only the public key, `PASSWORD()` of the `ed25519` plugin.
+fn sign_ed25519(password: &str, nonce: &[u8]) -> [u8; 64] {
+    use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
+    use sha2::{Digest as _, Sha512};
+    let expanded: [u8; 64] = Sha512::digest(password.as_bytes()).into();
+    // `from_bytes` clamps the scalar half as the signing algorithm requires.
+    let key = ExpandedSecretKey::from_bytes(&expanded);
+    let public = ed25519_dalek::VerifyingKey::from(&key);
+    raw_sign::<Sha512>(&key, nonce, &public).to_bytes()
 }
 
 #[cfg(test)]
@@ -106,6 +124,27 @@ mod tests {
         let stored = format!("*{}", hex::encode_upper(v.0));
         assert_eq!(NativeVerifier::from_stored(&stored), Some(v));
         assert_eq!(NativeVerifier::from_stored("nope"), None);
+    }
+
+    #[test]
+    fn an_ed25519_answer_verifies_with_the_key_mariadb_stores() {
+        use ed25519_dalek::Verifier as _;
+        let nonce = [7u8; 32];
+        let answer = scramble(CLIENT_ED25519, "ed secret", &nonce).expect("ed25519");
+        let signature = ed25519_dalek::Signature::from_slice(&answer).expect("64 bytes");
+        // What MariaDB 10.11 stores for `IDENTIFIED VIA ed25519 USING PASSWORD('ed secret')`
+        // (base64 without padding; tests/integration/mysql/server_auth.rs reads it back).
+        let stored = "fabCJogPfzEH6IzZjMacv0NEeF7kSOv5J7FlpxDtPFk";
+        let bytes: [u8; 32] =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD_NO_PAD, stored)
+                .expect("base64")
+                .try_into()
+                .expect("32 bytes");
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).expect("a curve point");
+        assert!(key.verify(&nonce, &signature).is_ok());
+        assert!(key.verify(&[8u8; 32], &signature).is_err());
+        // A short challenge cannot be signed.
+        assert_eq!(scramble(CLIENT_ED25519, "secret", &nonce[..31]), None);
     }
 
     #[test]

@@ -223,6 +223,10 @@ pub struct AnswerTracker {
     pub ok: Option<OkInfo>,
     /// The ERR that ended the answer.
     pub error: bool,
+    /// Rows of the answer's last result set (FOUND_ROWS()).
+    pub rows: u64,
+    /// The answer ended with a result set rather than an OK (ROW_COUNT() is then -1).
+    pub ended_with_rows: bool,
 }
 
 impl AnswerTracker {
@@ -238,6 +242,8 @@ impl AnswerTracker {
             status: 0,
             ok: None,
             error: false,
+            rows: 0,
+            ended_with_rows: false,
         }
     }
 
@@ -258,11 +264,15 @@ impl AnswerTracker {
 
     /// Takes in the next frame of the answer.
     pub fn step(&mut self, frame: &Frame) {
-        let continues = frame.continues();
+        self.step_payload(frame.payload());
+    }
+
+    /// Takes in the payload of the next frame (a frame's bytes after its 4-byte header).
+    pub fn step_payload(&mut self, p: &[u8]) {
+        let continues = p.len() == crate::mysql::packet::MAX_FRAME_PAYLOAD;
         if std::mem::replace(&mut self.continuation, continues) {
             return;
         }
-        let p = frame.payload();
         let kind = p.first().copied().unwrap_or(0);
         self.state = match self.state {
             State::Start => match (self.answer, kind) {
@@ -297,7 +307,10 @@ impl AnswerTracker {
                     State::Done
                 }
                 _ => match lenenc_int(p) {
-                    Some((n, _)) if n > 0 => State::Columns(n),
+                    Some((n, _)) if n > 0 => {
+                        self.rows = 0;
+                        State::Columns(n)
+                    }
                     // 0xFB (LOCAL INFILE) is never asked for: LOCAL_FILES is not negotiated.
                     _ => {
                         self.error = true;
@@ -330,8 +343,10 @@ impl AnswerTracker {
                     State::Done
                 } else if is_eof(p) {
                     self.status = eof_status(p);
+                    self.ended_with_rows = true;
                     self.more_or_done()
                 } else {
+                    self.rows += 1;
                     State::Rows
                 }
             }
@@ -385,6 +400,7 @@ impl AnswerTracker {
     }
 
     fn after_ok(&mut self, p: &[u8]) -> State {
+        self.ended_with_rows = false;
         if let Some(ok) = parse_ok(p) {
             self.status = ok.status;
             self.ok = Some(ok);
@@ -402,6 +418,21 @@ impl AnswerTracker {
             State::Done
         }
     }
+}
+
+/// Follows a whole recorded answer (frames back to back, as the cache keeps them).
+pub fn track_recorded(answer: Answer, mut frames: &[u8]) -> AnswerTracker {
+    let mut tracker = AnswerTracker::new(answer);
+    while frames.len() >= 4 && !tracker.done() {
+        let len =
+            usize::from(frames[0]) | usize::from(frames[1]) << 8 | usize::from(frames[2]) << 16;
+        let Some(payload) = frames.get(4..4 + len) else {
+            break;
+        };
+        tracker.step_payload(payload);
+        frames = &frames[4 + len..];
+    }
+    tracker
 }
 
 /// The capabilities offered to clients and asked of servers: protocol 4.1 with plugin auth,

@@ -1,7 +1,7 @@
 //! One MySQL/MariaDB server connection: the handshake, TLS when the pool's `tls` asks (an
 //! SSLRequest, then the handshake response over TLS), the login (`mysql_native_password`,
-//! `caching_sha2_password` — its full authentication only over TLS — and auth switch), then
-//! frame I/O for the session that holds it and small text queries for the proxy's own probes.
+//! MariaDB's `client_ed25519`, `caching_sha2_password` — its full authentication only over TLS —
+//! and auth switch), then frame I/O for the session that holds it and small text queries for the proxy's own probes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -64,6 +64,9 @@ pub struct MyServerConn {
     pub settings: u64,
     /// The session whose LAST_INSERT_ID() the connection holds (0: none).
     pub insert_id_owner: u64,
+    /// Whose statement ran last on it, as (session, that session's statement number), for
+    /// ROW_COUNT() and FOUND_ROWS(); (0, 0) after one of the proxy's own.
+    pub last_statement: (u64, u64),
     /// Statements prepared on it by the proxy, by the hash of their text, shared by every
     /// client that prepares the same text.
     pub prepared: HashMap<u64, ServerStatement>,
@@ -158,6 +161,7 @@ impl MyServerConn {
             database: None,
             settings: 0,
             insert_id_owner: 0,
+            last_statement: (0, 0),
             prepared: HashMap::new(),
             created: now,
             last_used: now,
@@ -206,11 +210,8 @@ impl MyServerConn {
                     let switch = AuthSwitchRequest::deserialize((), &mut ParseBuf(&packet))
                         .map_err(|e| self.protocol(format!("bad auth switch: {e}")))?;
                     plugin = String::from_utf8_lossy(switch.auth_plugin().as_bytes()).into_owned();
-                    let mut nonce = switch.plugin_data().to_vec();
-                    if nonce.last() == Some(&0) {
-                        nonce.pop();
-                    }
-                    let Some(answer) = auth::scramble(&plugin, password, &nonce) else {
+                    let Some(answer) = auth::scramble(&plugin, password, switch.plugin_data())
+                    else {
                         return Err(MyBackendError::Auth {
                             addr: self.addr.clone(),
                             reason: format!(
@@ -274,6 +275,7 @@ impl MyServerConn {
         &mut self,
         payload: &[u8],
     ) -> Result<Result<StatusFlags, MyError>, MyBackendError> {
+        self.last_statement = (0, 0);
         self.write_packet(0, payload).await?;
         loop {
             let (_, answer) = self.read_packet(MAX_PROBE_PACKET).await?;
@@ -316,6 +318,7 @@ impl MyServerConn {
         let mut payload = Vec::with_capacity(sql.len() + 1);
         payload.push(COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
+        self.last_statement = (0, 0);
         self.write_packet(0, &payload).await?;
         let (_, first) = self.read_packet(MAX_PROBE_PACKET).await?;
         match first.first() {

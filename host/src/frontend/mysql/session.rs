@@ -28,6 +28,7 @@ use super::MyFrontend;
 use super::login::{ClientStream, Hello, database_denied};
 use super::users::{SessionSlot, User};
 use crate::backend::mysql::{MyBucketMemo, MyPooledConn};
+use crate::classify::LastCounts;
 use crate::config::PoolMode;
 use crate::frontend::Drain;
 use crate::limits::{Admitted, UserLimits};
@@ -95,6 +96,10 @@ pub(super) struct Session {
     statements: statements::Statements,
     /// LAST_INSERT_ID() as the client last made it.
     last_insert_id: u64,
+    /// ROW_COUNT() and FOUND_ROWS() as the client's last statement left them.
+    last_counts: LastCounts,
+    /// Statements of this session answered so far (with `id`, names the client's latest).
+    statements_run: u64,
     /// The newest GTID sequence number of this session's own committed writes.
     own_position: Option<Lsn>,
     /// The unit of work in progress wrote on the primary.
@@ -151,6 +156,8 @@ impl Session {
             buckets: MyBucketMemo::default(),
             statements: statements::Statements::default(),
             last_insert_id: 0,
+            last_counts: LastCounts::default(),
+            statements_run: 0,
             own_position: None,
             unit_wrote: false,
             last_write: None,
@@ -293,6 +300,7 @@ impl Session {
         self.settings_hash = hash_settings(&self.settings);
         self.pinned = None;
         self.last_insert_id = 0;
+        self.last_counts = LastCounts::default();
         self.autocommit = true;
         self.statements.clear();
         if self.held.is_some() {
@@ -326,6 +334,7 @@ impl Session {
         self.autocommit = true;
         self.statements.clear();
         self.last_insert_id = 0;
+        self.last_counts = LastCounts::default();
         self.own_position = None;
         self.unit_wrote = false;
         self.last_write = None;

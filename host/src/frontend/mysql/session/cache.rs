@@ -12,7 +12,7 @@ use super::{Closed, Session};
 use crate::cache::{CacheKey, CachedResponse, FillGuard, KeyEncoder, Lookup, TableRef};
 use crate::config::Consistency;
 use crate::model::{Lsn, PoolRole, Protocol, StatementKind};
-use crate::mysql::response::MyError;
+use crate::mysql::response::{Answer, MyError, track_recorded};
 use crate::pipeline::Verdict;
 
 /// An answer being recorded for the cache.
@@ -97,6 +97,13 @@ impl Session {
         match found {
             Lookup::Hit(entry) if !entry.reflects(floor) => Ok(CacheStep::Run),
             Lookup::Hit(entry) => {
+                let answer = track_recorded(Answer::ResultSets, &entry.body);
+                self.note_statement(
+                    answer.error,
+                    answer.ended_with_rows.then_some(answer.rows),
+                    answer.ok,
+                    false,
+                );
                 self.out.extend_from_slice(&entry.body);
                 self.flush().await?;
                 Ok(CacheStep::Answered { failed: false })

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use super::cache::CacheStep;
 use super::{Closed, Seen, Session, hash_settings};
-use crate::classify::mysql_session_effects;
+use crate::classify::{mysql_session_effects, substitute_last_counts};
 use crate::frontend::mysql::login::database_denied;
 use crate::metrics::{CacheOutcome, Outcome};
 use crate::model::{Action, Route, StatementKind};
@@ -128,13 +128,19 @@ impl Session {
             self.record(&seen, Some(&verdict), Outcome::Refused, true);
             return self.answer_error(e).await;
         }
-        let bytes = if matches!(verdict.decision.action, Action::Rewrite(_)) {
-            let mut p = BytesMut::with_capacity(run_sql.len() + 1);
-            p.extend_from_slice(&[COM_QUERY]);
-            p.extend_from_slice(run_sql.as_bytes());
-            p
+        // Another statement ran on this connection since the client's last one: the client's
+        // own ROW_COUNT() / FOUND_ROWS() are written in.
+        let counted = if effects.reads_last_counts && !self.holds_last_statement() {
+            substitute_last_counts(run_sql, self.last_counts)
         } else {
-            payload
+            None
+        };
+        let bytes = match counted.as_deref() {
+            Some(text) => command_payload(text),
+            None if matches!(verdict.decision.action, Action::Rewrite(_)) => {
+                command_payload(run_sql)
+            }
+            None => payload,
         };
         let kind = verdict.effective.kind;
         let wrote = matches!(
@@ -148,6 +154,12 @@ impl Session {
             self.invalidate = Some(verdict.effective.tables_written.clone());
         }
         let answer = self.relay(&bytes, Answer::ResultSets).await?;
+        self.note_statement(
+            answer.error,
+            answer.rows,
+            answer.ok,
+            effects.calc_found_rows,
+        );
         if let Some(capture) = self.capture.take() {
             self.complete_capture(capture, answer.error);
         }
@@ -174,4 +186,12 @@ impl Session {
         }
         self.finish_unit(&answer, wrote).await
     }
+}
+
+/// A COM_QUERY of `sql`.
+fn command_payload(sql: &str) -> BytesMut {
+    let mut p = BytesMut::with_capacity(sql.len() + 1);
+    p.extend_from_slice(&[COM_QUERY]);
+    p.extend_from_slice(sql.as_bytes());
+    p
 }

@@ -30,6 +30,8 @@ pub(super) struct Relayed {
     pub status: Option<StatusFlags>,
     /// The server connection broke: it is gone, and the client's transaction with it.
     pub broken: bool,
+    /// Rows of the last result set, when the answer ended with one.
+    pub rows: Option<u64>,
 }
 
 impl Session {
@@ -123,7 +125,42 @@ impl Session {
             ok: tracker.ok,
             status: (!tracker.error).then(|| tracker.status()),
             broken: false,
+            rows: tracker.ended_with_rows.then_some(tracker.rows),
         })
+    }
+
+    /// Remembers what a statement of the client's left for ROW_COUNT() and FOUND_ROWS()
+    /// (`calc_found_rows`: it used SQL_CALC_FOUND_ROWS), and that it is the last statement of
+    /// the connection it ran on, if any.
+    pub(super) fn note_statement(
+        &mut self,
+        error: bool,
+        rows: Option<u64>,
+        ok: Option<OkInfo>,
+        calc_found_rows: bool,
+    ) {
+        let counts = &mut self.last_counts;
+        if error {
+            counts.row_count = -1;
+        } else if let Some(rows) = rows {
+            counts.row_count = -1;
+            counts.found_rows = (!calc_found_rows).then_some(rows);
+        } else if let Some(ok) = ok {
+            counts.row_count = i64::try_from(ok.affected_rows).unwrap_or(i64::MAX);
+        }
+        self.statements_run += 1;
+        if let Some(held) = self.held.as_mut() {
+            held.conn.conn().last_statement = (self.id, self.statements_run);
+        }
+    }
+
+    /// Whether the held connection's last statement is the client's latest, so ROW_COUNT()
+    /// and FOUND_ROWS() there are the client's own.
+    pub(super) fn holds_last_statement(&mut self) -> bool {
+        let latest = (self.id, self.statements_run);
+        self.held
+            .as_mut()
+            .is_some_and(|h| h.conn.conn().last_statement == latest)
     }
 
     /// Takes in what the answer said and gives the connection back when nothing keeps it.

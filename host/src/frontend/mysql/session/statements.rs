@@ -218,6 +218,7 @@ impl Session {
                     self.pinned.get_or_insert("cursors");
                 }
                 let answer = self.relay(&packet, Answer::ResultSets).await?;
+                self.note_statement(answer.error, answer.rows, answer.ok, false);
                 let wrote = !matches!(verdict.effective.kind, StatementKind::Read);
                 self.finish_unit(&answer, wrote).await
             }
