@@ -24,9 +24,11 @@ command -v sysbench >/dev/null || need+=(sysbench)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
-# Drivers of tests/drivers/ (tests/integration/postgres_drivers.rs): pgjdbc with a JDK (the
-# single-file source launcher compiles), and Node.js 18+ with npm for node-postgres.
+# Drivers of tests/drivers/ (tests/integration/postgres_drivers.rs and mysql.rs): pgjdbc and
+# MariaDB Connector/J with a JDK (the single-file source launcher compiles), and Node.js 18+ with
+# npm for node-postgres and mysql2.
 [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
+[ -f /usr/share/java/mariadb-java-client.jar ] || need+=(libmariadb-java)
 command -v javac >/dev/null || need+=(default-jdk-headless)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)

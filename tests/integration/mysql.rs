@@ -1,9 +1,10 @@
 //! The MySQL frontend against a real MariaDB primary and GTID replica: real clients (the
-//! `mariadb` CLI, PyMySQL, MySQL Connector/Python and node mysql2, the last two with server-side
-//! prepared statements that move between server connections) print the same through
-//! transaction pooling as against the primary; reads go to the replica and still see the session's own writes; session state
-//! neither gets lost nor leaks to the next client of a server connection; the policy blocks
-//! with MySQL's own error; bad input before login gets an error for that client only.
+//! `mariadb` CLI, PyMySQL, MySQL Connector/Python, node mysql2 and MariaDB Connector/J, the last
+//! three with server-side prepared statements that move between server connections) print the
+//! same through transaction pooling as against the primary; reads go to the replica and still
+//! see the session's own writes; session state neither gets lost nor leaks to the next client of
+//! a server connection; the policy blocks with MySQL's own error; bad input before login gets an
+//! error for that client only.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +15,11 @@ use switchyard_tests::proxy::Proxy;
 
 use crate::postgres::pyenv_python;
 
+mod binary_cache;
 mod hostile;
+mod last_counts;
+mod mysql_async;
+mod server_auth;
 mod sysbench;
 mod tls;
 
@@ -73,6 +78,7 @@ enum Driver {
     PyMysql,
     Connector,
     Mysql2,
+    ConnectorJ,
 }
 
 impl Driver {
@@ -98,6 +104,19 @@ impl Driver {
                 let mut c = tokio::process::Command::new("node");
                 c.env("NODE_PATH", modules)
                     .arg(program("mysql2_session.js"));
+                c
+            }
+            Driver::ConnectorJ => {
+                let jar = Path::new("/usr/share/java/mariadb-java-client.jar");
+                assert!(
+                    jar.exists(),
+                    "MariaDB Connector/J is missing: run tests/run.sh, or \
+                     `apt-get install -y default-jdk-headless libmariadb-java`"
+                );
+                let mut c = tokio::process::Command::new("java");
+                c.arg("-cp")
+                    .arg(jar)
+                    .arg(program("MariadbJdbcSession.java"));
                 c
             }
         }
@@ -146,7 +165,12 @@ async fn drivers_print_through_the_proxy_what_they_print_against_the_primary() {
     let db = MariaCluster::start(1);
     // Two server connections per node for six clients at once: they must share.
     let proxy = Proxy::start(&config(&db, 2, "")).await;
-    for driver in [Driver::PyMysql, Driver::Connector, Driver::Mysql2] {
+    for driver in [
+        Driver::PyMysql,
+        Driver::Connector,
+        Driver::Mysql2,
+        Driver::ConnectorJ,
+    ] {
         let direct = run(driver, db.primary_port(), "direct")
             .await
             .unwrap_or_else(|e| panic!("{driver:?} against the primary: {e}"));

@@ -62,8 +62,9 @@ pub struct MyServerConn {
     pub database: Option<String>,
     /// Hash of the session settings replayed on it; 0 = as after login.
     pub settings: u64,
-    /// The session whose LAST_INSERT_ID() the connection holds (0: none).
-    pub insert_id_owner: u64,
+    /// The LAST_INSERT_ID() the connection holds, as (session that made it, value); (0, 0):
+    /// none of a session's.
+    pub insert_id: (u64, u64),
     /// Whose statement ran last on it, as (session, that session's statement number), for
     /// ROW_COUNT() and FOUND_ROWS(); (0, 0) after one of the proxy's own.
     pub last_statement: (u64, u64),
@@ -160,7 +161,7 @@ impl MyServerConn {
             version: handshake.server_version_str().into_owned(),
             database: None,
             settings: 0,
-            insert_id_owner: 0,
+            insert_id: (0, 0),
             last_statement: (0, 0),
             prepared: HashMap::new(),
             created: now,

@@ -1,7 +1,8 @@
-//! The query cache seen from a MySQL session: the key of a read the policy caches, the lookup,
-//! what a hit replays (the server's frames as they came: a COM_QUERY's answer starts at
-//! sequence id 1 whoever asks, so the ids need no change), the capture of a miss, and
-//! invalidation by table after writes.
+//! The query cache seen from a MySQL session: the key of a read the policy caches (a text query,
+//! or a prepared statement's execution with its parameters), the lookup, what a hit replays
+//! (the server's frames as they came: the answer to COM_QUERY or COM_STMT_EXECUTE starts at
+//! sequence id 1 whoever asks and names no statement id, so nothing needs patching), the capture
+//! of a miss, and invalidation by table after writes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,8 +35,15 @@ pub(super) enum CacheStep {
 
 impl Session {
     /// The cache key of a read the policy wants cached, if it may be: a read outside a
-    /// transaction, in autocommit, from a client holding no connection state.
-    pub(super) fn cache_key(&self, verdict: &Verdict, sql: &str) -> Option<CacheKey> {
+    /// transaction, in autocommit, from a client holding no connection state. `params`: the
+    /// parameters of a prepared statement's execution (binary protocol), `None` for a text
+    /// query; the two never share an entry, their answers differ in row format.
+    pub(super) fn cache_key(
+        &self,
+        verdict: &Verdict,
+        sql: &str,
+        params: Option<&[u8]>,
+    ) -> Option<CacheKey> {
         let cache = self.fe.shared.cache.as_ref()?;
         let directive = verdict.decision.cache.as_ref()?;
         let cacheable = directive.ttl_ms > 0
@@ -59,9 +67,16 @@ impl Session {
             shared,
             directive.namespace.as_deref(),
             sql,
-            1 + self.settings.len(),
+            1 + usize::from(params.is_some()) + self.settings.len(),
         );
-        encoder.setting(&["protocol"], b"text");
+        // In the encoder's (alphabetical) order: "params" < "protocol" < "set:…".
+        match params {
+            None => encoder.setting(&["protocol"], b"text"),
+            Some(values) => {
+                encoder.setting(&["params"], values);
+                encoder.setting(&["protocol"], b"binary");
+            }
+        }
         // Settings in the order they ran: "set:000" < "set:001" < … keeps the encoder's order.
         for (i, setting) in self.settings.iter().enumerate() {
             encoder.setting(&["set:", &format!("{i:03}")], setting.as_bytes());

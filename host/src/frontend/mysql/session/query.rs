@@ -92,7 +92,7 @@ impl Session {
             seen.cache = CacheOutcome::NotCacheable;
         }
         let key = if effects.pin.is_none() && !effects.setting && effects.use_database.is_none() {
-            self.cache_key(&verdict, run_sql)
+            self.cache_key(&verdict, run_sql, None)
         } else {
             None
         };

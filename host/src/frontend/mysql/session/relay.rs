@@ -185,7 +185,7 @@ impl Session {
             && ok.last_insert_id != 0
         {
             self.last_insert_id = ok.last_insert_id;
-            held.conn.conn().insert_id_owner = self.id;
+            held.conn.conn().insert_id = (self.id, ok.last_insert_id);
         }
         if wrote && !answer.error && held.pool.role() != PoolRole::Replica {
             self.unit_wrote = true;

@@ -256,7 +256,7 @@ async fn sync(
                 return Ok(Err(e));
             }
             conn.settings = 0;
-            conn.insert_id_owner = 0;
+            conn.insert_id = (0, 0);
             // The reset closed every statement prepared on it.
             conn.prepared.clear();
         }
@@ -276,14 +276,15 @@ async fn sync(
     {
         return Ok(Err(e));
     }
-    if let Some((owner, value)) = insert_id
-        && conn.insert_id_owner != owner
+    // The same session's older value is as wrong as another session's.
+    if let Some(wanted) = insert_id
+        && conn.insert_id != wanted
     {
-        let sql = format!("\x03DO LAST_INSERT_ID({value})");
+        let sql = format!("\x03DO LAST_INSERT_ID({})", wanted.1);
         if let Err(e) = conn.simple_command(sql.as_bytes()).await? {
             return Ok(Err(e));
         }
-        conn.insert_id_owner = owner;
+        conn.insert_id = wanted;
     }
     Ok(Ok(()))
 }

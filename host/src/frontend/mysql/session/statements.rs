@@ -15,8 +15,13 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{Closed, Session};
+use std::time::Instant;
+
+use super::cache::CacheStep;
+use super::{Closed, Seen, Session};
 use crate::backend::mysql::{MyBackendError, MyServerConn, ServerStatement};
+use crate::classify::mysql_session_effects;
+use crate::metrics::{CacheOutcome, Outcome};
 use crate::model::{Action, Route, StatementKind};
 use crate::mysql::command::*;
 use crate::mysql::packet::FrameReader;
@@ -34,6 +39,11 @@ pub(super) struct ClientStatement {
     hash: u64,
     params: u16,
     verdict: Arc<Verdict>,
+    /// Why executing it pins the client to its connection (user variables, temporary tables,
+    /// a session `SET`, whose parameters cannot be replayed as text, …).
+    pins: Option<&'static str>,
+    /// It calls LAST_INSERT_ID(): the connection must hold the session's value.
+    reads_insert_id: bool,
     /// The parameter types the client last bound (`2 × params` bytes), and their hash.
     types: Option<(Bytes, u64)>,
 }
@@ -48,6 +58,41 @@ pub(super) struct Statements {
 impl Statements {
     pub fn clear(&mut self) {
         self.by_id.clear();
+    }
+}
+
+/// What one execution's parameters are, whatever the client re-sent, for the cache key: the
+/// NULL bitmap, the types (sent now, or bound by an earlier execution) and the values. Their
+/// lengths follow from the statement's parameter count, so the parts cannot run into each other.
+fn execution_params(packet: &[u8], params: u16, types_bound: Option<&Bytes>) -> Option<Vec<u8>> {
+    if params == 0 {
+        return Some(Vec::new());
+    }
+    let bitmap = usize::from(params).div_ceil(8);
+    let flag_at = 10 + bitmap;
+    let types_len = 2 * usize::from(params);
+    let nulls = packet.get(10..flag_at)?;
+    let (types, values) = if *packet.get(flag_at)? == 1 {
+        (
+            packet.get(flag_at + 1..flag_at + 1 + types_len)?,
+            packet.get(flag_at + 1 + types_len..)?,
+        )
+    } else {
+        (types_bound?.as_ref(), packet.get(flag_at + 1..)?)
+    };
+    let mut key = Vec::with_capacity(nulls.len() + types.len() + values.len());
+    key.extend_from_slice(nulls);
+    key.extend_from_slice(types);
+    key.extend_from_slice(values);
+    Some(key)
+}
+
+/// Where a statement runs: where the policy routes it, unless it leaves state on the connection,
+/// which belongs where writes can follow it.
+fn statement_route(verdict: &Verdict, pins: Option<&'static str>) -> Route {
+    match pins {
+        Some(_) => Route::Primary,
+        None => verdict.decision.route.clone(),
     }
 }
 
@@ -91,8 +136,22 @@ impl Session {
             }
             Action::Forward => {}
         }
+        let effects = mysql_session_effects(&sql);
+        if effects.kills {
+            let error = MyError::new(
+                response::ER_NOT_SUPPORTED_YET,
+                "42000",
+                "KILL is not supported through Switchyard: server connections are shared, so a \
+                 connection id does not name this client's statement",
+            );
+            return self.answer_error(error).await;
+        }
+        let pins = effects.pin.or(effects
+            .setting
+            .then_some("a session SET prepared as a statement"));
+        let route = statement_route(&verdict, pins);
         if let Err(e) = self
-            .ensure_conn(&verdict, &verdict.decision.route.clone(), false)
+            .ensure_conn(&verdict, &route, effects.reads_insert_id)
             .await?
         {
             return self.answer_error(e).await;
@@ -115,6 +174,8 @@ impl Session {
                 hash,
                 params,
                 verdict,
+                pins,
+                reads_insert_id: effects.reads_insert_id,
                 types: None,
             },
         );
@@ -171,6 +232,8 @@ impl Session {
             statement.verdict.clone(),
         );
         let params = statement.params;
+        let (pins, reads_insert_id) = (statement.pins, statement.reads_insert_id);
+        let types_bound = statement.types.as_ref().map(|(types, _)| types.clone());
         match command {
             COM_STMT_RESET if self.held.is_none() => return self.answer_ok().await,
             COM_STMT_FETCH if self.held.is_none() => {
@@ -184,15 +247,55 @@ impl Session {
             }
             _ => {}
         }
-        let mut route = verdict.decision.route.clone();
+        let mut route = statement_route(&verdict, pins);
         let cursor = command == COM_STMT_EXECUTE && payload.get(5).is_some_and(|f| f & 0x07 != 0);
         if command == COM_STMT_SEND_LONG_DATA || cursor {
             route = Route::Primary;
         }
-        if let Err(e) = self.ensure_conn(&verdict, &route, false).await? {
+        let mut seen = Seen {
+            query_id: self.fe.shared.metrics.next_query_id(),
+            started: Instant::now(),
+            sql: &sql,
+            cache: CacheOutcome::Off,
+            pool: None,
+            sent: None,
+        };
+        if command == COM_STMT_EXECUTE && !cursor {
+            if verdict
+                .decision
+                .cache
+                .as_ref()
+                .is_some_and(|d| d.ttl_ms > 0)
+            {
+                seen.cache = CacheOutcome::NotCacheable;
+            }
+            let key = execution_params(&payload, params, types_bound.as_ref())
+                .and_then(|bound| self.cache_key(&verdict, &sql, Some(&bound)));
+            if let Some(key) = key {
+                seen.cache = CacheOutcome::Miss;
+                match self.lookup(key, &verdict).await? {
+                    CacheStep::Answered { failed } => {
+                        seen.cache = CacheOutcome::Hit;
+                        let outcome = Outcome::of(&verdict.decision.action);
+                        self.record(&seen, Some(&verdict), outcome, failed);
+                        return Ok(());
+                    }
+                    CacheStep::Fill(capture) => self.capture = Some(capture),
+                    CacheStep::Run => {}
+                }
+            }
+        }
+        let reads_insert_id = reads_insert_id && command == COM_STMT_EXECUTE;
+        if let Err(e) = self.ensure_conn(&verdict, &route, reads_insert_id).await? {
+            if let Some(capture) = self.capture.take() {
+                capture.fill.fail(&e);
+            }
             return if command == COM_STMT_SEND_LONG_DATA {
                 Ok(())
             } else {
+                if command == COM_STMT_EXECUTE {
+                    self.record(&seen, Some(&verdict), Outcome::Refused, true);
+                }
                 self.answer_error(e).await
             };
         }
@@ -217,8 +320,20 @@ impl Session {
                 if cursor {
                     self.pinned.get_or_insert("cursors");
                 }
+                seen.sent = Some(Instant::now());
+                seen.pool = self.held.as_ref().map(|h| h.pool.clone());
                 let answer = self.relay(&packet, Answer::ResultSets).await?;
+                if let Some(capture) = self.capture.take() {
+                    self.complete_capture(capture, answer.error);
+                }
+                let outcome = Outcome::of(&verdict.decision.action);
+                self.record(&seen, Some(&verdict), outcome, answer.error);
                 self.note_statement(answer.error, answer.rows, answer.ok, false);
+                if !answer.error
+                    && let Some(reason) = pins
+                {
+                    self.pinned.get_or_insert(reason);
+                }
                 let wrote = !matches!(verdict.effective.kind, StatementKind::Read);
                 self.finish_unit(&answer, wrote).await
             }
