@@ -18,6 +18,7 @@ use crate::postgres::pyenv_python;
 mod binary_cache;
 mod hostile;
 mod last_counts;
+mod local_infile;
 mod mysql_async;
 mod server_auth;
 mod sysbench;

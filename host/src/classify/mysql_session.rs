@@ -22,6 +22,9 @@ pub struct MysqlSessionEffects {
     pub reads_last_counts: bool,
     /// `SQL_CALC_FOUND_ROWS`: the next FOUND_ROWS() is a count only the server knows.
     pub calc_found_rows: bool,
+    /// `LOAD DATA LOCAL INFILE` / `LOAD XML LOCAL INFILE`: the server will ask the client for
+    /// a file.
+    pub loads_local_file: bool,
     /// `KILL [QUERY|CONNECTION] id`: server connection ids belong to whoever holds that
     /// connection now, not to the client.
     pub kills: bool,
@@ -95,6 +98,11 @@ fn scan_statement(tokens: &[Token<'_>], effects: &mut MysqlSessionEffects) -> bo
         pin(effects, "PREPARE");
     } else if word(0, "kill") {
         effects.kills = true;
+    } else if word(0, "load") && (word(1, "data") || word(1, "xml")) {
+        effects.loads_local_file = tokens
+            .iter()
+            .take_while(|t| !t.is_word("infile"))
+            .any(|t| t.is_word("local"));
     } else if word(0, "handler") {
         pin(effects, "HANDLER");
     } else if word(0, "xa") {
@@ -199,6 +207,13 @@ mod tests {
         );
         assert!(mysql_session_effects("SELECT LAST_INSERT_ID()").reads_insert_id);
         assert!(mysql_session_effects("SELECT ROW_COUNT()").reads_last_counts);
+        let local = |sql: &str| mysql_session_effects(sql).loads_local_file;
+        assert!(local("LOAD DATA LOCAL INFILE '/tmp/x' INTO TABLE t"));
+        assert!(local(
+            "load data low_priority local infile 'x' into table t"
+        ));
+        assert!(local("LOAD XML LOCAL INFILE 'x' INTO TABLE t"));
+        assert!(!local("LOAD DATA INFILE '/tmp/local' INTO TABLE t"));
         assert!(!mysql_session_effects("SELECT row_count FROM t").reads_last_counts);
     }
 }

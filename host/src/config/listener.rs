@@ -34,6 +34,10 @@ pub struct ListenerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub idle_timeout: Option<Duration>,
+    /// MySQL: offer clients `LOAD DATA LOCAL INFILE` (the server then reads a file from the
+    /// client through the proxy). Off: such a statement gets MariaDB's `ERROR 4166`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub local_infile: bool,
     /// ClickHouse HTTP: largest request body accepted (`None`: no limit; bodies stream).
     #[serde(
         default,
@@ -187,6 +191,14 @@ impl ListenerConfig {
                     },
                 );
             }
+        }
+        if self.local_infile && self.protocol != Protocol::Mysql {
+            problems.add(
+                path.key("local_infile"),
+                Reason::OnlyFor {
+                    condition: "protocol = \"mysql\"".to_string(),
+                },
+            );
         }
         self.check_guards(path, problems);
         if let Some(timeout) = self.request_timeout {

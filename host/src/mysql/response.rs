@@ -4,7 +4,10 @@
 //! Server connections are opened without `CLIENT_DEPRECATE_EOF` and without
 //! `CLIENT_SESSION_TRACK`, and clients are not offered either, so answers are relayed frame by
 //! frame without translation: a result set ends with an EOF packet (`0xFE`, payload shorter
-//! than 9 bytes), every other answer is one OK or ERR packet.
+//! than 9 bytes), every other answer is one OK or ERR packet, except a request for the client's
+//! local file (`0xFB`), after which the client's file frames go to the server before its OK or
+//! ERR. Servers are asked for `CLIENT_LOCAL_FILES`; clients are offered it only where a listener
+//! allows it, and a client that has not negotiated it never gets to send such a statement.
 
 use bytes::BytesMut;
 
@@ -27,6 +30,8 @@ pub const ER_SPECIFIC_ACCESS_DENIED_ERROR: u16 = 1227;
 pub const ER_CON_COUNT_ERROR: u16 = 1040;
 /// `ER_TOO_MANY_USER_CONNECTIONS`.
 pub const ER_TOO_MANY_USER_CONNECTIONS: u16 = 1203;
+/// `ER_LOAD_INFILE_CAPABILITY_DISABLED` (MariaDB): LOAD DATA LOCAL without the capability.
+pub const ER_LOAD_INFILE_CAPABILITY_DISABLED: u16 = 4166;
 /// `ER_NET_PACKET_TOO_LARGE`.
 pub const ER_NET_PACKET_TOO_LARGE: u16 = 1153;
 /// `ER_NET_PACKETS_OUT_OF_ORDER`.
@@ -205,9 +210,17 @@ enum State {
     Columns(u64),
     ColumnsEof,
     Rows,
-    PrepareDefs { params: u64, columns: u64 },
-    PrepareEof { columns: u64 },
+    PrepareDefs {
+        params: u64,
+        columns: u64,
+    },
+    PrepareEof {
+        columns: u64,
+    },
     Fields,
+    /// The server asked for a local file (LOAD DATA LOCAL INFILE): the client's file frames
+    /// go to the server, then its OK or ERR follows.
+    LocalFile,
     Done,
 }
 
@@ -306,6 +319,7 @@ impl AnswerTracker {
                     self.error = true;
                     State::Done
                 }
+                (_, 0xFB) => State::LocalFile,
                 _ => match lenenc_int(p) {
                     Some((n, _)) if n > 0 => {
                         self.rows = 0;
@@ -381,8 +395,22 @@ impl AnswerTracker {
                     State::Fields
                 }
             }
+            // Nothing the server sends comes before the file is sent (`file_sent`).
+            State::LocalFile => State::LocalFile,
             State::Done => State::Done,
         };
+    }
+
+    /// The server asked for the client's local file (a LOAD DATA LOCAL INFILE request).
+    pub fn wants_file(&self) -> bool {
+        self.state == State::LocalFile
+    }
+
+    /// The file went to the server (ending with an empty packet): its OK or ERR comes next.
+    pub fn file_sent(&mut self) {
+        if self.state == State::LocalFile {
+            self.state = State::Start;
+        }
     }
 
     fn ended_by(&mut self, p: &[u8]) {

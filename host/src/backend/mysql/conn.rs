@@ -138,7 +138,9 @@ impl MyServerConn {
                 "the server does not speak protocol 4.1".to_owned(),
             ));
         }
-        let mut caps = proxy_capabilities() & server_caps;
+        // LOAD DATA LOCAL INFILE is refused before the server sees it unless the client and
+        // its listener allow it, so every connection may carry it.
+        let mut caps = (proxy_capabilities() | CapabilityFlags::CLIENT_LOCAL_FILES) & server_caps;
         caps.remove(
             CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_CONNECT_ATTRS,
         );

@@ -105,6 +105,18 @@ fn listener_names_and_binds_are_unique() {
 }
 
 #[test]
+fn local_infile_only_on_a_mysql_listener() {
+    fails_at(
+        &BASE.replace(
+            "cluster = \"main\"",
+            "cluster = \"main\"\nlocal_infile = true",
+        ),
+        "listener[0].local_infile",
+        |r| matches!(r, Reason::OnlyFor { .. }),
+    );
+}
+
+#[test]
 fn http_only_listener_keys_on_a_postgres_listener() {
     fails_at(
         &BASE.replace(

@@ -140,6 +140,9 @@ async fn login(
     if fe.tls.is_some() {
         capabilities |= CapabilityFlags::CLIENT_SSL;
     }
+    if fe.listener.local_infile {
+        capabilities |= CapabilityFlags::CLIENT_LOCAL_FILES;
+    }
     let greeting = HandshakePacket::new(
         10,
         version.as_bytes(),

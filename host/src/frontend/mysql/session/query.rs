@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::cache::CacheStep;
+use super::relay::local_files_disabled;
 use super::{Closed, Seen, Session, hash_settings};
 use crate::classify::{mysql_session_effects, substitute_last_counts};
 use crate::frontend::mysql::login::database_denied;
@@ -74,6 +75,10 @@ impl Session {
                  connection id does not name this client's statement",
             );
             return self.answer_error(error).await;
+        }
+        if effects.loads_local_file && !self.may_send_files() {
+            self.record(&seen, Some(&verdict), Outcome::Refused, true);
+            return self.answer_error(local_files_disabled()).await;
         }
         if let Some(db) = &effects.use_database
             && !self.fe.databases.allows(&self.user.config, db)

@@ -44,6 +44,7 @@ impl Session {
     ) -> Result<Relayed, Closed> {
         // Taken now, so an answer that never completes leaves nothing for the next statement.
         let invalidate = self.invalidate.take();
+        let may_send_files = self.may_send_files();
         let Some(held) = self.held.as_mut() else {
             let error = MyError::new(1105, "HY000", "no server connection");
             self.answer_error(error).await?;
@@ -64,6 +65,7 @@ impl Session {
         }
         let mut tracker = AnswerTracker::new(answer);
         let mut written = false;
+
         loop {
             let frame = match conn.reader.buffered_frame() {
                 Some(frame) => frame,
@@ -99,6 +101,44 @@ impl Session {
                 }
             };
             tracker.step(&frame);
+            if tracker.wants_file() {
+                if !may_send_files {
+                    // Only a statement the proxy did not recognise as LOAD DATA LOCAL gets
+                    // here. Telling the server the file is empty would load nothing and
+                    // succeed, so the connection goes instead.
+                    self.held = None;
+                    self.out.clear();
+                    self.answer_error(local_files_disabled()).await?;
+                    return Ok(Relayed {
+                        error: true,
+                        broken: true,
+                        ..Relayed::default()
+                    });
+                }
+                self.out.extend_from_slice(&frame.0);
+                written = true;
+                let result = self.stream.write_all(&self.out).await;
+                self.out.clear();
+                result.map_err(|_| Closed)?;
+                // The client's file, as it sends it, up to its empty packet.
+                loop {
+                    let Ok(chunk) = self.reader.frame(&mut self.stream).await else {
+                        // The server waits for the rest of a file that will never come.
+                        self.held = None;
+                        return Err(Closed);
+                    };
+                    let last = chunk.payload().is_empty();
+                    if conn.write_all(&chunk.0).await.is_err() {
+                        self.held = None;
+                        return Err(Closed);
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                tracker.file_sent();
+                continue;
+            }
             if let Some(capture) = self.capture.as_mut() {
                 capture.buf.extend_from_slice(&frame.0);
             }
@@ -127,6 +167,15 @@ impl Session {
             broken: false,
             rows: tracker.ended_with_rows.then_some(tracker.rows),
         })
+    }
+
+    /// Whether the client may answer a server's request for a local file: its listener allows
+    /// LOAD DATA LOCAL INFILE and the client negotiated it.
+    pub(super) fn may_send_files(&self) -> bool {
+        self.fe.listener.local_infile
+            && self
+                .capabilities
+                .contains(crate::mysql::CapabilityFlags::CLIENT_LOCAL_FILES)
     }
 
     /// Remembers what a statement of the client's left for ROW_COUNT() and FOUND_ROWS()
@@ -246,4 +295,14 @@ impl Session {
             self.own_position = Some(self.own_position.map_or(p, |o| o.max(p)));
         }
     }
+}
+
+/// What MariaDB answers LOAD DATA LOCAL INFILE when the capability is off.
+pub(super) fn local_files_disabled() -> MyError {
+    MyError::new(
+        crate::mysql::response::ER_LOAD_INFILE_CAPABILITY_DISABLED,
+        "HY000",
+        "The used command is not allowed because the MariaDB server or client has disabled the \
+         local infile capability",
+    )
 }
