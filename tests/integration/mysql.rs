@@ -20,6 +20,7 @@ mod hostile;
 mod last_counts;
 mod local_infile;
 mod mysql_async;
+mod reload;
 mod server_auth;
 mod sysbench;
 mod tls;

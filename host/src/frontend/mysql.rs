@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::net::TcpStream;
 
 use crate::backend::mysql::MyBackend;
@@ -53,6 +54,9 @@ pub struct MyFrontend {
     tls: Option<tokio_rustls::TlsAcceptor>,
     next_connection_id: AtomicU32,
     pub stats: MyFrontendStats,
+    /// The frontend a config reload replaced this one with: sessions move to it when they
+    /// hold no server connection.
+    successor: ArcSwapOption<MyFrontend>,
 }
 
 impl MyFrontend {
@@ -76,7 +80,40 @@ impl MyFrontend {
             shared,
             next_connection_id: AtomicU32::new(1),
             stats: MyFrontendStats::default(),
+            successor: ArcSwapOption::empty(),
         }
+    }
+
+    /// This listener's frontend for a reloaded config: new users, backend and settings; TLS
+    /// and the numbering of connection ids carry over. Sessions move to it once
+    /// [`MyFrontend::hand_over`] is called (when the reload commits).
+    pub fn successor(
+        &self,
+        listener: ListenerConfig,
+        config: &Config,
+        backend: Arc<MyBackend>,
+        shared: Shared,
+    ) -> MyFrontend {
+        let next = MyFrontend::new(listener, config, backend, shared, self.tls.clone());
+        next.next_connection_id.store(
+            self.next_connection_id.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        next
+    }
+
+    /// Points this frontend's sessions at `next`.
+    pub fn hand_over(&self, next: &Arc<MyFrontend>) {
+        self.successor.store(Some(next.clone()));
+    }
+
+    /// The newest generation of this frontend (`None`: this one is current).
+    fn newest(&self) -> Option<Arc<MyFrontend>> {
+        let mut newest = self.successor.load_full()?;
+        while let Some(next) = newest.successor.load_full() {
+            newest = next;
+        }
+        Some(newest)
     }
 
     pub fn listener(&self) -> &ListenerConfig {

@@ -30,8 +30,9 @@ pub(super) struct Generation {
 pub(super) type PgTls = BTreeMap<String, Option<tokio_rustls::TlsAcceptor>>;
 
 impl Generation {
-    /// Builds every backend and frontend of `config`. With `previous`, PostgreSQL frontends are
-    /// built as successors of the running ones (sessions follow them between transactions).
+    /// Builds every backend and frontend of `config`. With `previous`, PostgreSQL and MySQL
+    /// frontends are built as successors of the running ones (sessions follow them between
+    /// transactions).
     pub fn build(
         config: &Config,
         shared: &Shared,
@@ -114,13 +115,19 @@ impl Generation {
                             backend
                         }
                     };
-                    let frontend = MyFrontend::new(
-                        listener.clone(),
-                        config,
-                        backend,
-                        shared.clone(),
-                        tls.get(&listener.name).cloned().flatten(),
-                    );
+                    let before = previous.and_then(|p| p.my.get(&listener.name));
+                    let frontend = match before {
+                        Some(old) => {
+                            old.successor(listener.clone(), config, backend, shared.clone())
+                        }
+                        None => MyFrontend::new(
+                            listener.clone(),
+                            config,
+                            backend,
+                            shared.clone(),
+                            tls.get(&listener.name).cloned().flatten(),
+                        ),
+                    };
                     my.insert(listener.name.clone(), Arc::new(frontend));
                 }
             }
@@ -139,6 +146,11 @@ impl Generation {
     pub fn take_over(&self, old: &Generation) {
         for (name, frontend) in &old.pg {
             if let Some(next) = self.pg.get(name) {
+                frontend.hand_over(next);
+            }
+        }
+        for (name, frontend) in &old.my {
+            if let Some(next) = self.my.get(name) {
                 frontend.hand_over(next);
             }
         }

@@ -2,7 +2,7 @@
 //! generation of backends and frontends is built next to the running one, the policy is
 //! reconfigured, and only then is everything swapped in. Any failure leaves the running config
 //! in force and says why. Client connections are never dropped: new connections and requests use
-//! the new generation at once; PostgreSQL sessions move to it between transactions.
+//! the new generation at once; PostgreSQL and MySQL sessions move to it between transactions.
 //!
 //! Listeners, `[admin]` and `[server]` cannot change without a restart (sockets, TLS and the
 //! runtime are set up once); a reload that changes them is refused.

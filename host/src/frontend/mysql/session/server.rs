@@ -71,6 +71,8 @@ impl Session {
                 held.conn.release();
             }
         }
+        // Between units of work: the moment to move to a reloaded config.
+        self.follow_reload();
         let work = match self
             .fe
             .shared
@@ -215,6 +217,21 @@ impl Session {
             }
             Err(_) => (pool, exclude.into_iter().collect()),
         }
+    }
+
+    /// After a config reload, moves the session to the new generation of its frontend (new
+    /// pools, limits and user settings). A user the new config removed keeps its old settings
+    /// until it disconnects.
+    fn follow_reload(&mut self) {
+        let Some(next) = self.fe.newest() else {
+            return;
+        };
+        if let Some(user) = next.users.get(&self.user.config.name) {
+            self.user = user.clone();
+            self.user_limits = next.shared.admission.user(&user.config.name);
+        }
+        self.buckets.clear();
+        self.fe = next;
     }
 
     /// Brings the held connection to the session's database, settings and LAST_INSERT_ID().
