@@ -4,6 +4,8 @@
 # server connections), with a Wasm policy deciding every statement.
 #
 #   examples/mysql/bench.sh            # the table in BENCHMARKS.md ("MySQL: sysbench")
+#   examples/mysql/bench.sh callgrind  # instructions the proxy executes per statement (valgrind
+#                                      # --tool=callgrind), with the policy and with none
 #
 # For each workload (BENCH_WORKLOADS, default "oltp_point_select oltp_read_only") and thread
 # count (BENCH_THREADS, default "1 8 64 256 1024"), sysbench runs BENCH_TIME seconds (default 20)
@@ -17,6 +19,18 @@
 # sysbench runs with --db-ps-mode=disable on both sides: a client holding server-side prepared
 # statements keeps its server connection (statement ids live there), which would defeat
 # concentration; the text protocol is what the comparison is about.
+#
+# callgrind: the proxy runs under `valgrind --tool=callgrind` (all threads counted together),
+# once with the policy (BENCH_POLICY, default rw-split) and once with BENCH_POLICY=none, each a
+# fresh process. After an unmeasured warm-up (BENCH_EVENTS / 4 point selects: the server
+# connections and the policy's instances are created then), the counters are zeroed, the idle
+# process is counted for BENCH_CALLGRIND_IDLE seconds (default 5: timers, health checks, the Wasm
+# epoch ticker, inflated by valgrind's slowness), and then over one sysbench oltp_point_select
+# run of BENCH_EVENTS statements (default 12000; --events=N --time=0) at BENCH_CALLGRIND_THREADS
+# (default 8). Reported per statement: all the proxy's instructions (Ir), the same less what the
+# idle process executes in as long, and the inclusive Ir of the policy decision
+# (PolicyHandle::decide: the Wasm call, or the built-in default) and of the Wasm call alone
+# (LoadedPolicy::call), from callgrind_annotate. Profiles stay in BENCH_STATE/callgrind.out.*.
 #
 # Env: SWITCHYARD_BIN (target/release/switchyard), BENCH_STATE (/tmp/switchyard-my-bench),
 #      MY_PRIMARY_PORT (54406), SWITCHYARD_PORT (54490), BENCH_TABLES (4), BENCH_TABLE_SIZE (10000).
@@ -39,27 +53,45 @@ PY=$ROOT/target/pyenv/bin/python
 log() { echo "[bench] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+MODE=${1:-table}
+case $MODE in
+  table | callgrind) ;;
+  *) echo "usage: $0 [table|callgrind]" >&2; exit 2 ;;
+esac
+POLICY=${BENCH_POLICY:-rw-split}
+EVENTS=${BENCH_EVENTS:-12000}
+CG_THREADS=${BENCH_CALLGRIND_THREADS:-8}
+CG_IDLE=${BENCH_CALLGRIND_IDLE:-5}
+
 [ -x "$BIN" ] || die "no binary at $BIN: cargo build --release -p switchyard --bin switchyard"
-[ "${BENCH_POLICY:-rw-split}" = none ] || [ -f "policies/dist/${BENCH_POLICY:-rw-split}.wasm" ] ||
-  die "policies/dist/${BENCH_POLICY:-rw-split}.wasm is missing: policies/build.sh"
+[ "$POLICY" = none ] || [ -f "policies/dist/$POLICY.wasm" ] ||
+  die "policies/dist/$POLICY.wasm is missing: policies/build.sh"
 if ! command -v sysbench >/dev/null; then
   [ "$(id -u)" = 0 ] || die "sysbench is missing: apt-get install -y sysbench"
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q sysbench >/dev/null
 fi
-"$PY" -c 'import pymysql' 2>/dev/null || die "PyMySQL is missing in target/pyenv: tests/run.sh installs it"
+if [ "$MODE" = callgrind ]; then
+  if ! command -v callgrind_control >/dev/null || ! command -v callgrind_annotate >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "valgrind is missing: apt-get install -y valgrind"
+    log "installing valgrind (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q valgrind >/dev/null
+  fi
+else
+  "$PY" -c 'import pymysql' 2>/dev/null || die "PyMySQL is missing in target/pyenv: tests/run.sh installs it"
+fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$STATE"
-# BENCH_POLICY=none: the built-in default policy (no Wasm call), to see what the call costs.
-POLICY_TOML=""
-if [ "${BENCH_POLICY:-rw-split}" != none ]; then
-  POLICY_TOML=$(printf '[policy]\npath = "%s"\nwatch = false\n' "$ROOT/policies/dist/${BENCH_POLICY:-rw-split}.wasm")
-fi
 
 examples/mysql/cluster.sh start >&2
 MARIA_PID=$(cat "$MY_BASE/primary/mysqld.pid" 2>/dev/null || true)
 [ -n "$MARIA_PID" ] || die "no mariadbd pid"
 
-cat >"$STATE/switchyard.toml" <<TOML
+write_config() { # policy (a module in policies/dist, or none: the built-in default, no Wasm call)
+  local policy_toml=""
+  if [ "$1" != none ]; then
+    policy_toml=$(printf '[policy]\npath = "%s"\nwatch = false\n' "$ROOT/policies/dist/$1.wasm")
+  fi
+  cat >"$STATE/switchyard.toml" <<TOML
 [[listener]]
 name = "my"
 protocol = "mysql"
@@ -85,19 +117,40 @@ nodes = ["127.0.0.1:$MY_PRIMARY_PORT"]
 name = "app"
 password = "app_pass"
 
-$POLICY_TOML
+$policy_toml
 
 [log]
 level = "warn"
 TOML
-"$BIN" config check "$STATE/switchyard.toml" >&2
-"$BIN" run --config "$STATE/switchyard.toml" >"$STATE/switchyard.log" 2>&1 &
-PROXY_PID=$!
-trap 'kill $PROXY_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
-done
+}
+
+PROXY_PID=
+start_proxy() { # policy [command to run the proxy under, e.g. valgrind ...]
+  local policy=$1 tries=100 # 10 s; under a wrapper (valgrind) 5 minutes
+  shift
+  [ $# = 0 ] || tries=3000
+  write_config "$policy"
+  "$BIN" config check "$STATE/switchyard.toml" >&2
+  "$@" "$BIN" run --config "$STATE/switchyard.toml" >"$STATE/switchyard.log" 2>&1 &
+  PROXY_PID=$!
+  for _ in $(seq 1 "$tries"); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    kill -0 "$PROXY_PID" 2>/dev/null || { tail -n 20 "$STATE/switchyard.log" >&2; die "the proxy exited (log above)"; }
+    sleep 0.1
+  done
+  tail -n 20 "$STATE/switchyard.log" >&2
+  die "the proxy does not listen on $PORT within $((tries / 10)) s"
+}
+
+stop_proxy() { # (under valgrind the exit takes a while: the last profile is written then)
+  [ -n "$PROXY_PID" ] || return 0
+  kill -TERM "$PROXY_PID" 2>/dev/null || true
+  for _ in $(seq 1 600); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$PROXY_PID" 2>/dev/null || true
+  wait "$PROXY_PID" 2>/dev/null || true
+  PROXY_PID=
+}
+trap stop_proxy EXIT
 
 sb() { # port threads workload command...
   local port=$1 threads=$2 workload=$3; shift 3
@@ -111,6 +164,97 @@ tck=$(getconf CLK_TCK)
 log "preparing $TABLES tables of $TABLE_SIZE rows"
 sb "$MY_PRIMARY_PORT" 4 oltp_read_only cleanup >/dev/null 2>&1 || true
 sb "$MY_PRIMARY_PORT" 4 oltp_read_only prepare >/dev/null
+
+# ---------------------------------------------------------------- callgrind
+
+cg_dump() { # pid -> the profile of what ran since the last zeroing (dumping zeroes the counters)
+  local before after=0
+  before=$(find "$STATE" -maxdepth 1 -name "callgrind.out.$1.*" | wc -l)
+  callgrind_control -d "$1" >/dev/null 2>&1 || true
+  for _ in $(seq 1 600); do
+    after=$(find "$STATE" -maxdepth 1 -name "callgrind.out.$1.*" | wc -l)
+    [ "$after" -gt "$before" ] && break
+    sleep 0.1
+  done
+  [ "$after" -gt "$before" ] || die "callgrind_control -d $1 wrote no profile"
+  sleep 0.5 # (the file may still be being written)
+  # shellcheck disable=SC2012 # (names of our own making)
+  ls -t "$STATE/callgrind.out.$1".* | head -1
+}
+
+cg_figures() { # profile -> "Ir Ir-in-PolicyHandle::decide Ir-in-LoadedPolicy::call" (inclusive;
+  # a function inlined into its caller has no entry of its own and counts 0)
+  local f=$1 total
+  total=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
+  callgrind_annotate --inclusive=yes --threshold=100 "$f" >"$f.annotate" 2>/dev/null || true
+  inclusive() { # regex -> the largest inclusive Ir of the functions it matches
+    awk -v re="$1" '$0 ~ re { n = $1; gsub(",", "", n); if (n + 0 > max) max = n + 0 }
+      END { printf "%d\n", max }' "$f.annotate"
+  }
+  echo "$total $(inclusive 'PolicyHandle::decide') $(inclusive 'LoadedPolicy::call')"
+}
+
+section_callgrind() {
+  local policies=$POLICY policy out pid warm t0 t1 idle_f run_f sbout stmts errors
+  [ "$POLICY" = none ] || policies="$POLICY none"
+  out=$STATE/callgrind-$(date +%Y%m%d-%H%M%S).tsv
+  : >"$out"
+  warm=$((EVENTS / 4))
+  for policy in $policies; do
+    start_proxy "$policy" valgrind --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.%p"
+    pid=$PROXY_PID
+    log "callgrind, policy $policy: proxy pid $pid; warm-up of $warm point selects"
+    sb "$PORT" "$CG_THREADS" oltp_point_select --events="$warm" --time=0 --report-interval=0 run \
+      >"$STATE/callgrind-warmup.txt" 2>&1 || { tail -5 "$STATE/callgrind-warmup.txt" >&2; die "warm-up failed"; }
+    # What the idle process executes (to subtract from the run, which lasts many times longer
+    # under valgrind than natively).
+    callgrind_control -z "$pid" >/dev/null 2>&1 || die "callgrind_control -z $pid failed"
+    t0=$(date +%s%N); sleep "$CG_IDLE"; idle_f=$(cg_dump "$pid"); t1=$(date +%s%N)
+    printf '%s\tidle\t0\t%s\t%s\n' "$policy" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
+      "$(cg_figures "$idle_f" | tr ' ' '\t')" >>"$out"
+    sbout=$STATE/callgrind-$policy.txt
+    callgrind_control -z "$pid" >/dev/null 2>&1 || die "callgrind_control -z $pid failed"
+    t0=$(date +%s%N)
+    sb "$PORT" "$CG_THREADS" oltp_point_select --events="$EVENTS" --time=0 --report-interval=0 run >"$sbout" 2>&1 ||
+      log "sysbench failed: $(tail -n1 "$sbout")"
+    run_f=$(cg_dump "$pid"); t1=$(date +%s%N)
+    stmts=$(awk '/^ +total:/ { print $2; exit }' "$sbout")
+    errors=$(awk '/ignored errors:/ { print $3 }' "$sbout")
+    [ "${errors:-0}" = 0 ] || log "policy $policy: $errors ignored errors"
+    if [ -z "$stmts" ] || [ "$stmts" -le 0 ]; then tail -5 "$sbout" >&2; die "no statements in $sbout"; fi
+    printf '%s\trun\t%s\t%s\t%s\n' "$policy" "$stmts" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
+      "$(cg_figures "$run_f" | tr ' ' '\t')" >>"$out"
+    log "callgrind, policy $policy: $stmts statements, profile $run_f"
+    stop_proxy
+  done
+  # out: policy kind(idle|run) statements seconds Ir Ir-in-decide Ir-in-Wasm-call
+  {
+    echo
+    echo "Instructions the proxy executed (callgrind, all threads), sysbench oltp_point_select --threads=$CG_THREADS --events=$EVENTS --time=0, pool of $POOL"
+    echo
+    awk -F'\t' '
+      $2 == "idle" { rate[$1] = $5 / $4; idle[$1] = $4; next }
+      {
+        printf "| %s | %d | %.1f | %.0f | %.0f/s | %.0f | **%.0f** | %.0f | %s |\n", $1, $3, $4, $5, rate[$1],
+          $5 / $3, ($5 - rate[$1] * $4) / $3, $6 / $3, ($7 > 0 ? sprintf("%.0f", $7 / $3) : "-")
+      }
+      BEGIN {
+        print "| policy | statements | seconds | instructions | idle process | per statement | per statement less idle | policy decision per statement | Wasm call per statement |"
+        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+      }' "$out"
+    echo
+  } | tee "$STATE/callgrind.md"
+  log "table saved in $STATE/callgrind.md, raw figures in $out, profiles in $STATE/callgrind.out.*"
+}
+
+if [ "$MODE" = callgrind ]; then
+  section_callgrind
+  exit 0
+fi
+
+# ---------------------------------------------------------------- table
+
+start_proxy "$POLICY"
 
 echo "| workload | threads | direct TPS | Switchyard TPS | ratio | direct p95 ms | Switchyard p95 ms | proxy CPU µs/tx | MariaDB CPU µs/tx direct / proxied | sysbench CPU µs/tx direct / proxied |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

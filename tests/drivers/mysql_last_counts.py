@@ -7,6 +7,7 @@ Prints one line per check; exits 1 at the first mismatch."""
 import sys
 
 import pymysql
+from pymysql.constants import CLIENT
 
 host, port, user, password, dbname, name = sys.argv[1:7]
 
@@ -75,6 +76,17 @@ b.fetchall()
 a.execute(f"INSERT INTO {mine} (x) SELECT ROW_COUNT()")
 check("ROW_COUNT() inside an INSERT", one(a, f"SELECT max(x) FROM {mine}"), (13,))
 check("…and the rows it inserted", one(a, f"SELECT count(*) FROM {mine} WHERE x = 3"), (1,))
+
+# In one text of several statements, the later ones see the earlier ones' counts.
+multi_conn = pymysql.connect(host=host, port=int(port), user=user, password=password,
+                             database=dbname, autocommit=True, connect_timeout=10,
+                             client_flag=CLIENT.MULTI_STATEMENTS)
+multi = multi_conn.cursor()
+b.execute(f"DELETE FROM {theirs}")
+multi.execute(f"INSERT INTO {mine} VALUES (7), (8); SELECT ROW_COUNT()")
+multi.nextset()
+check("ROW_COUNT() after an insert of the same text", multi.fetchone(), (2,))
+multi_conn.close()
 
 for cur, table in ((a, mine), (b, theirs)):
     cur.execute(f"DROP TABLE {table}")

@@ -4,7 +4,9 @@
 //! client's values and, when the connection's last statement is not the client's, writes them
 //! into the statement as literals. A call that is a whole select-list item keeps its column name
 //! (`SELECT ROW_COUNT()` still names its column `ROW_COUNT()`); inside an expression the literal
-//! is parenthesised, and the expression's unaliased column name shows the value instead.
+//! is parenthesised, and the expression's unaliased column name shows the value instead. Only
+//! the first statement of a multi-statement text is concerned: the later ones run after it on
+//! the same connection.
 
 use super::lexer::{Lexer, Token, TokenKind};
 use crate::model::Protocol;
@@ -81,8 +83,9 @@ pub fn substitute_last_counts(sql: &str, counts: LastCounts) -> Option<String> {
                 select_lists.pop();
             }
         } else if t.is_punct(b';') {
-            select_lists.clear();
-            depth = 0;
+            // Later statements of the same text follow the first one on the same connection:
+            // their calls are the server's to answer.
+            break;
         } else if t.is_word("select") {
             select_lists.push(depth);
         } else if select_lists.last() == Some(&depth) && ITEM_END.iter().any(|w| t.is_word(w)) {
@@ -199,6 +202,15 @@ mod tests {
             sub("SELECT GREATEST(1, ROW_COUNT())").as_deref(),
             Some("SELECT GREATEST(1, (3))")
         );
+    }
+
+    #[test]
+    fn only_the_first_statement_of_a_text_is_answered_by_the_proxy() {
+        assert_eq!(
+            sub("SELECT ROW_COUNT(); INSERT INTO t VALUES (1); SELECT ROW_COUNT()").as_deref(),
+            Some("SELECT 3 AS `ROW_COUNT()`; INSERT INTO t VALUES (1); SELECT ROW_COUNT()")
+        );
+        assert_eq!(sub("INSERT INTO t VALUES (1); SELECT ROW_COUNT()"), None);
     }
 
     #[test]
