@@ -24,6 +24,7 @@ mod reload;
 mod server_auth;
 mod sysbench;
 mod tls;
+mod unknown_position;
 
 /// How long one run of a driver program may take.
 pub(super) const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -81,15 +82,18 @@ enum Driver {
     Connector,
     Mysql2,
     ConnectorJ,
+    /// Two PyMySQL clients of one program, for ROW_COUNT() and FOUND_ROWS().
+    LastCounts,
 }
 
 impl Driver {
     fn command(self) -> tokio::process::Command {
         match self {
-            Driver::PyMysql | Driver::Connector => {
+            Driver::PyMysql | Driver::Connector | Driver::LastCounts => {
                 let mut c = tokio::process::Command::new(pyenv_python());
                 c.arg(program(match self {
                     Driver::PyMysql => "pymysql_session.py",
+                    Driver::LastCounts => "mysql_last_counts.py",
                     _ => "connector_session.py",
                 }));
                 c
@@ -155,6 +159,34 @@ async fn run(driver: Driver, port: u16, name: &str) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// The `mariadb` CLI against `port` with `args` (as `app`, in `appdb`, no option files): stdout,
+/// or stderr as the error.
+pub(super) fn mariadb(port: u16, args: &[&str], sql: &str) -> Result<String, String> {
+    let out = std::process::Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(args)
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(["-N", "-B", DATABASE, "-e", sql])
+        .output()
+        .expect("the mariadb client runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Config lines that turn the cache on with the `cache-rules` policy caching reads of
+/// `cached_items` for a minute.
+pub(super) fn cache_policy() -> String {
+    format!(
+        "[cache]\nenabled = true\n[policy]\npath = \"{}\"\nfail_mode = \"fail-closed\"\nwatch = false\n\
+         [policy.config]\n\"ttl.cached_items\" = 60000\n",
+        policy_wasm("cache-rules").display()
+    )
 }
 
 /// The `mariadb` CLI through the proxy, in `appdb`.
@@ -300,12 +332,7 @@ async fn the_policy_blocks_with_mysqls_access_denied_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_reads_replay_the_servers_answer_until_a_write_through_the_proxy() {
     let db = MariaCluster::start(1);
-    let policy = format!(
-        "[cache]\nenabled = true\n[policy]\npath = \"{}\"\nfail_mode = \"fail-closed\"\nwatch = false\n\
-         [policy.config]\n\"ttl.cached_items\" = 60000\n",
-        policy_wasm("cache-rules").display()
-    );
-    let proxy = Proxy::start(&config(&db, 2, &policy)).await;
+    let proxy = Proxy::start(&config(&db, 2, &cache_policy())).await;
     let cache = proxy.deps.cache.clone().expect("the cache is on");
     cli(
         &db,

@@ -3,10 +3,9 @@
 //! parameter types, never with a text query's answer, and not after a write through the proxy.
 
 use switchyard_tests::mariadb::{APP_PASSWORD, APP_USER, DATABASE, MariaCluster};
-use switchyard_tests::policies::policy_wasm;
 use switchyard_tests::proxy::Proxy;
 
-use super::{RUN_TIMEOUT, cli, config, program};
+use super::{RUN_TIMEOUT, cache_policy, cli, config, program};
 use crate::postgres::pyenv_python;
 
 const READ: &str = "SELECT id, name FROM cached_items WHERE id >= ? ORDER BY id";
@@ -40,12 +39,7 @@ async fn prepared_read(port: u16, params: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_reads_are_cached_by_their_parameters() {
     let db = MariaCluster::start(1);
-    let policy = format!(
-        "[cache]\nenabled = true\n[policy]\npath = \"{}\"\nfail_mode = \"fail-closed\"\nwatch = false\n\
-         [policy.config]\n\"ttl.cached_items\" = 60000\n",
-        policy_wasm("cache-rules").display()
-    );
-    let proxy = Proxy::start(&config(&db, 2, &policy)).await;
+    let proxy = Proxy::start(&config(&db, 2, &cache_policy())).await;
     let cache = proxy.deps.cache.clone().expect("the cache is on");
     let port = proxy.addr().port();
     cli(

@@ -3,28 +3,16 @@
 //! negotiate it, the statement gets MariaDB's own refusal (ERROR 4166) and the session goes on.
 
 use std::io::Write as _;
-use std::process::Command;
 
-use switchyard_tests::mariadb::{APP_PASSWORD, APP_USER, DATABASE, MariaCluster};
+use switchyard_tests::mariadb::MariaCluster;
 use switchyard_tests::proxy::Proxy;
 
-use super::config;
+use super::{config, mariadb};
 
-/// The `mariadb` CLI against `port` with `--local-infile=N`: stdout, or stderr as the error.
-fn mariadb(port: u16, local_infile: bool, sql: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .arg("--no-defaults")
-        .arg(format!("--local-infile={}", u8::from(local_infile)))
-        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", APP_USER])
-        .arg(format!("-p{APP_PASSWORD}"))
-        .args(["-N", "-B", DATABASE, "-e", sql])
-        .output()
-        .expect("the mariadb client runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+/// The `mariadb` CLI against `port` with `--local-infile=N`.
+fn with_local_infile(port: u16, allowed: bool, sql: &str) -> Result<String, String> {
+    let flag = format!("--local-infile={}", u8::from(allowed));
+    mariadb(port, &[flag.as_str()], sql)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +36,7 @@ async fn a_listener_that_allows_it_carries_the_clients_file_to_the_server() {
     );
     let proxy = Proxy::start(&allowing).await;
     let port = proxy.addr().port();
-    let out = mariadb(
+    let out = with_local_infile(
         port,
         true,
         &format!(
@@ -60,7 +48,7 @@ async fn a_listener_that_allows_it_carries_the_clients_file_to_the_server() {
     assert_eq!(out.trim(), format!("{rows}\t{}", rows * (rows + 1) / 2));
 
     // A client that did not negotiate it is refused as MariaDB refuses it, and goes on.
-    let refused = mariadb(port, false, &format!("{load}; SELECT 1"))
+    let refused = with_local_infile(port, false, &format!("{load}; SELECT 1"))
         .expect_err("refused without the client's capability");
     assert!(refused.contains("ERROR 4166 (HY000)"), "{refused}");
     proxy.stop().await;
@@ -69,12 +57,13 @@ async fn a_listener_that_allows_it_carries_the_clients_file_to_the_server() {
     // read may go to the replica).
     db.wait_replicated();
     let proxy = Proxy::start(&config(&db, 2, "")).await;
-    let refused = mariadb(proxy.addr().port(), true, &load).expect_err("refused by the listener");
+    let refused =
+        with_local_infile(proxy.addr().port(), true, &load).expect_err("refused by the listener");
     assert!(
         refused.contains("ERROR 4166 (HY000)") && refused.contains("local infile capability"),
         "{refused}"
     );
-    let after = mariadb(
+    let after = with_local_infile(
         proxy.addr().port(),
         true,
         "SELECT count(*) FROM li; SELECT 'still here'",

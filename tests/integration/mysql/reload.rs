@@ -25,14 +25,17 @@ async fn open_sessions_move_to_a_reloaded_config_between_transactions() {
     let before = config(&db, 2, "");
     std::fs::write(&path, &before).expect("write the config");
     let proxy = Proxy::start_file(&path).await;
-    let opts = OptsBuilder::default()
-        .ip_or_hostname("127.0.0.1")
-        .tcp_port(proxy.addr().port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some(DATABASE))
-        .prefer_socket(false);
-    let mut conn = Conn::new(opts).await.expect("log in through the proxy");
+    let connect = || {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(proxy.addr().port())
+            .user(Some(APP_USER))
+            .pass(Some(APP_PASSWORD))
+            .db_name(Some(DATABASE))
+            .prefer_socket(false);
+        Conn::new(opts)
+    };
+    let mut conn = connect().await.expect("log in through the proxy");
     assert_eq!(port_of_a_read(&mut conn).await, replica);
     conn.query_drop("BEGIN").await.expect("begin");
     assert_eq!(
@@ -57,17 +60,7 @@ async fn open_sessions_move_to_a_reloaded_config_between_transactions() {
         "the read went to the reloaded replica pool"
     );
     // A new session sees the same.
-    let mut fresh = Conn::new(
-        OptsBuilder::default()
-            .ip_or_hostname("127.0.0.1")
-            .tcp_port(proxy.addr().port())
-            .user(Some(APP_USER))
-            .pass(Some(APP_PASSWORD))
-            .db_name(Some(DATABASE))
-            .prefer_socket(false),
-    )
-    .await
-    .expect("a new session");
+    let mut fresh = connect().await.expect("a new session");
     assert_eq!(port_of_a_read(&mut fresh).await, primary);
     conn.disconnect().await.expect("disconnect");
     fresh.disconnect().await.expect("disconnect");

@@ -2,29 +2,11 @@
 //! with an SSLRequest and verifies the certificate; with `required = true` a client in clear
 //! text gets MySQL's insecure-transport error.
 
-use std::process::Command;
-
-use switchyard_tests::mariadb::{APP_PASSWORD, APP_USER, DATABASE, MariaCluster};
+use switchyard_tests::mariadb::MariaCluster;
 use switchyard_tests::proxy::Proxy;
 use switchyard_tests::tls::TestCa;
 
-use super::config;
-
-/// The `mariadb` CLI against `port` with `tls_args`: stdout, or stderr as the error.
-fn mariadb(port: u16, tls_args: &[&str], sql: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .args(tls_args)
-        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", APP_USER])
-        .arg(format!("-p{APP_PASSWORD}"))
-        .args(["-N", "-B", DATABASE, "-e", sql])
-        .output()
-        .expect("the mariadb client runs");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
+use super::{config, mariadb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_upgrade_to_tls_and_a_required_listener_refuses_clear_text() {

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Closed, Session};
+use super::{Closed, Seen, Session};
 use crate::cache::{CacheKey, CachedResponse, FillGuard, KeyEncoder, Lookup, TableRef};
 use crate::config::Consistency;
+use crate::metrics::{CacheOutcome, Outcome};
 use crate::model::{Lsn, PoolRole, Protocol, StatementKind};
 use crate::mysql::response::{Answer, MyError, track_recorded};
 use crate::pipeline::Verdict;
@@ -24,7 +25,7 @@ pub(super) struct Capture {
 }
 
 #[allow(clippy::large_enum_variant)] // short-lived, never stored
-pub(super) enum CacheStep {
+enum CacheStep {
     /// The cache answered (with the leader's error when `failed`).
     Answered {
         failed: bool,
@@ -87,13 +88,45 @@ impl Session {
         Some(encoder.finish(directive.namespace.as_deref(), tables.into()))
     }
 
+    /// The cache's part in a statement: marks `seen` with what the cache did and, on a hit,
+    /// answers the client (`true`); on a miss the answer about to be relayed is recorded.
+    /// `key`: `None` when the statement may not be cached.
+    pub(super) async fn consult_cache(
+        &mut self,
+        key: Option<CacheKey>,
+        verdict: &Verdict,
+        seen: &mut Seen<'_>,
+    ) -> Result<bool, Closed> {
+        if verdict
+            .decision
+            .cache
+            .as_ref()
+            .is_some_and(|d| d.ttl_ms > 0)
+        {
+            seen.cache = CacheOutcome::NotCacheable;
+        }
+        let Some(key) = key else {
+            return Ok(false);
+        };
+        seen.cache = CacheOutcome::Miss;
+        match self.lookup(key, verdict).await? {
+            CacheStep::Answered { failed } => {
+                seen.cache = CacheOutcome::Hit;
+                let outcome = Outcome::of(&verdict.decision.action);
+                self.record(seen, Some(verdict), outcome, failed);
+                Ok(true)
+            }
+            CacheStep::Fill(capture) => {
+                self.capture = Some(capture);
+                Ok(false)
+            }
+            CacheStep::Run => Ok(false),
+        }
+    }
+
     /// Looks a cacheable read up. An entry that may predate the session's own last write (by
     /// GTID) is not used: the read runs, routed causally, and stores nothing.
-    pub(super) async fn lookup(
-        &mut self,
-        key: CacheKey,
-        verdict: &Verdict,
-    ) -> Result<CacheStep, Closed> {
+    async fn lookup(&mut self, key: CacheKey, verdict: &Verdict) -> Result<CacheStep, Closed> {
         let Some(cache) = self.fe.shared.cache.clone() else {
             return Ok(CacheStep::Run);
         };

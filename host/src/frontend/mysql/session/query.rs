@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::cache::CacheStep;
 use super::relay::local_files_disabled;
 use super::{Closed, Seen, Session, hash_settings};
 use crate::classify::{mysql_session_effects, substitute_last_counts};
@@ -68,13 +67,7 @@ impl Session {
         if effects.kills {
             // The id would name a server connection another client may be using now.
             self.record(&seen, Some(&verdict), Outcome::Refused, true);
-            let error = MyError::new(
-                response::ER_NOT_SUPPORTED_YET,
-                "42000",
-                "KILL is not supported through Switchyard: server connections are shared, so a \
-                 connection id does not name this client's statement",
-            );
-            return self.answer_error(error).await;
+            return self.answer_error(kill_refused()).await;
         }
         if effects.loads_local_file && !self.may_send_files() {
             self.record(&seen, Some(&verdict), Outcome::Refused, true);
@@ -88,35 +81,13 @@ impl Session {
             let error = database_denied(&self.user.config.name, ip, db);
             return self.answer_error(error).await;
         }
-        if verdict
-            .decision
-            .cache
-            .as_ref()
-            .is_some_and(|d| d.ttl_ms > 0)
-        {
-            seen.cache = CacheOutcome::NotCacheable;
-        }
         let key = if effects.pin.is_none() && !effects.setting && effects.use_database.is_none() {
             self.cache_key(&verdict, run_sql, None)
         } else {
             None
         };
-        if let Some(key) = key {
-            seen.cache = CacheOutcome::Miss;
-            match self.lookup(key, &verdict).await? {
-                CacheStep::Answered { failed } => {
-                    seen.cache = CacheOutcome::Hit;
-                    self.record(
-                        &seen,
-                        Some(&verdict),
-                        Outcome::of(&verdict.decision.action),
-                        failed,
-                    );
-                    return Ok(());
-                }
-                CacheStep::Fill(capture) => self.capture = Some(capture),
-                CacheStep::Run => {}
-            }
+        if self.consult_cache(key, &verdict, &mut seen).await? {
+            return Ok(());
         }
         let mut route = verdict.decision.route.clone();
         if effects.pin.is_some() || effects.setting {
@@ -199,4 +170,15 @@ fn command_payload(sql: &str) -> BytesMut {
     p.extend_from_slice(&[COM_QUERY]);
     p.extend_from_slice(sql.as_bytes());
     p
+}
+
+/// What a `KILL` statement gets: the id would name a server connection another client may be
+/// using now.
+pub(super) fn kill_refused() -> MyError {
+    MyError::new(
+        response::ER_NOT_SUPPORTED_YET,
+        "42000",
+        "KILL is not supported through Switchyard: server connections are shared, so a \
+         connection id does not name this client's statement",
+    )
 }

@@ -11,12 +11,16 @@ use tokio::io::AsyncWriteExt;
 use super::{Closed, Session};
 use crate::backend::mysql::parse_gtid_position;
 use crate::config::Consistency;
+use crate::model::Lsn;
 use crate::model::PoolRole;
 use crate::mysql::StatusFlags;
 use crate::mysql::response::{Answer, AnswerTracker, MyError, OkInfo};
 
 /// Client bytes buffered before they are written even though the server has sent more.
 const FLUSH_AT: usize = 64 << 10;
+
+/// The position of a write whose GTID could not be learnt: beyond every replica's.
+pub(super) const UNKNOWN_WRITE: Lsn = Lsn(u64::MAX);
 
 /// The MariaDB statement that names the last transaction this connection committed.
 const LAST_GTID_QUERY: &str = "SELECT @@last_gtid";
@@ -262,7 +266,8 @@ impl Session {
     /// becomes the position this session's reads must see.
     async fn learn_position(&mut self) {
         let router = self.fe.backend.router().clone();
-        if router.consistency() == Consistency::Eventual {
+        if router.consistency() == Consistency::Eventual || self.own_position == Some(UNKNOWN_WRITE)
+        {
             return;
         }
         let committed = Instant::now();
@@ -291,9 +296,10 @@ impl Session {
                     .await
             }
         };
-        if let Some(p) = position {
-            self.own_position = Some(self.own_position.map_or(p, |o| o.max(p)));
-        }
+        // Where the write stands cannot be learnt (a MySQL server has no MariaDB GTIDs): no
+        // replica can be shown to have it, so the session's reads stay on the primary.
+        let p = position.unwrap_or(UNKNOWN_WRITE);
+        self.own_position = Some(self.own_position.map_or(p, |o| o.max(p)));
     }
 }
 

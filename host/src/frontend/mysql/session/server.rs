@@ -188,6 +188,10 @@ impl Session {
         let Some(lsn) = needed else {
             return (pool, exclude.into_iter().collect());
         };
+        if lsn == super::relay::UNKNOWN_WRITE {
+            // No replica can be shown to have the session's write: not worth waiting for.
+            return self.primary_instead(pool, exclude).await;
+        }
         if pool.reached(lsn) || pool.wait_reached(lsn, router.causal_wait()).await {
             let mut skip = pool.nodes_behind(lsn);
             skip.extend(exclude);

@@ -17,7 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use std::time::Instant;
 
-use super::cache::CacheStep;
+use super::query::kill_refused;
 use super::{Closed, Seen, Session};
 use crate::backend::mysql::{MyBackendError, MyServerConn, ServerStatement};
 use crate::classify::mysql_session_effects;
@@ -138,13 +138,7 @@ impl Session {
         }
         let effects = mysql_session_effects(&sql);
         if effects.kills {
-            let error = MyError::new(
-                response::ER_NOT_SUPPORTED_YET,
-                "42000",
-                "KILL is not supported through Switchyard: server connections are shared, so a \
-                 connection id does not name this client's statement",
-            );
-            return self.answer_error(error).await;
+            return self.answer_error(kill_refused()).await;
         }
         let pins = effects.pin.or(effects
             .setting
@@ -261,28 +255,10 @@ impl Session {
             sent: None,
         };
         if command == COM_STMT_EXECUTE && !cursor {
-            if verdict
-                .decision
-                .cache
-                .as_ref()
-                .is_some_and(|d| d.ttl_ms > 0)
-            {
-                seen.cache = CacheOutcome::NotCacheable;
-            }
             let key = execution_params(&payload, params, types_bound.as_ref())
                 .and_then(|bound| self.cache_key(&verdict, &sql, Some(&bound)));
-            if let Some(key) = key {
-                seen.cache = CacheOutcome::Miss;
-                match self.lookup(key, &verdict).await? {
-                    CacheStep::Answered { failed } => {
-                        seen.cache = CacheOutcome::Hit;
-                        let outcome = Outcome::of(&verdict.decision.action);
-                        self.record(&seen, Some(&verdict), outcome, failed);
-                        return Ok(());
-                    }
-                    CacheStep::Fill(capture) => self.capture = Some(capture),
-                    CacheStep::Run => {}
-                }
+            if self.consult_cache(key, &verdict, &mut seen).await? {
+                return Ok(());
             }
         }
         let reads_insert_id = reads_insert_id && command == COM_STMT_EXECUTE;
