@@ -472,6 +472,20 @@ struct Seen<'a> {
     sent: Option<Instant>,
 }
 
+impl<'a> Seen<'a> {
+    /// A statement starting now.
+    fn new(fe: &MyFrontend, sql: &'a str) -> Seen<'a> {
+        Seen {
+            query_id: fe.shared.metrics.next_query_id(),
+            started: Instant::now(),
+            sql,
+            cache: CacheOutcome::Off,
+            pool: None,
+            sent: None,
+        }
+    }
+}
+
 /// The client is gone (or must be closed): the session ends.
 #[derive(Debug)]
 pub(super) struct Closed;

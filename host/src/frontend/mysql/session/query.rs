@@ -9,7 +9,7 @@ use super::relay::local_files_disabled;
 use super::{Closed, Seen, Session, hash_settings};
 use crate::classify::{mysql_session_effects, substitute_last_counts};
 use crate::frontend::mysql::login::database_denied;
-use crate::metrics::{CacheOutcome, Outcome};
+use crate::metrics::Outcome;
 use crate::model::{Action, Route, StatementKind};
 use crate::mysql::CapabilityFlags;
 use crate::mysql::command::COM_QUERY;
@@ -18,14 +18,7 @@ use crate::mysql::response::{self, Answer, MyError};
 impl Session {
     pub(super) async fn query(&mut self, payload: BytesMut) -> Result<(), Closed> {
         let sql = String::from_utf8_lossy(&payload[1..]).into_owned();
-        let mut seen = Seen {
-            query_id: self.fe.shared.metrics.next_query_id(),
-            started: Instant::now(),
-            sql: &sql,
-            cache: CacheOutcome::Off,
-            pool: None,
-            sent: None,
-        };
+        let mut seen = Seen::new(&self.fe, &sql);
         let verdict = match self.decide(&sql) {
             Ok(v) => v,
             Err(e) => {

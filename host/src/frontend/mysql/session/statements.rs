@@ -21,7 +21,7 @@ use super::query::kill_refused;
 use super::{Closed, Seen, Session};
 use crate::backend::mysql::{MyBackendError, MyServerConn, ServerStatement};
 use crate::classify::mysql_session_effects;
-use crate::metrics::{CacheOutcome, Outcome};
+use crate::metrics::Outcome;
 use crate::model::{Action, Route, StatementKind};
 use crate::mysql::command::*;
 use crate::mysql::packet::FrameReader;
@@ -246,14 +246,7 @@ impl Session {
         if command == COM_STMT_SEND_LONG_DATA || cursor {
             route = Route::Primary;
         }
-        let mut seen = Seen {
-            query_id: self.fe.shared.metrics.next_query_id(),
-            started: Instant::now(),
-            sql: &sql,
-            cache: CacheOutcome::Off,
-            pool: None,
-            sent: None,
-        };
+        let mut seen = Seen::new(&self.fe, &sql);
         if command == COM_STMT_EXECUTE && !cursor {
             let key = execution_params(&payload, params, types_bound.as_ref())
                 .and_then(|bound| self.cache_key(&verdict, &sql, Some(&bound)));
