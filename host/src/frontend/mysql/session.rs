@@ -136,7 +136,9 @@ impl Session {
             fe,
             stream,
             reader,
-            out: BytesMut::with_capacity(16 << 10),
+            // Grown by the first answer and kept: a client that only logs in and waits costs
+            // nothing here (16 KiB up front was half of an idle client's memory).
+            out: BytesMut::new(),
             user,
             _slot: slot,
             user_limits,
