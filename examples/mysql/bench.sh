@@ -28,9 +28,10 @@
 # epoch ticker, inflated by valgrind's slowness), and then over one sysbench oltp_point_select
 # run of BENCH_EVENTS statements (default 12000; --events=N --time=0) at BENCH_CALLGRIND_THREADS
 # (default 8). Reported per statement: all the proxy's instructions (Ir), the same less what the
-# idle process executes in as long, and the inclusive Ir of the policy decision
-# (PolicyHandle::decide: the Wasm call, or the built-in default) and of the Wasm call alone
-# (LoadedPolicy::call), from callgrind_annotate. Profiles stay in BENCH_STATE/callgrind.out.*.
+# idle process executes in as long, and, from callgrind_annotate, the inclusive Ir of the session
+# task (mysql::session::Session::run), of the policy decision (PolicyHandle::decide: the Wasm
+# call, or the built-in default) and of the Wasm call alone (LoadedPolicy::call). Profiles stay
+# in BENCH_STATE/callgrind.out.*.
 #
 # Env: SWITCHYARD_BIN (target/release/switchyard), BENCH_STATE (/tmp/switchyard-my-bench),
 #      MY_PRIMARY_PORT (54406), SWITCHYARD_PORT (54490), BENCH_TABLES (4), BENCH_TABLE_SIZE (10000).
@@ -98,6 +99,10 @@ protocol = "mysql"
 bind = "127.0.0.1:$PORT"
 cluster = "main"
 max_connections = 20000
+# sysbench opens all its connections at once from one address: above the default 100 logins
+# pending per address, the 1024-thread runs were refused (ERR 1040) before they started.
+max_pending_logins = 20000
+max_pending_logins_per_source = 20000
 
 [cluster.main]
 protocol = "mysql"
@@ -182,8 +187,9 @@ cg_dump() { # pid -> the profile of what ran since the last zeroing (dumping zer
   ls -t "$STATE/callgrind.out.$1".* | head -1
 }
 
-cg_figures() { # profile -> "Ir Ir-in-PolicyHandle::decide Ir-in-LoadedPolicy::call" (inclusive;
-  # a function inlined into its caller has no entry of its own and counts 0)
+cg_figures() { # profile -> "Ir Ir-in-the-session-task Ir-in-PolicyHandle::decide
+  # Ir-in-LoadedPolicy::call" (inclusive; a function inlined into its caller has no entry of its
+  # own and counts 0; one that callgrind splits by source file counts its outermost part)
   local f=$1 total
   total=$(awk '/^(summary|totals):/ { print $2; exit }' "$f")
   callgrind_annotate --inclusive=yes --threshold=100 "$f" >"$f.annotate" 2>/dev/null || true
@@ -191,7 +197,7 @@ cg_figures() { # profile -> "Ir Ir-in-PolicyHandle::decide Ir-in-LoadedPolicy::c
     awk -v re="$1" '$0 ~ re { n = $1; gsub(",", "", n); if (n + 0 > max) max = n + 0 }
       END { printf "%d\n", max }' "$f.annotate"
   }
-  echo "$total $(inclusive 'PolicyHandle::decide') $(inclusive 'LoadedPolicy::call')"
+  echo "$total $(inclusive 'mysql::session::Session::run') $(inclusive 'PolicyHandle::decide') $(inclusive 'LoadedPolicy::call')"
 }
 
 section_callgrind() {
@@ -227,7 +233,7 @@ section_callgrind() {
     log "callgrind, policy $policy: $stmts statements, profile $run_f"
     stop_proxy
   done
-  # out: policy kind(idle|run) statements seconds Ir Ir-in-decide Ir-in-Wasm-call
+  # out: policy kind(idle|run) statements seconds Ir Ir-in-session-task Ir-in-decide Ir-in-Wasm-call
   {
     echo
     echo "Instructions the proxy executed (callgrind, all threads), sysbench oltp_point_select --threads=$CG_THREADS --events=$EVENTS --time=0, pool of $POOL"
@@ -235,12 +241,12 @@ section_callgrind() {
     awk -F'\t' '
       $2 == "idle" { rate[$1] = $5 / $4; idle[$1] = $4; next }
       {
-        printf "| %s | %d | %.1f | %.0f | %.0f/s | %.0f | **%.0f** | %.0f | %s |\n", $1, $3, $4, $5, rate[$1],
-          $5 / $3, ($5 - rate[$1] * $4) / $3, $6 / $3, ($7 > 0 ? sprintf("%.0f", $7 / $3) : "-")
+        printf "| %s | %d | %.1f | %.0f | %.0f/s | %.0f | **%.0f** | %.0f | %.0f | %s |\n", $1, $3, $4, $5, rate[$1],
+          $5 / $3, ($5 - rate[$1] * $4) / $3, $6 / $3, $7 / $3, ($8 > 0 ? sprintf("%.0f", $8 / $3) : "-")
       }
       BEGIN {
-        print "| policy | statements | seconds | instructions | idle process | per statement | per statement less idle | policy decision per statement | Wasm call per statement |"
-        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        print "| policy | statements | seconds | instructions | idle process | per statement | per statement less idle | session task per statement | policy decision per statement | Wasm call per statement |"
+        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
       }' "$out"
     echo
   } | tee "$STATE/callgrind.md"
