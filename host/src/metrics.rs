@@ -149,6 +149,9 @@ pub struct Metrics {
     /// Logins and requests refused a database the config does not open to them, by frontend
     /// and user (configured, authenticated users only, so the label sets are bounded).
     database_refusals: LabelMap<AtomicU64>,
+    /// Statements written onto a busy server connection (multiplexing), by pool and by how
+    /// many units were in flight there when they joined.
+    rides: LabelMap<AtomicU64>,
     /// Where the exporter reads live state.
     pub sources: Sources,
     /// What the connection guards refused or closed (see `guard`).
@@ -169,6 +172,7 @@ impl Metrics {
             slow_query_threshold: ArcSwapOption::from(slow_query_threshold.map(Arc::new)),
             slow_queries: AtomicU64::new(0),
             database_refusals: LabelMap::new(MAX_LABEL_SETS),
+            rides: LabelMap::new(MAX_LABEL_SETS),
             sources: Sources::new(policy),
             guard: Arc::default(),
         }
@@ -190,6 +194,16 @@ impl Metrics {
             .with(&[protocol.as_str(), user], |c| {
                 c.fetch_add(1, Ordering::Relaxed);
             });
+    }
+
+    /// Counts a statement that rode on a busy server connection of `pool` behind `depth`
+    /// units of work.
+    pub fn ride(&self, pool: &str, depth: u32) {
+        const DEPTHS: [&str; 9] = ["0", "1", "2", "3", "4", "5", "6", "7", "8+"];
+        let depth = DEPTHS[(depth as usize).min(DEPTHS.len() - 1)];
+        self.rides.with(&[pool, depth], |c| {
+            c.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     pub fn digests(&self) -> &Digests {
@@ -227,8 +241,14 @@ impl Metrics {
                 c.fetch_add(1, Ordering::Relaxed);
             });
         }
-        self.digests
-            .record(e.protocol, e.fingerprint, e.sql, e.elapsed, e.failed);
+        self.digests.record(
+            e.protocol,
+            e.fingerprint,
+            e.sql,
+            e.elapsed,
+            e.backend,
+            e.failed,
+        );
         tracing::debug!(
             query_id = e.query_id,
             protocol = frontend,

@@ -22,6 +22,7 @@ mod positions;
 mod postgres;
 mod postgres_causal;
 mod postgres_drivers;
+mod postgres_multiplex;
 mod postgres_policy;
 mod postgres_qos;
 mod postgres_transparency;

@@ -228,6 +228,11 @@ impl<C: Connector> Bucket<C> {
         self.permits.waiting_tenants()
     }
 
+    /// Connections that could be checked out now without waiting.
+    pub fn available_permits(&self) -> u32 {
+        self.permits.available()
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }

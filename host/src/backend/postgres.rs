@@ -5,6 +5,7 @@
 mod conn;
 mod endpoint;
 mod health;
+pub mod multiplex;
 mod pool;
 pub(crate) mod wal_poll;
 
@@ -229,6 +230,7 @@ impl PgBackend {
                     let connector = PgConnector {
                         endpoint: Arc::new(endpoint),
                         login: login.clone(),
+                        carriers: Arc::default(),
                     };
                     Arc::new(Bucket::new(
                         pool.name(),

@@ -145,6 +145,36 @@ pub struct PoolConfig {
     /// of each node's host (for nodes listed by IP whose certificate names a host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// PostgreSQL transaction pooling: autocommit reads written onto busy server connections
+    /// behind the work already there, when every connection is busy.
+    #[serde(default)]
+    pub multiplex: MultiplexConfig,
+}
+
+/// Pipelining other clients' autocommit reads onto busy server connections (PostgreSQL,
+/// transaction mode): see CONFIG.md, "Multiplexing".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiplexConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Units of work in flight on one server connection at most (its own included).
+    #[serde(default = "defaults::max_depth")]
+    pub max_depth: u32,
+    /// A statement shape whose mean server time (from the digests) is at least this neither
+    /// rides behind others nor lets others ride behind it.
+    #[serde(default = "defaults::slow_statement", with = "units::duration")]
+    pub slow_statement: Duration,
+}
+
+impl Default for MultiplexConfig {
+    fn default() -> Self {
+        MultiplexConfig {
+            enabled: false,
+            max_depth: defaults::max_depth(),
+            slow_statement: defaults::slow_statement(),
+        }
+    }
 }
 
 /// PostgreSQL pooling mode.
@@ -222,6 +252,12 @@ mod defaults {
     }
     pub fn max_in_flight() -> u32 {
         64
+    }
+    pub fn max_depth() -> u32 {
+        4
+    }
+    pub fn slow_statement() -> Duration {
+        Duration::from_millis(5)
     }
     pub fn wal_poll_interval() -> Duration {
         Duration::from_millis(100)
@@ -495,6 +531,14 @@ impl PoolConfig {
             self.max_concurrent_queries,
         );
         problems.positive(path.key("max_pinned"), self.max_pinned);
+        let multiplex = path.key("multiplex");
+        problems.range(multiplex.key("max_depth"), self.multiplex.max_depth, 2, 64);
+        problems.duration(
+            multiplex.key("slow_statement"),
+            self.multiplex.slow_statement,
+            Duration::from_micros(1),
+            hour,
+        );
         if let Some(limit) = self.max_execution_time {
             problems.duration(
                 path.key("max_execution_time"),

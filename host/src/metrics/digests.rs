@@ -41,12 +41,20 @@ struct Stats {
     errors: AtomicU64,
     total_us: AtomicU64,
     max_us: AtomicU64,
+    /// Time on a server (sent to answered), for statements that reached one.
+    server_us: AtomicU64,
+    server_count: AtomicU64,
     first_seen: u64,
     last_seen: AtomicU64,
 }
 
 impl Stats {
-    fn add(&self, us: u64, failed: bool, now: u64) {
+    fn add(&self, us: u64, server: Option<Duration>, failed: bool, now: u64) {
+        if let Some(server) = server {
+            let us = u64::try_from(server.as_micros()).unwrap_or(u64::MAX);
+            self.server_us.fetch_add(us, Ordering::Relaxed);
+            self.server_count.fetch_add(1, Ordering::Relaxed);
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
@@ -89,6 +97,7 @@ impl Digests {
         fingerprint: u64,
         sql: &str,
         elapsed: Duration,
+        server: Option<Duration>,
         failed: bool,
     ) {
         let shard = &self.shards[(fingerprint as usize) % SHARDS];
@@ -96,7 +105,7 @@ impl Digests {
         let now = unix_now();
         let key = (protocol, fingerprint);
         if let Some(stats) = shard.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            stats.add(us, failed, now);
+            stats.add(us, server, failed, now);
             return;
         }
         let mut map = shard.write().unwrap_or_else(|p| p.into_inner());
@@ -113,10 +122,21 @@ impl Digests {
                 errors: AtomicU64::new(0),
                 total_us: AtomicU64::new(0),
                 max_us: AtomicU64::new(0),
+                server_us: AtomicU64::new(0),
+                server_count: AtomicU64::new(0),
                 first_seen: now,
                 last_seen: AtomicU64::new(now),
             })
-            .add(us, failed, now);
+            .add(us, server, failed, now);
+    }
+
+    /// The mean time a statement shape spent on a server, in µs, once it has reached one.
+    pub fn mean_server_us(&self, protocol: Protocol, fingerprint: u64) -> Option<u64> {
+        let shard = &self.shards[(fingerprint as usize) % SHARDS];
+        let map = shard.read().unwrap_or_else(|p| p.into_inner());
+        let stats = map.get(&(protocol, fingerprint))?;
+        let count = stats.server_count.load(Ordering::Relaxed);
+        (count > 0).then(|| stats.server_us.load(Ordering::Relaxed) / count)
     }
 
     /// Statements not recorded because the table was full.
@@ -186,9 +206,15 @@ mod tests {
                 fp,
                 sql,
                 Duration::from_millis(ms),
+                (ms > 1).then(|| Duration::from_millis(ms - 1)),
                 failed,
             );
         }
+        let shape = fingerprint(Protocol::Postgres, "SELECT * FROM t WHERE id = 1");
+        // The mean of the server times recorded (1 and 3 ms), not of the whole statements'.
+        assert_eq!(d.mean_server_us(Protocol::Postgres, shape), Some(2000));
+        let one = fingerprint(Protocol::Postgres, "SELECT 1");
+        assert_eq!(d.mean_server_us(Protocol::Postgres, one), None);
         let top = d.top(DigestOrder::Count, 10);
         assert_eq!(top.len(), 2);
         assert_eq!(top[0].count, 2);
@@ -203,7 +229,14 @@ mod tests {
     fn a_full_table_counts_what_it_drops() {
         let d = Digests::new(SHARDS);
         for i in 0..(SHARDS * 4) as u64 {
-            d.record(Protocol::Postgres, i, "SELECT 1", Duration::ZERO, false);
+            d.record(
+                Protocol::Postgres,
+                i,
+                "SELECT 1",
+                Duration::ZERO,
+                None,
+                false,
+            );
         }
         let kept = d.top(DigestOrder::Count, usize::MAX).len() as u64;
         assert_eq!(kept, SHARDS as u64);

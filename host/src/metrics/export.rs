@@ -179,6 +179,21 @@ fn queries(m: &Metrics, enc: &mut DescriptorEncoder<'_>) -> Fmt {
             )
         }),
     )?;
+    let rides = m.rides.entries();
+    counters(
+        enc,
+        "switchyard_multiplexed_statements",
+        "Statements written onto a busy PostgreSQL server connection behind other clients' work (multiplexing), by pool and the units already in flight there (depth).",
+        rides.iter().map(|c| {
+            (
+                [
+                    ("pool", c.labels[0].to_string()),
+                    ("depth", c.labels[1].to_string()),
+                ],
+                c.value.load(Ordering::Relaxed),
+            )
+        }),
+    )?;
     let refusals = m.database_refusals.entries();
     counters(
         enc,

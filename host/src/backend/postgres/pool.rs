@@ -13,6 +13,8 @@ use crate::backend::pool::{self, Connector, Pooled};
 pub struct PgConnector {
     pub endpoint: Arc<Endpoint>,
     pub login: Login,
+    /// The boards of this bucket's held connections that take rides (see `multiplex`).
+    pub carriers: Arc<super::multiplex::Carriers>,
 }
 
 impl Connector for PgConnector {

@@ -3,14 +3,22 @@
 //! session's key is forwarded to that server with the server's key — never to anyone else's.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::postgres::CancelTarget;
+use crate::backend::postgres::multiplex::{CancelRide, RideTicket};
 
 /// Where a session's query runs now.
 #[derive(Debug, Default)]
 pub struct CancelSlot {
     target: Mutex<Option<CancelTarget>>,
+    /// The statement runs on another session's connection (multiplexing): only while it is the
+    /// one the server works on is a cancel forwarded.
+    ride: Mutex<Option<Arc<RideTicket>>>,
+    /// The session holds a connection others' statements ride on: a cancel is forwarded only
+    /// while one of its own units is the one the server works on.
+    own_running: Mutex<Option<Arc<AtomicBool>>>,
     /// Why the session keeps its server connection between transactions, for SHOW CLIENTS.
     pinned: Mutex<Option<&'static str>>,
 }
@@ -25,6 +33,28 @@ impl CancelSlot {
     pub fn clear(&self) {
         if let Ok(mut t) = self.target.lock() {
             *t = None;
+        }
+        if let Ok(mut r) = self.ride.lock() {
+            *r = None;
+        }
+        if let Ok(mut g) = self.own_running.lock() {
+            *g = None;
+        }
+    }
+
+    /// The session's statements run on `target`, which others' statements may ride on too.
+    pub fn set_carrying(&self, target: CancelTarget, own_running: Arc<AtomicBool>) {
+        self.set(target);
+        if let Ok(mut g) = self.own_running.lock() {
+            *g = Some(own_running);
+        }
+    }
+
+    /// The session's statement rides on the connection `target` names.
+    pub fn set_ride(&self, target: CancelTarget, ticket: Arc<RideTicket>) {
+        self.set(target);
+        if let Ok(mut r) = self.ride.lock() {
+            *r = Some(ticket);
         }
     }
 
@@ -97,7 +127,30 @@ impl CancelRegistry {
                 .filter(|(k, _, _)| *k == key)
                 .map(|(_, slot, _)| slot.clone())
         });
-        let Some(target) = slot.and_then(|s| s.get()) else {
+        let Some(slot) = slot else {
+            return;
+        };
+        let ride = slot.ride.lock().ok().and_then(|r| r.clone());
+        if let Some(ticket) = ride
+            && ticket.cancel() == CancelRide::Withdrawn
+        {
+            // Queued behind other clients' statements: answered as cancelled where it waits;
+            // the server, working on someone else's statement, must not be told.
+            tracing::debug!(
+                pid,
+                "cancel request for a statement not running yet: withdrawn"
+            );
+            return;
+        }
+        let gate = slot.own_running.lock().ok().and_then(|g| g.clone());
+        if gate.is_some_and(|running| !running.load(Ordering::Acquire)) {
+            tracing::debug!(
+                pid,
+                "cancel request while another client's statement runs: not forwarded"
+            );
+            return;
+        }
+        let Some(target) = slot.get() else {
             tracing::debug!(pid, "cancel request for no running query");
             return;
         };

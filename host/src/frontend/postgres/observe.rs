@@ -39,6 +39,11 @@ pub(super) struct Observed {
 }
 
 impl Observed {
+    /// The policy's verdict on the statement and its classification.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
     /// The statement's fingerprint.
     pub fn fingerprint(&self) -> u64 {
         self.verdict.effective.fingerprint

@@ -51,6 +51,7 @@ mod causal;
 mod extended;
 mod fastpath;
 mod invalid;
+mod multiplex;
 mod pinning;
 mod relay;
 mod server;
@@ -130,6 +131,8 @@ type KeyTables = (Arc<[String]>, Arc<[TableRef]>);
 enum Wake {
     Client(Result<(), ClientError>),
     Server(Result<(), PgBackendError>),
+    /// Another session left rides on the held connection's board.
+    Rides,
     /// The drain state changed (with the receiver, to wait for the next change), or its
     /// sender is gone (`None`).
     Drain(Option<tokio::sync::watch::Receiver<Drain>>),
@@ -255,6 +258,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Drain::Closing => return Err(SessionEnd::Shutdown),
             }
             let wake = match self.held.as_mut() {
+                Some(Held {
+                    conn,
+                    board: Some(slot),
+                    ..
+                }) => {
+                    let io = &mut self.io;
+                    tokio::select! {
+                        r = io.read_more() => Wake::Client(r),
+                        r = conn.conn().fill() => Wake::Server(r),
+                        () = slot.board.notify.notified() => Wake::Rides,
+                        w = &mut changed, if drain_open => Wake::Drain(w),
+                    }
+                }
                 Some(held) => {
                     let io = &mut self.io;
                     tokio::select! {
@@ -272,6 +288,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Wake::Client(r) => r?,
                 Wake::Server(Ok(())) => self.relay().await?,
                 Wake::Server(Err(e)) => self.server_failed(e).await?,
+                Wake::Rides => {
+                    self.take_rides().await?;
+                    // A connection kept only for rides given back goes once they are answered.
+                    self.maybe_release();
+                }
                 // The state itself is read at the top of the loop.
                 Wake::Drain(Some(rx)) => changed.set(drain_changed(rx)),
                 // The sender is gone: no change will ever come.
@@ -487,6 +508,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // and dropped, and a connection left idle is pooled instead of closed.
         // Not through `drain`: a server that fails here (a client's bad message broke it) is
         // closed without counting against its node.
+        // Rides not written yet go elsewhere; those written are answered below.
+        if let Some(slot) = self.held.as_ref().and_then(|h| h.board.as_ref()) {
+            drop(slot.board.close());
+        }
         let outstanding = self
             .held
             .as_ref()

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::backend::postgres::ServerConn;
+use crate::backend::postgres::multiplex::Encoded;
 use crate::frontend::postgres::observe::{Observed, Text, cache_outcome};
 use crate::frontend::postgres::statements::Statement;
 use crate::frontend::postgres::{mirror, settings};
@@ -21,10 +23,13 @@ use crate::postgres::protocol::{
 
 use super::cache::{CacheStep, tables};
 use super::invalid::invalid;
+use super::multiplex::RideOffer;
+use super::server::Got;
 use super::simple::{LOSSY, lossy_rewrite};
 use super::{Session, SessionEnd};
 
 /// One step of an extended-protocol batch after the policy has seen it.
+#[derive(Clone)]
 pub(super) enum Item {
     Parse {
         named: bool,
@@ -157,14 +162,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         let in_transaction = self.status != TransactionStatus::Idle;
-        if let Err(e) = self.ensure_conn(&verdict, in_transaction).await? {
-            if let Some(c) = capture {
-                c.fill.fail(&e);
+        // A self-contained batch (its statements bound and run, ended by Sync) about to wait for
+        // a connection may ride on a busy one instead (see `multiplex`).
+        let offer = (synced && capture.is_none() && rides_alone(&items))
+            .then_some(RideOffer::Batch(&items));
+        match self.ensure_conn(&verdict, in_transaction, offer).await? {
+            Ok(Got::Held) => {}
+            Ok(Got::Rode(rode)) => {
+                if let Some(o) = observed {
+                    self.rode(o, rode);
+                }
+                return Ok(());
             }
-            if let Some(o) = observed {
-                self.refused(o);
+            Err(e) => {
+                if let Some(c) = capture {
+                    c.fill.fail(&e);
+                }
+                if let Some(o) = observed {
+                    self.refused(o);
+                }
+                return self.refuse(e, synced).await;
             }
-            return self.refuse(e, synced).await;
         }
         if synced
             && let Some(Item::Bind { stmt, rest, .. }) =
@@ -232,92 +250,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             written.dedup();
             pending.invalidate = tables(&self.database, &written);
         }
-        let conn = held.conn.conn();
-        let mut out = BytesMut::with_capacity(256);
-        for item in items {
-            match item {
-                Item::Parse {
-                    named,
-                    stmt,
-                    raw,
-                    rewritten,
-                } => {
-                    if !named {
-                        conn.unnamed = stmt.hash;
-                        if rewritten {
-                            encode_parse(&mut out, "", &stmt);
-                        } else {
-                            out.extend_from_slice(raw.bytes());
-                        }
-                    } else if conn.prepared.contains(&stmt.hash) {
-                        // Already prepared here: a Parse of the unnamed statement gives the
-                        // client the ParseComplete it expects, in order.
-                        conn.unnamed = stmt.hash;
-                        encode_parse(&mut out, "", &stmt);
-                    } else {
-                        conn.prepared.insert(stmt.hash);
-                        pending.new_prepared.push(stmt.hash);
-                        encode_parse(&mut out, &stmt.server_name(), &stmt);
-                    }
-                }
-                Item::Bind {
-                    stmt,
-                    named,
-                    portal,
-                    rest,
-                    raw,
-                } => {
-                    if named {
-                        if conn.prepared.insert(stmt.hash) {
-                            pending.new_prepared.push(stmt.hash);
-                            pending.swallow_parse += 1;
-                            encode_parse(&mut out, &stmt.server_name(), &stmt);
-                        }
-                        FrontendMessage::Bind {
-                            portal,
-                            statement: stmt.server_name(),
-                            rest,
-                        }
-                        .encode(&mut out);
-                    } else {
-                        if conn.unnamed != stmt.hash {
-                            // Parsed in an earlier transaction on another connection.
-                            pending.swallow_parse += 1;
-                            encode_parse(&mut out, "", &stmt);
-                            conn.unnamed = stmt.hash;
-                        }
-                        out.extend_from_slice(raw.bytes());
-                    }
-                }
-                Item::DescribeStatement(stmt) => {
-                    if conn.prepared.insert(stmt.hash) {
-                        pending.new_prepared.push(stmt.hash);
-                        pending.swallow_parse += 1;
-                        encode_parse(&mut out, &stmt.server_name(), &stmt);
-                    }
-                    FrontendMessage::Describe {
-                        target: Target::Statement,
-                        name: stmt.server_name(),
-                    }
-                    .encode(&mut out);
-                }
-                Item::CloseStatement => {
-                    // The server-side statement stays for other clients; closing a name that
-                    // does not exist still answers CloseComplete.
-                    FrontendMessage::Close {
-                        target: Target::Statement,
-                        name: "sy_closed".to_owned(),
-                    }
-                    .encode(&mut out);
-                }
-                Item::Sync => out.extend_from_slice(&[b'S', 0, 0, 0, 4]),
-                Item::Raw(raw) => out.extend_from_slice(raw.bytes()),
-            }
-        }
+        let encoded = encode_items(held.conn.conn(), items);
+        pending.swallow_parse += encoded.swallow_parse;
+        pending.new_prepared.extend(encoded.new_prepared);
+        let out = encoded.bytes;
         if synced && kind == StatementKind::Read && !in_transaction && pending.retry.is_none() {
-            pending.retry = Some(out.clone().freeze());
+            pending.retry = Some(out.clone());
         }
-        self.send(out.freeze(), pending, synced).await
+        self.send(out, pending, synced).await
     }
 
     /// Decodes one Parse/Bind/Describe/Close and asks the policy about Parses.
@@ -430,4 +370,121 @@ pub(super) fn encode_parse(out: &mut BytesMut, name: &str, stmt: &Statement) {
         param_types: stmt.param_types.clone(),
     }
     .encode(out);
+}
+
+/// Whether a batch can run on another session's connection: Parse, Bind, Describe and one
+/// Execute of read statements, then its Sync (nothing that closes, copies or leaves a portal).
+fn rides_alone(items: &[Item]) -> bool {
+    let mut executes = 0;
+    for item in items {
+        match item {
+            Item::Parse { stmt, .. } | Item::Bind { stmt, .. } | Item::DescribeStatement(stmt) => {
+                let effective = &stmt.verdict.effective;
+                if effective.kind != StatementKind::Read
+                    || !effective.resident.is_empty()
+                    || !crate::classify::only_read_only_builtins(&effective.functions)
+                {
+                    return false;
+                }
+            }
+            Item::Raw(raw) if raw.tag() == b'E' => executes += 1,
+            Item::Raw(raw) if raw.tag() == b'D' => {}
+            Item::Sync => {}
+            _ => return false,
+        }
+    }
+    executes == 1 && matches!(items.last(), Some(Item::Sync))
+}
+
+/// Encodes a batch for `conn`: statement names mapped to the server's, and a Parse added for
+/// each statement the connection lacks (their ParseComplete is not the client's to see).
+pub(super) fn encode_items(conn: &mut ServerConn, items: Vec<Item>) -> Encoded {
+    let mut swallow_parse = 0;
+    let mut new_prepared = Vec::new();
+    let mut out = BytesMut::with_capacity(256);
+    for item in items {
+        match item {
+            Item::Parse {
+                named,
+                stmt,
+                raw,
+                rewritten,
+            } => {
+                if !named {
+                    conn.unnamed = stmt.hash;
+                    if rewritten {
+                        encode_parse(&mut out, "", &stmt);
+                    } else {
+                        out.extend_from_slice(raw.bytes());
+                    }
+                } else if conn.prepared.contains(&stmt.hash) {
+                    // Already prepared here: a Parse of the unnamed statement gives the
+                    // client the ParseComplete it expects, in order.
+                    conn.unnamed = stmt.hash;
+                    encode_parse(&mut out, "", &stmt);
+                } else {
+                    conn.prepared.insert(stmt.hash);
+                    new_prepared.push(stmt.hash);
+                    encode_parse(&mut out, &stmt.server_name(), &stmt);
+                }
+            }
+            Item::Bind {
+                stmt,
+                named,
+                portal,
+                rest,
+                raw,
+            } => {
+                if named {
+                    if conn.prepared.insert(stmt.hash) {
+                        new_prepared.push(stmt.hash);
+                        swallow_parse += 1;
+                        encode_parse(&mut out, &stmt.server_name(), &stmt);
+                    }
+                    FrontendMessage::Bind {
+                        portal,
+                        statement: stmt.server_name(),
+                        rest,
+                    }
+                    .encode(&mut out);
+                } else {
+                    if conn.unnamed != stmt.hash {
+                        // Parsed in an earlier transaction on another connection.
+                        swallow_parse += 1;
+                        encode_parse(&mut out, "", &stmt);
+                        conn.unnamed = stmt.hash;
+                    }
+                    out.extend_from_slice(raw.bytes());
+                }
+            }
+            Item::DescribeStatement(stmt) => {
+                if conn.prepared.insert(stmt.hash) {
+                    new_prepared.push(stmt.hash);
+                    swallow_parse += 1;
+                    encode_parse(&mut out, &stmt.server_name(), &stmt);
+                }
+                FrontendMessage::Describe {
+                    target: Target::Statement,
+                    name: stmt.server_name(),
+                }
+                .encode(&mut out);
+            }
+            Item::CloseStatement => {
+                // The server-side statement stays for other clients; closing a name that
+                // does not exist still answers CloseComplete.
+                FrontendMessage::Close {
+                    target: Target::Statement,
+                    name: "sy_closed".to_owned(),
+                }
+                .encode(&mut out);
+            }
+            Item::Sync => out.extend_from_slice(&[b'S', 0, 0, 0, 4]),
+            Item::Raw(raw) => out.extend_from_slice(raw.bytes()),
+        }
+    }
+    Encoded {
+        bytes: out.freeze(),
+        swallow_parse,
+        new_prepared,
+    }
 }

@@ -38,7 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             policy_time: Duration::ZERO,
         };
         let in_transaction = self.status != TransactionStatus::Idle;
-        if let Err(e) = self.ensure_conn(&verdict, in_transaction).await? {
+        if let Err(e) = self.ensure_conn(&verdict, in_transaction, None).await? {
             return self.answer_error(e, true).await;
         }
         let pending = Pending {

@@ -64,6 +64,12 @@ pub(super) struct Pending {
     pub(super) several: bool,
     /// A batch not yet synced bound a portal (Bind or Execute): the connection must stay.
     pub(super) portal: bool,
+    /// Another session's unit riding on this connection (see `multiplex`): its answer is
+    /// that session's, and nothing of it touches this one.
+    pub(super) rider: Option<Box<super::multiplex::Rider>>,
+    /// The mean server time of its statement shape, µs (0: unknown), for riders choosing
+    /// between connections.
+    pub(super) expected_us: u64,
 }
 
 /// A server connection the session holds.
@@ -75,6 +81,9 @@ pub(super) struct Held {
     /// Forwarded since the last Sync (batches that ended with Flush).
     pub(super) open: Option<Pending>,
     pub(super) _in_flight: InFlight,
+    /// Where other sessions leave rides while this one holds the connection (multiplexed
+    /// pools in transaction mode only).
+    pub(super) board: Option<super::multiplex::BoardSlot>,
 }
 
 impl Pending {
@@ -136,6 +145,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     })
                 })?;
                 let pending = held.queue.pop_front().unwrap_or_default();
+                if pending.rider.is_some() {
+                    self.ride_done(pending, &msg).await?;
+                    continue;
+                }
+                held.front_started();
                 if pending.rerun {
                     self.rerun_on_primary(pending).await?;
                     continue;
@@ -159,6 +173,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Between answers (a server's "terminating connection" warning, a
                 // notification): nothing is outstanding, so it belongs to no batch.
                 self.io.wbuf.extend_from_slice(msg.bytes());
+                continue;
+            }
+            if held.queue.front().is_some_and(|p| p.rider.is_some()) {
+                self.relay_to_rider(&msg).await?;
                 continue;
             }
             let front_synced = !held.queue.is_empty();
@@ -422,7 +440,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) fn maybe_release(&mut self) {
         let idle = !self.copy_in
             && self.status == TransactionStatus::Idle
-            && self.held.as_ref().is_none_or(Held::quiet);
+            && self
+                .held
+                .as_ref()
+                .is_none_or(|h| h.quiet() || h.carrying_only());
         if idle {
             self.work = None;
             if self.pin.is_some() && self.resident.reason().is_none() {
@@ -432,8 +453,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         // A pinned client keeps its connection between transactions (see `pinning`).
-        let release =
-            idle && !self.is_pinned() && self.held.as_ref().is_some_and(|h| !h.session_mode);
+        let release = idle
+            && !self.is_pinned()
+            && self
+                .held
+                .as_ref()
+                .is_some_and(|h| !h.session_mode && h.quiet() && h.keeps_no_rides());
         if release && let Some(held) = self.held.take() {
             self.cancel.slot.clear();
             held.conn.release();

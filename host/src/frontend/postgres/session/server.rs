@@ -21,8 +21,17 @@ use crate::postgres::protocol::{ErrorFields, TransactionStatus};
 use crate::route::{MirrorTicket, Pool};
 
 use super::extended::encode_parse;
+use super::multiplex::{BoardSlot, RideOffer, Rode};
 use super::relay::{Held, Pending};
 use super::{Session, SessionEnd};
+
+/// How a unit of work reaches a server.
+pub(super) enum Got {
+    /// On the connection the session holds.
+    Held,
+    /// On another session's connection (see `multiplex`), already answered.
+    Rode(Rode),
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Makes sure a server connection is held, picking the pool by the verdict. The inner
@@ -31,7 +40,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         verdict: &Verdict,
         in_transaction: bool,
-    ) -> Result<Result<(), ErrorFields>, SessionEnd> {
+        ride: Option<RideOffer<'_>>,
+    ) -> Result<Result<Got, ErrorFields>, SessionEnd> {
+        // The connection is held only for other sessions' rides: they finish and the
+        // connection goes, so this statement is routed as its own.
+        if self.held.as_ref().is_some_and(|h| h.carrying_only())
+            && self.status == TransactionStatus::Idle
+            && !self.copy_in
+            && !self.is_pinned()
+        {
+            self.close_board().await?;
+            self.drain().await?;
+            self.maybe_release();
+        }
         // The connection is held only for the proxy's own statements (the WAL position probe
         // after a write): let them finish and the connection go, so this statement is routed
         // with the position the probe learns rather than stuck to the writer's connection.
@@ -106,9 +127,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(Err(e));
             }
             if starting {
-                return Ok(self.pool_permit(&pool).await);
+                return Ok(self.pool_permit(&pool).await.map(|()| Got::Held));
             }
-            return Ok(Ok(()));
+            return Ok(Ok(Got::Held));
         }
         let mut route = self.resident_route(verdict, verdict.decision.route.clone());
         if route.is_read_routing()
@@ -155,7 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .node
                 .is_some_and(|n| n != held.conn.bucket().node().index());
             if held.pool.name() == pool.name() && !pinned_elsewhere {
-                return Ok(Ok(()));
+                return Ok(Ok(Got::Held));
             }
             // Closed, not pooled: it may carry the client's settings.
             self.cancel.slot.clear();
@@ -164,6 +185,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let paused = self.fe.paused.clone();
         self.fe.wait_resumed(paused).await;
         let affinity = verdict.decision.affinity_key.as_deref();
+        if let Some(offer) = ride
+            && let Some(rode) = self
+                .try_ride(verdict, &pool, affinity, &exclude, offer)
+                .await?
+        {
+            return Ok(Ok(Got::Rode(rode)));
+        }
         let mut result = self.checkout(&pool, affinity, &exclude).await;
         // Every node of the pool failed before the health checks noticed: its fallback pool
         // takes the statement (nothing was sent yet).
@@ -188,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             result = self.checkout(&replica, affinity, &exclude).await;
         }
         match result {
-            Ok(()) => Ok(Ok(())),
+            Ok(()) => Ok(Ok(Got::Held)),
             Err(e) if e.names_pool() => Ok(Err(ErrorFields::error(e.sqlstate(), e.to_string()))),
             // Say which pool failed: with the primary down, "pool primary" is what the
             // operator needs to read, not just a server address.
@@ -259,8 +287,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .await?;
         let in_flight = conn.bucket().node().begin();
         let session_mode = pool.config().mode == PoolMode::Session;
-        let server = conn.conn();
-        self.cancel.slot.set(server.cancel_target());
+        let board = BoardSlot::for_conn(&mut conn, pool);
+        let target = conn.conn().cancel_target();
+        match &board {
+            Some(slot) => self
+                .cancel
+                .slot
+                .set_carrying(target, slot.own_running.clone()),
+            None => self.cancel.slot.set(target),
+        }
         let mut held = Held {
             conn,
             pool: pool.clone(),
@@ -268,6 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             queue: VecDeque::new(),
             open: None,
             _in_flight: in_flight,
+            board,
         };
         let server = held.conn.conn();
         if let Some(sql) = self.settings.replay_sql(server.settings) {
@@ -306,6 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         mut pending: Pending,
         synced: bool,
     ) -> Result<(), SessionEnd> {
+        let carriable = self.board_before_send(&mut pending, synced).await?;
         let Some(held) = self.held.as_mut() else {
             return Ok(());
         };
@@ -318,9 +355,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } else {
             held.open = Some(pending);
         }
+        if held.board.is_some() {
+            held.front_started();
+        }
         if let Err(e) = held.conn.conn().write_all(&bytes).await {
             return self.server_failed(e).await;
         }
+        self.board_after_send(carriable);
         Ok(())
     }
 
@@ -331,6 +372,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(SessionEnd::Server(error));
         };
         self.cancel.slot.clear();
+        // Other sessions' rides fail with it: dropped, each rider learns it from its channel
+        // (and runs a read elsewhere if none of its answer reached its client yet).
+        held.queue.retain(|p| p.rider.is_none());
         self.lost_pool = Some(held.pool.name().to_owned());
         // Not counted against the node's health: what broke a connection in use may be the
         // client's own doing (a statement that ends its backend, a message the server refuses
@@ -446,8 +490,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<(), SessionEnd> {
         if let Some(held) = self.held.take() {
             self.cancel.slot.clear();
-            if held.session_mode {
+            if held.session_mode || !held.queue.is_empty() {
                 // It may carry the client's settings: closed, not pooled (as in `ensure_conn`).
+                // Or other sessions' rides came behind the read: they are lost with it and
+                // run again elsewhere, where no answer of theirs can reach a stranger.
                 drop(held);
             } else {
                 held.conn.release();

@@ -16,7 +16,9 @@ use crate::model::{Action, StatementKind};
 use crate::postgres::protocol::{ErrorFields, FrontendMessage, RawMessage, TransactionStatus};
 
 use super::cache::CacheStep;
+use super::multiplex::RideOffer;
 use super::relay::Pending;
+use super::server::Got;
 use super::{Session, SessionEnd};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -66,27 +68,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         let in_transaction = self.status != TransactionStatus::Idle;
-        if let Err(e) = self.ensure_conn(&verdict, in_transaction).await? {
-            if let Some(c) = capture {
-                c.fill.fail(&e);
-            }
-            self.refused(observed);
-            return self.answer_error(e, true).await;
-        }
-        let final_sql = verdict.sql(observed.sql());
-        if utf8 && let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
-            self.spawn_mirror(ticket, mirror::simple(final_sql));
-        }
         let bytes = if rewritten {
             let mut out = BytesMut::new();
             FrontendMessage::Query {
-                sql: final_sql.into(),
+                sql: verdict.sql(observed.sql()).into(),
             }
             .encode(&mut out);
             out.freeze()
         } else {
             raw.into_bytes()
         };
+        // A read about to wait for a connection may ride on a busy one instead (see
+        // `multiplex`); not one filling the cache, whose answer the session must capture.
+        let offer = capture.is_none().then_some(RideOffer::Query(&bytes));
+        match self.ensure_conn(&verdict, in_transaction, offer).await? {
+            Ok(Got::Held) => {}
+            Ok(Got::Rode(rode)) => {
+                self.rode(observed, rode);
+                return Ok(());
+            }
+            Err(e) => {
+                if let Some(c) = capture {
+                    c.fill.fail(&e);
+                }
+                self.refused(observed);
+                return self.answer_error(e, true).await;
+            }
+        }
+        let final_sql = verdict.sql(observed.sql());
+        if utf8 && let Some(ticket) = self.mirror_ticket(&verdict, in_transaction) {
+            self.spawn_mirror(ticket, mirror::simple(final_sql));
+        }
         let kind = verdict.effective.kind;
         // Recorded when its transaction commits (see `settings_completed`); not from a text that
         // is not UTF-8, whose bytes the replay could not repeat.

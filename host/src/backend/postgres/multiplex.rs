@@ -1,0 +1,355 @@
+//! Multiplexing: other clients' autocommit reads written onto a server connection a session
+//! holds (the carrier), behind the work already in flight there, instead of waiting for a free
+//! connection. PostgreSQL answers a connection's Queries and Syncs in order, one ReadyForQuery
+//! each, and an error ends only the Query or the Sync-ended batch it happened in, so every
+//! rider's answer is the run of messages up to its own ReadyForQuery.
+//!
+//! Each held connection of a multiplexed pool has a [`Board`], listed in its bucket's
+//! [`Carriers`] while it is held. The carrier opens its board while everything it has in flight
+//! may have others behind it, and closes it before anything that may not (a transaction, a
+//! setting, a slow statement) and before it gives the connection back. A rider picks the open
+//! board with the least expected remaining work and leaves its [`Ride`] there; the carrier
+//! writes it (encoding it against the connection's prepared statements), relays its answer
+//! through the ride's channel, and never lets it touch its own session's state.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, mpsc};
+
+use super::conn::ServerConn;
+
+/// What a ride's bytes are, made on the carrier's connection when the carrier writes them.
+pub struct Encoded {
+    pub bytes: Bytes,
+    /// Parses added for statements the connection lacked: their ParseComplete is not the
+    /// rider's to see.
+    pub swallow_parse: u32,
+    /// Statements this ride prepares on the connection (forgotten again if it fails).
+    pub new_prepared: Vec<u64>,
+}
+
+/// Encodes a ride against the connection that will run it.
+pub type Encode = Box<dyn FnOnce(&mut ServerConn) -> Encoded + Send>;
+
+/// What the carrier tells a rider. A channel closed before `Done` means the ride was lost with
+/// its server connection.
+#[derive(Debug)]
+pub enum RideEvent {
+    /// Part of the answer (a long one is handed over in pieces).
+    Part(Bytes),
+    /// The rest of the answer, up to and including its ReadyForQuery; whether it failed, and
+    /// how long the server worked on it.
+    Done {
+        answer: Bytes,
+        failed: bool,
+        ran: Duration,
+    },
+}
+
+/// A unit of work one session hands to another's connection.
+pub struct Ride {
+    pub encode: Encode,
+    pub reply: mpsc::Sender<RideEvent>,
+    pub ticket: Arc<RideTicket>,
+    /// The mean server time of its statement shape, in µs (0: not known yet).
+    pub expected_us: u64,
+}
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const CANCELLED: u8 = 2;
+const DONE: u8 = 3;
+
+/// Where a ride is, for CancelRequest: a ride still queued behind others is withdrawn (its
+/// answer replaced by a cancellation), only one that runs is cancelled on the server.
+#[derive(Debug, Default)]
+pub struct RideTicket {
+    state: AtomicU8,
+}
+
+/// What a CancelRequest for a ride should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelRide {
+    /// It runs on the server now: forward the cancel there.
+    Forward,
+    /// It was withdrawn before it started (or has finished): nothing to send.
+    Withdrawn,
+}
+
+impl RideTicket {
+    /// Called by the carrier when everything before the ride has its ReadyForQuery, so the
+    /// server works on it now. False: it was cancelled while queued.
+    pub fn start(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state != CANCELLED,
+        }
+    }
+
+    pub fn finish(&self) {
+        self.state.store(DONE, Ordering::Release);
+    }
+
+    /// A CancelRequest for the ride's client.
+    pub fn cancel(&self) -> CancelRide {
+        match self
+            .state
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => CancelRide::Withdrawn,
+            Err(RUNNING) => CancelRide::Forward,
+            Err(_) => CancelRide::Withdrawn,
+        }
+    }
+}
+
+/// A held connection's place for rides.
+#[derive(Debug, Default)]
+pub struct Board {
+    /// Whether rides are taken now (also checked under `waiting`'s lock).
+    open: AtomicBool,
+    /// The settings hash of the connection (see `ServerConn::settings`): a ride needs the same.
+    settings: AtomicU64,
+    /// Units in flight on the connection, its own included, plus rides waiting to be written.
+    depth: AtomicU32,
+    /// Their expected server time, µs.
+    expected_us: AtomicU64,
+    waiting: Mutex<Vec<Ride>>,
+    pub notify: Notify,
+    /// Where a cancel for a ride running on the connection goes.
+    target: Option<super::CancelTarget>,
+}
+
+impl std::fmt::Debug for Ride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ride")
+            .field("expected_us", &self.expected_us)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Board {
+    pub fn new(target: super::CancelTarget) -> Board {
+        Board {
+            target: Some(target),
+            ..Board::default()
+        }
+    }
+
+    pub fn target(&self) -> Option<&super::CancelTarget> {
+        self.target.as_ref()
+    }
+
+    /// Lets rides in, for a connection with `settings` and what is in flight on it.
+    pub fn open(&self, settings: u64, depth: u32, expected_us: u64) {
+        self.settings.store(settings, Ordering::Relaxed);
+        self.set_load(depth, expected_us);
+        if let Ok(_guard) = self.waiting.lock() {
+            self.open.store(true, Ordering::Release);
+        }
+    }
+
+    /// Stops taking rides; returns those left but not written yet (the carrier writes them).
+    pub fn close(&self) -> Vec<Ride> {
+        if !self.open.load(Ordering::Acquire) {
+            return self.take();
+        }
+        match self.waiting.lock() {
+            Ok(mut waiting) => {
+                self.open.store(false, Ordering::Release);
+                std::mem::take(&mut *waiting)
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Rides left since the last call.
+    pub fn take(&self) -> Vec<Ride> {
+        match self.waiting.lock() {
+            Ok(mut waiting) if !waiting.is_empty() => std::mem::take(&mut *waiting),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Gives back rides taken from the board that the carrier cannot write now (it was about
+    /// to let its connection go): they wait for its next turn.
+    pub fn put_back(&self, mut rides: Vec<Ride>) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            rides.append(&mut waiting);
+            *waiting = rides;
+        }
+        self.notify.notify_one();
+    }
+
+    /// What is in flight on the connection now, as riders compare boards.
+    pub fn set_load(&self, depth: u32, expected_us: u64) {
+        self.depth.store(depth, Ordering::Relaxed);
+        self.expected_us.store(expected_us, Ordering::Relaxed);
+    }
+
+    /// Leaves `ride` if the board is open and has room under `max_depth`.
+    fn offer(&self, ride: Ride, max_depth: u32) -> Result<(), Ride> {
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return Err(ride);
+        };
+        if !self.open.load(Ordering::Acquire) || self.depth.load(Ordering::Relaxed) >= max_depth {
+            return Err(ride);
+        }
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.expected_us
+            .fetch_add(ride.expected_us.max(1), Ordering::Relaxed);
+        waiting.push(ride);
+        drop(waiting);
+        self.notify.notify_one();
+        Ok(())
+    }
+}
+
+/// The boards of one bucket's held connections.
+#[derive(Debug, Default)]
+pub struct Carriers {
+    boards: Mutex<Vec<Arc<Board>>>,
+}
+
+impl Carriers {
+    pub fn register(&self, board: &Arc<Board>) {
+        if let Ok(mut boards) = self.boards.lock() {
+            boards.push(board.clone());
+        }
+    }
+
+    pub fn unregister(&self, board: &Arc<Board>) {
+        if let Ok(mut boards) = self.boards.lock()
+            && let Some(i) = boards.iter().position(|b| Arc::ptr_eq(b, board))
+        {
+            boards.swap_remove(i);
+        }
+    }
+
+    /// Leaves `ride` on the open board with the least expected remaining work whose connection
+    /// has `settings` and fewer than `max_depth` units in flight; returns the ride if none
+    /// takes it, and otherwise the depth it joined at.
+    pub fn board(
+        &self,
+        settings: u64,
+        max_depth: u32,
+        mut ride: Ride,
+    ) -> Result<(u32, Arc<Board>), Ride> {
+        let candidates: Vec<Arc<Board>> = match self.boards.lock() {
+            Ok(boards) => {
+                let mut open: Vec<&Arc<Board>> = boards
+                    .iter()
+                    .filter(|b| {
+                        b.is_open()
+                            && b.settings.load(Ordering::Relaxed) == settings
+                            && b.depth.load(Ordering::Relaxed) < max_depth
+                    })
+                    .collect();
+                open.sort_by_key(|b| {
+                    (
+                        b.expected_us.load(Ordering::Relaxed),
+                        b.depth.load(Ordering::Relaxed),
+                    )
+                });
+                open.into_iter().take(3).cloned().collect()
+            }
+            Err(_) => return Err(ride),
+        };
+        for board in candidates {
+            let depth = board.depth.load(Ordering::Relaxed);
+            match board.offer(ride, max_depth) {
+                Ok(()) => return Ok((depth, board)),
+                Err(back) => ride = back,
+            }
+        }
+        Err(ride)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ride() -> (Ride, mpsc::Receiver<RideEvent>) {
+        let (tx, rx) = mpsc::channel(4);
+        let ride = Ride {
+            encode: Box::new(|_| Encoded {
+                bytes: Bytes::new(),
+                swallow_parse: 0,
+                new_prepared: Vec::new(),
+            }),
+            reply: tx,
+            ticket: Arc::default(),
+            expected_us: 10,
+        };
+        (ride, rx)
+    }
+
+    #[test]
+    fn a_ride_goes_to_the_open_board_with_the_least_expected_work() {
+        let carriers = Carriers::default();
+        let busy = Arc::new(Board::default());
+        let light = Arc::new(Board::default());
+        let closed = Arc::new(Board::default());
+        let other_settings = Arc::new(Board::default());
+        for b in [&busy, &light, &closed, &other_settings] {
+            carriers.register(b);
+        }
+        busy.open(7, 2, 5_000);
+        light.open(7, 2, 100);
+        other_settings.open(8, 1, 0);
+        let (r, _rx) = ride();
+        assert_eq!(carriers.board(7, 4, r).ok().map(|(d, _)| d), Some(2));
+        assert_eq!(light.take().len(), 1);
+        assert!(busy.take().is_empty() && closed.take().is_empty());
+        assert!(other_settings.take().is_empty());
+    }
+
+    #[test]
+    fn a_full_or_closed_board_takes_no_ride() {
+        let carriers = Carriers::default();
+        let board = Arc::new(Board::default());
+        carriers.register(&board);
+        board.open(0, 3, 0);
+        let (r, _rx) = ride();
+        let r = match carriers.board(0, 3, r) {
+            Err(r) => r,
+            Ok(_) => panic!("a board at max_depth took a ride"),
+        };
+        board.open(0, 1, 0);
+        let (r2, _rx2) = ride();
+        assert!(carriers.board(0, 3, r2).is_ok());
+        // Closing hands the ride left to the carrier, which must write it.
+        assert_eq!(board.close().len(), 1);
+        assert!(carriers.board(0, 3, r).is_err());
+        carriers.unregister(&board);
+        let (r3, _rx3) = ride();
+        board.open(0, 0, 0);
+        assert!(carriers.board(0, 3, r3).is_err());
+    }
+
+    #[test]
+    fn a_cancel_withdraws_a_queued_ride_and_forwards_for_a_running_one() {
+        let queued = RideTicket::default();
+        assert_eq!(queued.cancel(), CancelRide::Withdrawn);
+        assert!(
+            !queued.start(),
+            "a withdrawn ride must not run as if nothing happened"
+        );
+        let running = RideTicket::default();
+        assert!(running.start());
+        assert_eq!(running.cancel(), CancelRide::Forward);
+        running.finish();
+        assert_eq!(running.cancel(), CancelRide::Withdrawn);
+    }
+}
