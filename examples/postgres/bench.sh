@@ -3,12 +3,14 @@
 # the primary, through PgBouncer, and through Switchyard; and the memory an idle client costs.
 #
 #   examples/postgres/bench.sh tps    # TPS table: direct, pgbouncer, haproxy (TCP relay), switchyard
-#                                     # (cache off, cache on, reads split to the replicas) x -c 32/200
+#                                     # (cache off, cache off and multiplexed, cache on, reads split to
+#                                     # the replicas) x -c 32/200
 #                                     # x -M modes, with the CPU each process spends per transaction
 #   examples/postgres/bench.sh rss    # VmRSS of pgbouncer and switchyard before/with 1000 idle
 #                                     # clients, KiB per client
 #   examples/postgres/bench.sh callgrind  # instructions the proxy executes per transaction
-#                                     # (sy-split under valgrind --tool=callgrind), per SPLIT_VARIANTS
+#                                     # (sy-split under valgrind --tool=callgrind), per SPLIT_VARIANTS;
+#                                     # CALLGRIND_TARGET=sy-nocache or sy-mux measures that one instead
 #   examples/postgres/bench.sh all    # tps and rss
 #   examples/postgres/bench.sh down   # stop the proxies and the cluster (the data stays in
 #                                     # BENCH_STATE for the next run)
@@ -42,11 +44,13 @@
 #   of their transactions, which cancels what does not depend on the count, such as the clients'
 #   logins)
 #   THREADS=2 (pgbench -j)  SCALE=10 (pgbench -i -s)  RSS_CLIENTS=1000
-#   TARGETS="direct pgbouncer haproxy sy-nocache sy-cache sy-split" (any subset, in this order)
+#   TARGETS="direct pgbouncer haproxy sy-nocache sy-mux sy-cache sy-split" (any subset, in this order;
+#   sy-nocache has multiplexing off, sy-mux is sy-nocache with `multiplex = { enabled = true,
+#   max_depth = MUX_DEPTH }`, MUX_DEPTH=8; sy-cache and sy-split keep the default)
 #   BENCH_STATE=/tmp/switchyard-pg-bench
 #   PG_PRIMARY_PORT=55532 PG_REPLICA1_PORT=55533 PG_REPLICA2_PORT=55534 (not the demo's ports,
 #   so both can run)  PGBOUNCER_PORT=56432  HAPROXY_PORT=56433  SY_PORT_BASE=16432 (+0 cache off, +1 cache on,
-#   +2 split)  SWITCHYARD_BIN=target/release/switchyard (built when missing)
+#   +2 split, +3 multiplexed)  SWITCHYARD_BIN=target/release/switchyard (built when missing)
 #   BENCH_SKIP_SWITCHYARD=1: leave Switchyard out (no build, no policies)
 #   WORKERS=N: Switchyard's runtime threads ([server] worker_threads; default one per core)
 #   BENCH_WAIT_IDLE=10: before each run, wait up to this many seconds for the CPU to be >= 90 %
@@ -84,7 +88,8 @@ WARMUP=${WARMUP:-0}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 RSS_CLIENTS=${RSS_CLIENTS:-1000}
-TARGETS=${TARGETS:-direct pgbouncer haproxy sy-nocache sy-cache sy-split}
+TARGETS=${TARGETS:-direct pgbouncer haproxy sy-nocache sy-mux sy-cache sy-split}
+MUX_DEPTH=${MUX_DEPTH:-8}
 export PG_PRIMARY_PORT=${PG_PRIMARY_PORT:-55532}
 export PG_REPLICA1_PORT=${PG_REPLICA1_PORT:-55533}
 export PG_REPLICA2_PORT=${PG_REPLICA2_PORT:-55534}
@@ -109,7 +114,7 @@ as_root() {
   else die "need root (or sudo) for: $*"; fi
 }
 
-sy_port() { case $1 in sy-nocache) echo "$SY_BASE" ;; sy-cache) echo $((SY_BASE + 1)) ;; sy-split) echo $((SY_BASE + 2)) ;; esac; }
+sy_port() { case $1 in sy-nocache) echo "$SY_BASE" ;; sy-cache) echo $((SY_BASE + 1)) ;; sy-split) echo $((SY_BASE + 2)) ;; sy-mux) echo $((SY_BASE + 3)) ;; esac; }
 target_port() {
   case $1 in
     direct) echo "$PG_PRIMARY_PORT" ;;
@@ -310,6 +315,7 @@ $(split_keys "$1")
 [cluster.main.defaults]
 size = 20
 mode = "transaction"
+$(case $1 in sy-mux) echo "multiplex = { enabled = true, max_depth = $MUX_DEPTH }" ;; sy-nocache) echo "multiplex = { enabled = false }" ;; esac)
 
 [cluster.main.pool.primary]
 role = "primary"
@@ -396,7 +402,7 @@ stop_switchyard() { # name
 stop_proxies() {
   local t
   if [ -n "${SAMPLER:-}" ]; then kill "$SAMPLER" 2>/dev/null || true; SAMPLER=; fi
-  for t in sy-nocache sy-cache sy-split; do stop_switchyard "$t"; done
+  for t in sy-nocache sy-mux sy-cache sy-split; do stop_switchyard "$t"; done
   stop_haproxy
   stop_pgbouncer
 }
@@ -553,8 +559,9 @@ run_pgbench() { # target clients mode round [label] -> appends a line to $RESULT
   fi
   p0=$(ticks_of "$pid"); g0=$(pg_ticks); r0=$(( $(pg_ticks replica1) + $(pg_ticks replica2) )); t0=$(date +%s%N)
   local TIMEFORMAT='%U %S'
+  rm -f "$STATE"/txlog.*
   { time pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" \
-      >"$STATE/pgbench.out" 2>&1; } 2>"$STATE/pgbench.time" || rc=$?
+      --log --log-prefix="$STATE/txlog" >"$STATE/pgbench.out" 2>&1; } 2>"$STATE/pgbench.time" || rc=$?
   p1=$(ticks_of "$pid"); g1=$(pg_ticks); r1=$(( $(pg_ticks replica1) + $(pg_ticks replica2) )); t1=$(date +%s%N)
   out=$(cat "$STATE/pgbench.out")
   kill "$sp" 2>/dev/null; wait "$sp" 2>/dev/null || true
@@ -576,19 +583,24 @@ run_pgbench() { # target clients mode round [label] -> appends a line to $RESULT
   fi
   tps=$(sed -n 's/^tps = \([0-9.]*\) (\(without initial connection time\|including reconnection times\))/\1/p' <<<"$out") # (the latter: -C)
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
+  # p50 and p99 of every transaction's latency (pgbench --log: the third field, µs), in ms
+  local pct
+  pct=$(cat "$STATE"/txlog.* 2>/dev/null | awk '{ print $3 }' | sort -n | awk '{ v[NR] = $1 }
+    END { if (NR) printf "%.3f %.3f", v[int((NR - 1) * 0.5) + 1] / 1000, v[int((NR - 1) * 0.99) + 1] / 1000; else print "- -" }')
+  rm -f "$STATE"/txlog.*
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
   status=ok
   if [ "$rc" != 0 ] || [ -z "$tps" ]; then
     status=FAILED
     log "$label c=$c -M $mode FAILED (rc $rc): $(grep -m1 -iE 'error|fatal|abort' <<<"$out" || tail -n1 <<<"$out")"
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$c" "$mode" "${tps:--}" "${lat:--}" "${failed:-0}" "$foreign" "$status" \
-    "$proxy_us" "$pg_us" "$bench_us" "$rep_us" "$round" >>"$RESULTS"
-  log "$(printf '%-10s c=%-3s %-8s round %s %10s tps  %7s ms  foreign %s%%  %s  us/tx: proxy %s primary %s replicas %s pgbench %s' "$label" "$c" "$mode" "$round" "${tps:--}" "${lat:--}" "$foreign" "$status" "$proxy_us" "$pg_us" "$rep_us" "$bench_us")"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$c" "$mode" "${tps:--}" "${lat:--}" "${failed:-0}" "$foreign" "$status" \
+    "$proxy_us" "$pg_us" "$bench_us" "$rep_us" "$round" "${pct%% *}" "${pct##* }" >>"$RESULTS"
+  log "$(printf '%-10s c=%-3s %-8s round %s %10s tps  %7s ms (p50/p99 %s)  foreign %s%%  %s  us/tx: proxy %s primary %s replicas %s pgbench %s' "$label" "$c" "$mode" "$round" "${tps:--}" "${lat:--}" "${pct/ //}" "$foreign" "$status" "$proxy_us" "$pg_us" "$rep_us" "$bench_us")"
 }
 
 # results.tsv: label clients mode tps latency failed foreign% status proxy primary pgbench
-# replicas round (the CPU columns in µs per transaction)
+# replicas round p50 p99 (the CPU columns in µs per transaction, latencies in ms)
 print_table() { # results.tsv [show the round column] -> markdown
   # (ratios against direct and PgBouncer of the same round)
   awk -F'\t' -v rounds="${2:-0}" '
@@ -596,14 +608,14 @@ print_table() { # results.tsv [show the round column] -> markdown
     function ratio(a, b) { return (a != "" && b != "" && b > 0) ? sprintf("%.2fx", a / b) : "-" }
     END {
       r = rounds ? " round |" : ""; rs = rounds ? " ---: |" : ""
-      print "| target | clients | mode |" r " TPS | avg latency ms | failed tx | vs direct | vs pgbouncer | proxy µs/tx | primary µs/tx | replicas µs/tx | pgbench µs/tx | foreign% |"
-      print "| --- | ---: | --- |" rs " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+      print "| target | clients | mode |" r " TPS | avg latency ms | p50 ms | p99 ms | failed tx | vs direct | vs pgbouncer | proxy µs/tx | primary µs/tx | replicas µs/tx | pgbench µs/tx | foreign% |"
+      print "| --- | ---: | --- |" rs " ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
       for (i = 1; i <= NR; i++) {
         split(row[i], f, "\t"); key = f[2] SUBSEP f[3] SUBSEP f[13]
         t = (f[8] == "ok") ? f[4] : ""
-        printf "| %s | %s | %s |%s %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3],
+        printf "| %s | %s | %s |%s %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3],
           (rounds ? " " f[13] " |" : ""),
-          (t == "" ? "FAILED" : sprintf("%.0f", t)), f[5], f[6],
+          (t == "" ? "FAILED" : sprintf("%.0f", t)), f[5], (f[14] == "" ? "-" : f[14]), (f[15] == "" ? "-" : f[15]), f[6],
           (f[1] == "direct" ? "1.00x" : ratio(t, tps["direct", key])),
           (f[1] == "pgbouncer" ? (t == "" ? "-" : "1.00x") : ratio(t, tps["pgbouncer", key])),
           f[9], f[10], f[12], f[11], f[7]
@@ -730,17 +742,20 @@ section_callgrind() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q valgrind >/dev/null; }
   ensure_data
   trap stop_proxies EXIT
+  local target=${CALLGRIND_TARGET:-sy-split}
   local variants=${SPLIT_VARIANTS:-consistency=session consistency=eventual}
+  # Variants are sy-split's; another target runs once, as configured.
+  [ "$target" = sy-split ] || variants=$target
   local c=${CALLGRIND_CLIENTS:-8} idle=${CALLGRIND_IDLE:-5} mode=${MODES%% *} workload v n pid port
   local out=$STATE/callgrind-$(date +%Y%m%d-%H%M%S).tsv t0 t1 s0 s1 l0 l1 ir txs
   read -ra workload <<<"$WORKLOAD"
-  port=$(sy_port sy-split)
+  port=$(sy_port "$target")
   : >"$out"
-  stop_switchyard sy-split
+  stop_switchyard "$target"
   for v in $variants; do
     SPLIT_KEYS=$v
-    start_switchyard sy-split valgrind --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.%p"
-    pid=$(sy_pid sy-split)
+    start_switchyard "$target" valgrind --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.%p"
+    pid=$(sy_pid "$target")
     warm_up "$port" "$c" "$([ "$WARMUP" = 0 ] && echo 5 || echo "$WARMUP")"
     # and the workload itself once, unmeasured: every server connection it needs is opened (a
     # SCRAM login costs the proxy ~57 million instructions here) before the counting starts
@@ -753,26 +768,26 @@ section_callgrind() {
     printf '%s\tidle\t0\t%s\t%s\t-\t0\t0\n' "$v" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" "${ir%% *}" >>"$out"
     for n in ${CALLGRIND_TX:-2000 6000}; do
       wait_replicas
-      s0=$(sy_stat sy-split causal_reads_on_primary); l0=$(sy_stat sy-split server_connects)
+      s0=$(sy_stat "$target" causal_reads_on_primary); l0=$(sy_stat "$target" server_connects)
       callgrind_control -z "$pid" >/dev/null 2>&1
       t0=$(date +%s%N)
       pgbench -n "${workload[@]}" -M "$mode" -c "$c" -j "$THREADS" -t $((n / c)) -h 127.0.0.1 -p "$port" -U "$APP_USER" "$DB" \
         >"$STATE/pgbench.out" 2>&1 || log "pgbench failed: $(tail -n1 "$STATE/pgbench.out")"
       ir=$(cg_take "$pid"); t1=$(date +%s%N)
-      s1=$(sy_stat sy-split causal_reads_on_primary); l1=$(sy_stat sy-split server_connects)
+      s1=$(sy_stat "$target" causal_reads_on_primary); l1=$(sy_stat "$target" server_connects)
       txs=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$STATE/pgbench.out")
       printf '### callgrind %s c=%s -t %s\n%s\n\n' "$v" "$c" $((n / c)) "$(cat "$STATE/pgbench.out")" >>"$STATE/pgbench.log"
       printf '%s\trun\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "${txs:-0}" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')" \
         "${ir%% *}" "$((s1 - s0))" "$((l1 - l0))" "${ir##* }" >>"$out"
       log "callgrind $v: $txs transactions, ${ir%% *} instructions (${ir##* } in $((l1 - l0)) server logins), $((s1 - s0)) causal reads on the primary"
     done
-    stop_switchyard sy-split
+    stop_switchyard "$target"
   done
   # out: variant kind(idle|run) transactions seconds Ir causal-reads-on-primary server-logins
   # Ir-in-server-logins
   {
     echo
-    echo "Instructions the proxy executed (callgrind, all threads), pgbench -n $WORKLOAD -M $mode -c $c -t N, sy-split"
+    echo "Instructions the proxy executed (callgrind, all threads), pgbench -n $WORKLOAD -M $mode -c $c -t N, $target"
     echo
     awk -F'\t' '
       $2 == "idle" { rate[$1] = $5 / $4; idle[$1] = $4; order[++nv] = $1; next }

@@ -156,7 +156,7 @@ pub struct PoolConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MultiplexConfig {
-    #[serde(default)]
+    #[serde(default = "defaults::multiplex")]
     pub enabled: bool,
     /// Units of work in flight on one server connection at most (its own included).
     #[serde(default = "defaults::max_depth")]
@@ -170,7 +170,7 @@ pub struct MultiplexConfig {
 impl Default for MultiplexConfig {
     fn default() -> Self {
         MultiplexConfig {
-            enabled: false,
+            enabled: defaults::multiplex(),
             max_depth: defaults::max_depth(),
             slow_statement: defaults::slow_statement(),
         }
@@ -253,8 +253,11 @@ mod defaults {
     pub fn max_in_flight() -> u32 {
         64
     }
+    pub fn multiplex() -> bool {
+        true
+    }
     pub fn max_depth() -> u32 {
-        4
+        8
     }
     pub fn slow_statement() -> Duration {
         Duration::from_millis(5)

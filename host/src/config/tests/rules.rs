@@ -295,6 +295,26 @@ fn pool_sizes_timeouts_and_lag() {
         "cluster.main.pool.replicas.health.failures_before_ban",
         |r| matches!(r, Reason::OutOfRange { .. }),
     );
+    fails_at(
+        &BASE.replace(
+            replicas,
+            "role = \"replica\"\nmultiplex = { enabled = true, max_depth = 1 }",
+        ),
+        "cluster.main.pool.replicas.multiplex.max_depth",
+        |r| matches!(r, Reason::OutOfRange { .. }),
+    );
+    let config = parse(&BASE.replace(
+        replicas,
+        "role = \"replica\"\nmultiplex = { enabled = true }",
+    ))
+    .expect("multiplex with its defaults");
+    let multiplex = &config.clusters["main"].pools["replicas"].multiplex;
+    assert!(multiplex.enabled);
+    assert_eq!(multiplex.max_depth, 8);
+    assert_eq!(
+        multiplex.slow_statement,
+        std::time::Duration::from_millis(5)
+    );
 }
 
 #[test]

@@ -18,10 +18,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use crate::backend::postgres::PooledConn;
+use smallvec::SmallVec;
+
 use crate::backend::postgres::multiplex::{
     Board, Carriers, Encode, Encoded, Ride, RideEvent, RideTicket,
 };
+use crate::backend::postgres::{Bucket, PooledConn};
 use crate::config::PoolMode;
 use crate::frontend::postgres::client::WRITE_HIGH_WATER;
 use crate::frontend::postgres::observe::Observed;
@@ -378,25 +380,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         {
             return Ok(None);
         }
+        // A key the policy pins to a node keeps it (see `Strategy::ConsistentHash`).
+        if affinity.is_some() && pool.config().strategy == crate::config::Strategy::ConsistentHash {
+            return Ok(None);
+        }
+        // Only when a checkout would wait on every node the pool could pick (asked without
+        // picking: that would move the pool's strategy, round-robin's turn for one). Most
+        // statements stop at this first look, which allocates nothing.
+        let free = pool.nodes().iter().any(|node| {
+            !exclude.contains(&node.index())
+                && self
+                    .buckets
+                    .get(pool, node.index())
+                    .is_some_and(|b| b.available_permits() > 0)
+        });
+        if free {
+            return Ok(None);
+        }
         let Some(expected_us) = self.multiplexable(verdict, pool) else {
             return Ok(None);
         };
-        let Some(node) = pool.pick(affinity, exclude) else {
-            return Ok(None);
-        };
-        let bucket = match self.buckets.get(pool, node.index()) {
-            Some(b) => b.clone(),
-            None => {
-                let login = self.login(pool);
-                let Some(b) = self.fe.backend.bucket(pool, node.index(), &login) else {
-                    return Ok(None);
-                };
-                self.buckets.put(pool, node.index(), b.clone());
-                b
+        let mut buckets: SmallVec<[Arc<Bucket>; 4]> = SmallVec::new();
+        for node in pool.nodes() {
+            let index = node.index();
+            if exclude.contains(&index) || !node.is_available() {
+                continue;
             }
-        };
-        if bucket.available_permits() > 0 {
-            return Ok(None);
+            let bucket = match self.buckets.get(pool, index) {
+                Some(b) => b.clone(),
+                None => {
+                    let login = self.login(pool);
+                    let Some(b) = self.fe.backend.bucket(pool, index, &login) else {
+                        return Ok(None);
+                    };
+                    self.buckets.put(pool, index, b.clone());
+                    b
+                }
+            };
+            if bucket.available_permits() > 0 {
+                return Ok(None);
+            }
+            buckets.push(bucket);
         }
         let encode: Encode = match offer {
             RideOffer::Query(bytes) => {
@@ -420,9 +444,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             ticket: ticket.clone(),
             expected_us,
         };
-        let carriers = bucket.connector().carriers.clone();
-        let Ok((depth, board)) = carriers.board(self.settings.hash(), config.max_depth, ride)
-        else {
+        let mut ride = Some(ride);
+        let mut joined = None;
+        // Sessions start at different nodes, so rides spread over a pool's nodes.
+        let start = usize::try_from(self.cancel.pid.unsigned_abs()).unwrap_or(0);
+        for i in 0..buckets.len() {
+            let bucket = &buckets[(start + i) % buckets.len()];
+            let Some(r) = ride.take() else { break };
+            match bucket
+                .connector()
+                .carriers
+                .board(self.settings.hash(), config.max_depth, r)
+            {
+                Ok(found) => joined = Some(found),
+                Err(back) => ride = Some(back),
+            }
+        }
+        let Some((depth, board)) = joined else {
             return Ok(None);
         };
         if let Some(target) = board.target() {

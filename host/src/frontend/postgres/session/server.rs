@@ -42,17 +42,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         in_transaction: bool,
         ride: Option<RideOffer<'_>>,
     ) -> Result<Result<Got, ErrorFields>, SessionEnd> {
-        // The connection is held only for other sessions' rides: they finish and the
-        // connection goes, so this statement is routed as its own.
-        if self.held.as_ref().is_some_and(|h| h.carrying_only())
+        // The connection is held only for other sessions' rides: this statement is routed as
+        // its own, and joins them there if it goes to the same pool (see below). With a
+        // statement of the proxy's own among them (the position probe after a write), they all
+        // finish first, as below.
+        let carrying = self.held.as_ref().is_some_and(|h| h.carrying_only())
             && self.status == TransactionStatus::Idle
             && !self.copy_in
-            && !self.is_pinned()
+            && !self.is_pinned();
+        if carrying
+            && self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.queue.iter().any(|p| p.silent))
         {
             self.close_board().await?;
             self.drain().await?;
             self.maybe_release();
         }
+        let carrying = carrying && self.held.is_some();
         // The connection is held only for the proxy's own statements (the WAL position probe
         // after a write): let them finish and the connection go, so this statement is routed
         // with the position the probe learns rather than stuck to the writer's connection.
@@ -121,6 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         });
         if let Some(held) = &self.held
             && !may_leave_replica
+            && !carrying
         {
             let pool = held.pool.clone();
             if let Err(e) = self.pin_for(verdict, &pool) {
@@ -176,11 +185,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .node
                 .is_some_and(|n| n != held.conn.bucket().node().index());
             if held.pool.name() == pool.name() && !pinned_elsewhere {
+                // Carrying: behind the rides, which keep their place (nothing may ride behind
+                // this statement if it is one that closes the board).
                 return Ok(Ok(Got::Held));
             }
-            // Closed, not pooled: it may carry the client's settings.
-            self.cancel.slot.clear();
-            self.held = None;
+            if carrying {
+                // The rides finish where they are, and the connection goes back.
+                self.close_board().await?;
+                self.drain().await?;
+                self.maybe_release();
+            }
+            if self.held.is_some() {
+                // Closed, not pooled: it may carry the client's settings.
+                self.cancel.slot.clear();
+                self.held = None;
+            }
         }
         let paused = self.fe.paused.clone();
         self.fe.wait_resumed(paused).await;
