@@ -50,6 +50,9 @@ pub struct ServerConn {
     pub settings: u64,
     /// Hash of the statement last parsed as the unnamed statement (0: none).
     pub unnamed: u64,
+    /// Where other sessions leave statements to ride on this connection while it is held
+    /// (multiplexed pools; made at its first checkout there).
+    pub board: Option<Arc<super::multiplex::Board>>,
     pub addr: String,
 }
 
@@ -86,6 +89,7 @@ impl ServerConn {
             prepared: HashSet::new(),
             settings: 0,
             unnamed: 0,
+            board: None,
             addr: addr.to_owned(),
         };
         let mut out = BytesMut::new();

@@ -13,7 +13,7 @@
 //! through the ride's channel, and never lets it touch its own session's state.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -124,6 +124,9 @@ pub struct Board {
     pub notify: Notify,
     /// Where a cancel for a ride running on the connection goes.
     target: Option<super::CancelTarget>,
+    /// Whether the holder's own unit is the one the server works on (a cancel from the holder
+    /// is forwarded only then).
+    own_running: AtomicBool,
 }
 
 impl std::fmt::Debug for Ride {
@@ -144,6 +147,14 @@ impl Board {
 
     pub fn target(&self) -> Option<&super::CancelTarget> {
         self.target.as_ref()
+    }
+
+    pub fn set_own_running(&self, running: bool) {
+        self.own_running.store(running, Ordering::Release);
+    }
+
+    pub fn own_running(&self) -> bool {
+        self.own_running.load(Ordering::Acquire)
     }
 
     /// Lets rides in, for a connection with `settings` and what is in flight on it.
@@ -215,24 +226,18 @@ impl Board {
     }
 }
 
-/// The boards of one bucket's held connections.
+/// The boards of one bucket's connections. A board lives as long as its connection (which
+/// keeps it between checkouts, closed while idle); the list forgets boards whose connection is
+/// gone as riders walk it.
 #[derive(Debug, Default)]
 pub struct Carriers {
-    boards: Mutex<Vec<Arc<Board>>>,
+    boards: Mutex<Vec<Weak<Board>>>,
 }
 
 impl Carriers {
     pub fn register(&self, board: &Arc<Board>) {
         if let Ok(mut boards) = self.boards.lock() {
-            boards.push(board.clone());
-        }
-    }
-
-    pub fn unregister(&self, board: &Arc<Board>) {
-        if let Ok(mut boards) = self.boards.lock()
-            && let Some(i) = boards.iter().position(|b| Arc::ptr_eq(b, board))
-        {
-            boards.swap_remove(i);
+            boards.push(Arc::downgrade(board));
         }
     }
 
@@ -246,9 +251,11 @@ impl Carriers {
         mut ride: Ride,
     ) -> Result<(u32, Arc<Board>), Ride> {
         let candidates: Vec<Arc<Board>> = match self.boards.lock() {
-            Ok(boards) => {
-                let mut open: Vec<&Arc<Board>> = boards
+            Ok(mut boards) => {
+                boards.retain(|b| b.strong_count() > 0);
+                let mut open: Vec<Arc<Board>> = boards
                     .iter()
+                    .filter_map(Weak::upgrade)
                     .filter(|b| {
                         b.is_open()
                             && b.settings.load(Ordering::Relaxed) == settings
@@ -261,7 +268,8 @@ impl Carriers {
                         b.depth.load(Ordering::Relaxed),
                     )
                 });
-                open.into_iter().take(3).cloned().collect()
+                open.truncate(3);
+                open
             }
             Err(_) => return Err(ride),
         };
@@ -332,10 +340,17 @@ mod tests {
         // Closing hands the ride left to the carrier, which must write it.
         assert_eq!(board.close().len(), 1);
         assert!(carriers.board(0, 3, r).is_err());
-        carriers.unregister(&board);
+        // A board whose connection is gone is forgotten.
+        drop(board);
         let (r3, _rx3) = ride();
-        board.open(0, 0, 0);
         assert!(carriers.board(0, 3, r3).is_err());
+        assert!(
+            carriers
+                .boards
+                .lock()
+                .map(|b| b.is_empty())
+                .unwrap_or(false)
+        );
     }
 
     #[test]

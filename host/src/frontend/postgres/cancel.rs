@@ -3,11 +3,10 @@
 //! session's key is forwarded to that server with the server's key — never to anyone else's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::postgres::CancelTarget;
-use crate::backend::postgres::multiplex::{CancelRide, RideTicket};
+use crate::backend::postgres::multiplex::{Board, CancelRide, RideTicket};
 
 /// Where a session's query runs now.
 #[derive(Debug, Default)]
@@ -18,7 +17,7 @@ pub struct CancelSlot {
     ride: Mutex<Option<Arc<RideTicket>>>,
     /// The session holds a connection others' statements ride on: a cancel is forwarded only
     /// while one of its own units is the one the server works on.
-    own_running: Mutex<Option<Arc<AtomicBool>>>,
+    own_running: Mutex<Option<Arc<Board>>>,
     /// Why the session keeps its server connection between transactions, for SHOW CLIENTS.
     pinned: Mutex<Option<&'static str>>,
 }
@@ -43,10 +42,10 @@ impl CancelSlot {
     }
 
     /// The session's statements run on `target`, which others' statements may ride on too.
-    pub fn set_carrying(&self, target: CancelTarget, own_running: Arc<AtomicBool>) {
+    pub fn set_carrying(&self, target: CancelTarget, board: Arc<Board>) {
         self.set(target);
         if let Ok(mut g) = self.own_running.lock() {
-            *g = Some(own_running);
+            *g = Some(board);
         }
     }
 
@@ -143,7 +142,7 @@ impl CancelRegistry {
             return;
         }
         let gate = slot.own_running.lock().ok().and_then(|g| g.clone());
-        if gate.is_some_and(|running| !running.load(Ordering::Acquire)) {
+        if gate.is_some_and(|board| !board.own_running()) {
             tracing::debug!(
                 pid,
                 "cancel request while another client's statement runs: not forwarded"

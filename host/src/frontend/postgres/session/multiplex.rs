@@ -11,7 +11,6 @@
 //! their answers back, and keeps the connection until the last of them is answered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -20,9 +19,7 @@ use tokio::sync::mpsc;
 
 use smallvec::SmallVec;
 
-use crate::backend::postgres::multiplex::{
-    Board, Carriers, Encode, Encoded, Ride, RideEvent, RideTicket,
-};
+use crate::backend::postgres::multiplex::{Board, Encode, Encoded, Ride, RideEvent, RideTicket};
 use crate::backend::postgres::{Bucket, PooledConn};
 use crate::config::PoolMode;
 use crate::frontend::postgres::client::WRITE_HIGH_WATER;
@@ -40,37 +37,39 @@ use super::{Session, SessionEnd};
 /// A rider's answer is handed over in pieces of about this much.
 const PART: usize = 64 << 10;
 
-/// A held connection's board, listed in its bucket while held; closed and unlisted when the
-/// connection goes (rides still waiting then see their channel close and go elsewhere).
+/// A held connection's board (the connection keeps it, listed in its bucket, for its life);
+/// closed when the holder lets the connection go, and rides still waiting then see their
+/// channel close and go elsewhere.
 pub(in crate::frontend::postgres) struct BoardSlot {
     pub(super) board: Arc<Board>,
-    carriers: Arc<Carriers>,
-    /// Whether the holder's own unit is the one the server works on (see `CancelSlot`).
-    pub(super) own_running: Arc<AtomicBool>,
 }
 
 impl BoardSlot {
-    /// A board for a connection just checked out, if its pool multiplexes.
+    /// The board of a connection just checked out, if its pool multiplexes.
     pub(super) fn for_conn(conn: &mut PooledConn, pool: &Pool) -> Option<BoardSlot> {
         let config = pool.config();
         if !config.multiplex.enabled || config.mode != PoolMode::Transaction {
             return None;
         }
         let carriers = conn.bucket().connector().carriers.clone();
-        let board = Arc::new(Board::new(conn.conn().cancel_target()));
-        carriers.register(&board);
-        Some(BoardSlot {
-            board,
-            carriers,
-            own_running: Arc::default(),
-        })
+        let server = conn.conn();
+        let board = match &server.board {
+            Some(board) => board.clone(),
+            None => {
+                let board = Arc::new(Board::new(server.cancel_target()));
+                carriers.register(&board);
+                server.board = Some(board.clone());
+                board
+            }
+        };
+        Some(BoardSlot { board })
     }
 }
 
 impl Drop for BoardSlot {
     fn drop(&mut self) {
         drop(self.board.close());
-        self.carriers.unregister(&self.board);
+        self.board.set_own_running(false);
     }
 }
 
@@ -122,7 +121,7 @@ impl Held {
         }
         if let Some(slot) = &self.board {
             let own = self.queue.front().is_some_and(|p| p.rider.is_none());
-            slot.own_running.store(own, Ordering::Release);
+            slot.board.set_own_running(own);
             let (depth, expected) = self.load();
             slot.board.set_load(depth, expected);
         }

@@ -309,10 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let board = BoardSlot::for_conn(&mut conn, pool);
         let target = conn.conn().cancel_target();
         match &board {
-            Some(slot) => self
-                .cancel
-                .slot
-                .set_carrying(target, slot.own_running.clone()),
+            Some(slot) => self.cancel.slot.set_carrying(target, slot.board.clone()),
             None => self.cancel.slot.set(target),
         }
         let mut held = Held {
