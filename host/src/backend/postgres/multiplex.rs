@@ -180,6 +180,15 @@ impl Board {
         }
     }
 
+    /// Stops taking rides, leaving those taken for the carrier's next turn.
+    pub fn stop_taking(&self) {
+        if self.open.load(Ordering::Acquire)
+            && let Ok(_guard) = self.waiting.lock()
+        {
+            self.open.store(false, Ordering::Release);
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }

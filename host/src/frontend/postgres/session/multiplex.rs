@@ -141,6 +141,17 @@ impl Held {
         false
     }
 
+    /// Clients wait in the pool's queue for a connection of this bucket: one kept only for rides
+    /// must go back to the pool soon, or they could wait for as long as rides keep coming.
+    pub(super) fn others_wait(&self) -> bool {
+        self.conn
+            .bucket()
+            .stats
+            .waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
     /// Nothing of the holder's own is outstanding, only other sessions' rides.
     pub(super) fn carrying_only(&self) -> bool {
         self.open.is_none()

@@ -446,6 +446,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .is_none_or(|h| h.quiet() || h.carrying_only());
         if idle {
             self.work = None;
+            // Kept only for rides while others wait for a connection: no more rides, so the
+            // connection goes back once those written are answered.
+            if let Some(held) = self.held.as_ref()
+                && let Some(slot) = held.board.as_ref()
+                && held.carrying_only()
+                && held.others_wait()
+            {
+                slot.board.stop_taking();
+            }
             if self.pin.is_some() && self.resident.reason().is_none() {
                 // The statement that took the pin created nothing (it failed, or never ran).
                 self.pin = None;

@@ -44,17 +44,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<Result<Got, ErrorFields>, SessionEnd> {
         // The connection is held only for other sessions' rides: this statement is routed as
         // its own, and joins them there if it goes to the same pool (see below). With a
-        // statement of the proxy's own among them (the position probe after a write), they all
-        // finish first, as below.
+        // statement of the proxy's own among them (the position probe after a write), or while
+        // others wait for a connection, they all finish first and the connection goes back.
         let carrying = self.held.as_ref().is_some_and(|h| h.carrying_only())
             && self.status == TransactionStatus::Idle
             && !self.copy_in
             && !self.is_pinned();
+        // Others waiting for a connection of the pool go first: the rides finish and the
+        // connection goes back, as in `maybe_release`.
         if carrying
             && self
                 .held
                 .as_ref()
-                .is_some_and(|h| h.queue.iter().any(|p| p.silent))
+                .is_some_and(|h| h.others_wait() || h.queue.iter().any(|p| p.silent))
         {
             self.close_board().await?;
             self.drain().await?;
