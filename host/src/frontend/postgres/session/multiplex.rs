@@ -240,6 +240,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.write_rides(rides).await
     }
 
+    /// Takes no more rides, lets those taken finish where they are, and gives the connection
+    /// back when nothing else keeps it.
+    pub(super) async fn finish_rides(&mut self) -> Result<(), SessionEnd> {
+        self.close_board().await?;
+        self.drain().await?;
+        self.maybe_release();
+        Ok(())
+    }
+
     /// Writes the rides left on the board since the last time.
     pub(super) async fn take_rides(&mut self) -> Result<(), SessionEnd> {
         let rides = match self.held.as_ref().and_then(|h| h.board.as_ref()) {

@@ -45,22 +45,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // The connection is held only for other sessions' rides: this statement is routed as
         // its own, and joins them there if it goes to the same pool (see below). With a
         // statement of the proxy's own among them (the position probe after a write), or while
-        // others wait for a connection, they all finish first and the connection goes back.
+        // others wait for a connection of the pool (as in `maybe_release`), they all finish
+        // first and the connection goes back.
         let carrying = self.held.as_ref().is_some_and(|h| h.carrying_only())
             && self.status == TransactionStatus::Idle
             && !self.copy_in
             && !self.is_pinned();
-        // Others waiting for a connection of the pool go first: the rides finish and the
-        // connection goes back, as in `maybe_release`.
         if carrying
             && self
                 .held
                 .as_ref()
                 .is_some_and(|h| h.others_wait() || h.queue.iter().any(|p| p.silent))
         {
-            self.close_board().await?;
-            self.drain().await?;
-            self.maybe_release();
+            self.finish_rides().await?;
         }
         let carrying = carrying && self.held.is_some();
         // The connection is held only for the proxy's own statements (the WAL position probe
@@ -192,10 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Ok(Ok(Got::Held));
             }
             if carrying {
-                // The rides finish where they are, and the connection goes back.
-                self.close_board().await?;
-                self.drain().await?;
-                self.maybe_release();
+                self.finish_rides().await?;
             }
             if self.held.is_some() {
                 // Closed, not pooled: it may carry the client's settings.
