@@ -754,7 +754,10 @@ section_callgrind() {
   stop_switchyard "$target"
   for v in $variants; do
     SPLIT_KEYS=$v
-    start_switchyard "$target" valgrind --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.%p"
+    # Names uncompressed: every dump is read on its own (callgrind_annotate FILE), and a later
+    # dump of a compressed run refers to names only the first one spells out.
+    start_switchyard "$target" valgrind --tool=callgrind --compress-strings=no \
+      --callgrind-out-file="$STATE/callgrind.out.%p"
     pid=$(sy_pid "$target")
     warm_up "$port" "$c" "$([ "$WARMUP" = 0 ] && echo 5 || echo "$WARMUP")"
     # and the workload itself once, unmeasured: every server connection it needs is opened (a
