@@ -275,3 +275,56 @@ async fn a_lost_connection_fails_only_what_was_on_it_and_reads_run_again() {
     // The carrier's own statement was the one the server was killed in.
     assert!(first.await.expect("C1").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_found_no_room_rides_before_later_ones() {
+    let pg = PgCluster::start(1);
+    let config = PgConfig::new(&pg)
+        .defaults("size = 1\nmultiplex = { enabled = true, max_depth = 3 }")
+        .extra("[admin]\nbind = \"127.0.0.1:0\"\n")
+        .build();
+    let proxy = Proxy::start(&config).await;
+    let c1 = client(&proxy).await;
+    let (c2, c3, c4) = (
+        client(&proxy).await,
+        client(&proxy).await,
+        client(&proxy).await,
+    );
+    let before = rides(&proxy).await;
+    // C1 pipelines two statements of its own: the connection is C1's until both are answered.
+    let (first, second) = (c1.clone(), c1.clone());
+    let own = tokio::spawn(async move {
+        tokio::join!(
+            pg::query_one_text(&first, "SELECT 'a1' || pg_sleep(0.4)::text"),
+            pg::query_one_text(&second, "SELECT pg_sleep(0.4)::text || 'a2'"),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answered = |c: Arc<tokio_postgres::Client>, name: &'static str| {
+        tokio::spawn(async move {
+            let value = pg::query_one_text(&c, &format!("SELECT '{name}'")).await;
+            (value, Instant::now())
+        })
+    };
+    // C2 takes the last room (depth 3); C3 finds none and waits.
+    let r2 = answered(c2, "c2");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r3 = answered(c3, "c3");
+    // Once C1's first statement is answered there is room again, and C4 comes after C3.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let r4 = answered(c4, "c4");
+    let (v2, _) = r2.await.expect("c2");
+    let (v3, at3) = r3.await.expect("c3");
+    let (v4, at4) = r4.await.expect("c4");
+    assert_eq!((v2.as_str(), v3.as_str(), v4.as_str()), ("c2", "c3", "c4"));
+    assert!(
+        at3 <= at4,
+        "C4 arrived after C3 found no room, yet was answered first"
+    );
+    let (a1, a2) = own.await.expect("c1");
+    assert_eq!((a1.as_str(), a2.as_str()), ("a1", "a2"));
+    assert!(
+        rides(&proxy).await >= before + 2.0,
+        "C3 did not ride when room appeared"
+    );
+}

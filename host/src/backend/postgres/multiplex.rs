@@ -11,9 +11,15 @@
 //! board with the least expected remaining work and leaves its [`Ride`] there; the carrier
 //! writes it (encoding it against the connection's prepared statements), relays its answer
 //! through the ride's channel, and never lets it touch its own session's state.
+//!
+//! A rider that finds no board with room waits in its bucket's queue of rides ([`Carriers`]),
+//! oldest first, while it also waits for a connection of its own: whichever comes first, a
+//! carrier with room taking the ride or a free connection, serves it. Riders that arrive later
+//! queue behind it rather than taking the room it waits for.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,6 +62,8 @@ pub struct Ride {
     pub ticket: Arc<RideTicket>,
     /// The mean server time of its statement shape, in µs (0: not known yet).
     pub expected_us: u64,
+    /// The rider's settings hash: only a connection with the same may carry it.
+    pub settings: u64,
 }
 
 const QUEUED: u8 = 0;
@@ -68,6 +76,9 @@ const DONE: u8 = 3;
 #[derive(Debug, Default)]
 pub struct RideTicket {
     state: AtomicU8,
+    /// The connection that carries the ride, once one took it from its bucket's queue (a
+    /// ride left on a board is told the board's connection when it boards).
+    carrier: OnceLock<super::CancelTarget>,
 }
 
 /// What a CancelRequest for a ride should do.
@@ -94,6 +105,16 @@ impl RideTicket {
 
     pub fn finish(&self) {
         self.state.store(DONE, Ordering::Release);
+    }
+
+    /// Where a cancel for the ride goes while it runs, if a carrier took it from the queue.
+    pub fn carrier(&self) -> Option<&super::CancelTarget> {
+        self.carrier.get()
+    }
+
+    /// Told by the carrier that took the ride from the queue.
+    pub fn set_carrier(&self, target: &super::CancelTarget) {
+        let _ = self.carrier.set(target.clone());
     }
 
     /// A CancelRequest for the ride's client.
@@ -241,6 +262,10 @@ impl Board {
 #[derive(Debug, Default)]
 pub struct Carriers {
     boards: Mutex<Vec<Weak<Board>>>,
+    /// Rides that found no board with room, oldest first.
+    queue: Mutex<VecDeque<Ride>>,
+    /// How many are in `queue` (read without its lock on every carrier's turn).
+    queued: AtomicUsize,
 }
 
 impl Carriers {
@@ -251,14 +276,14 @@ impl Carriers {
     }
 
     /// Leaves `ride` on the open board with the least expected remaining work whose connection
-    /// has `settings` and fewer than `max_depth` units in flight; returns the ride if none
-    /// takes it, and otherwise the depth it joined at.
-    pub fn board(
-        &self,
-        settings: u64,
-        max_depth: u32,
-        mut ride: Ride,
-    ) -> Result<(u32, Arc<Board>), Ride> {
+    /// has the ride's settings and fewer than `max_depth` units in flight; returns the ride if
+    /// none takes it, and otherwise the depth it joined at. While rides wait in the queue, a
+    /// new one takes no room before them.
+    pub fn board(&self, max_depth: u32, mut ride: Ride) -> Result<(u32, Arc<Board>), Ride> {
+        if self.queued() > 0 {
+            return Err(ride);
+        }
+        let settings = ride.settings;
         let candidates: Vec<Arc<Board>> = match self.boards.lock() {
             Ok(mut boards) => {
                 boards.retain(|b| b.strong_count() > 0);
@@ -291,6 +316,54 @@ impl Carriers {
         }
         Err(ride)
     }
+
+    /// Rides waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Queues a ride that found no room, behind those already waiting.
+    pub fn wait(&self, ride: Ride) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.push_back(ride);
+            self.queued.store(queue.len(), Ordering::Release);
+        }
+    }
+
+    /// Takes the ride with `ticket` out of the queue: true if it was still there (no carrier
+    /// took it), so its rider serves it itself.
+    pub fn withdraw(&self, ticket: &Arc<RideTicket>) -> bool {
+        let Ok(mut queue) = self.queue.lock() else {
+            return false;
+        };
+        let Some(at) = queue.iter().position(|r| Arc::ptr_eq(&r.ticket, ticket)) else {
+            return false;
+        };
+        queue.remove(at);
+        self.queued.store(queue.len(), Ordering::Release);
+        true
+    }
+
+    /// Up to `room` of the oldest queued rides a connection with `settings` can carry.
+    pub fn pull(&self, settings: u64, room: u32) -> Vec<Ride> {
+        if room == 0 || self.queued() == 0 {
+            return Vec::new();
+        }
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        let mut at = 0;
+        while at < queue.len() && taken.len() < room as usize {
+            if queue[at].settings != settings {
+                at += 1;
+                continue;
+            }
+            taken.extend(queue.remove(at));
+        }
+        self.queued.store(queue.len(), Ordering::Release);
+        taken
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +371,10 @@ mod tests {
     use super::*;
 
     fn ride() -> (Ride, mpsc::Receiver<RideEvent>) {
+        ride_with(7)
+    }
+
+    fn ride_with(settings: u64) -> (Ride, mpsc::Receiver<RideEvent>) {
         let (tx, rx) = mpsc::channel(4);
         let ride = Ride {
             encode: Box::new(|_| Encoded {
@@ -308,6 +385,7 @@ mod tests {
             reply: tx,
             ticket: Arc::default(),
             expected_us: 10,
+            settings,
         };
         (ride, rx)
     }
@@ -326,7 +404,7 @@ mod tests {
         light.open(7, 2, 100);
         other_settings.open(8, 1, 0);
         let (r, _rx) = ride();
-        assert_eq!(carriers.board(7, 4, r).ok().map(|(d, _)| d), Some(2));
+        assert_eq!(carriers.board(4, r).ok().map(|(d, _)| d), Some(2));
         assert_eq!(light.take().len(), 1);
         assert!(busy.take().is_empty() && closed.take().is_empty());
         assert!(other_settings.take().is_empty());
@@ -337,28 +415,63 @@ mod tests {
         let carriers = Carriers::default();
         let board = Arc::new(Board::default());
         carriers.register(&board);
-        board.open(0, 3, 0);
+        board.open(7, 3, 0);
         let (r, _rx) = ride();
-        let r = match carriers.board(0, 3, r) {
+        let r = match carriers.board(3, r) {
             Err(r) => r,
             Ok(_) => panic!("a board at max_depth took a ride"),
         };
-        board.open(0, 1, 0);
+        board.open(7, 1, 0);
         let (r2, _rx2) = ride();
-        assert!(carriers.board(0, 3, r2).is_ok());
+        assert!(carriers.board(3, r2).is_ok());
         // Closing hands the ride left to the carrier, which must write it.
         assert_eq!(board.close().len(), 1);
-        assert!(carriers.board(0, 3, r).is_err());
+        assert!(carriers.board(3, r).is_err());
         // A board whose connection is gone is forgotten.
         drop(board);
         let (r3, _rx3) = ride();
-        assert!(carriers.board(0, 3, r3).is_err());
+        assert!(carriers.board(3, r3).is_err());
         assert!(
             carriers
                 .boards
                 .lock()
                 .map(|b| b.is_empty())
                 .unwrap_or(false)
+        );
+    }
+
+    #[test]
+    fn queued_rides_are_served_oldest_first_and_keep_their_place() {
+        let carriers = Carriers::default();
+        let board = Arc::new(Board::default());
+        carriers.register(&board);
+        let (first, _rx1) = ride();
+        let first_ticket = first.ticket.clone();
+        let (other, _rx2) = ride_with(8);
+        let (second, _rx3) = ride();
+        let second_ticket = second.ticket.clone();
+        carriers.wait(first);
+        carriers.wait(other);
+        carriers.wait(second);
+        // Room on a board goes to the queue first, not to a ride arriving now.
+        board.open(7, 1, 0);
+        let (late, _rx4) = ride();
+        assert!(carriers.board(8, late).is_err());
+        // A carrier takes the oldest rides its settings allow, as many as it has room for.
+        let pulled = carriers.pull(7, 1);
+        assert_eq!(pulled.len(), 1);
+        assert!(Arc::ptr_eq(&pulled[0].ticket, &first_ticket));
+        assert!(
+            !carriers.withdraw(&first_ticket),
+            "a taken ride is the carrier's"
+        );
+        // A rider that got a connection of its own first takes its ride back.
+        assert!(carriers.withdraw(&second_ticket));
+        assert!(carriers.pull(7, 4).is_empty());
+        assert_eq!(
+            carriers.queued(),
+            1,
+            "the ride with other settings still waits"
         );
     }
 

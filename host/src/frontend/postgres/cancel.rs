@@ -57,6 +57,14 @@ impl CancelSlot {
         }
     }
 
+    /// The session's statement waits in a bucket's queue of rides: its carrier, once one
+    /// takes it, is told through the ticket.
+    pub fn set_queued_ride(&self, ticket: Arc<RideTicket>) {
+        if let Ok(mut r) = self.ride.lock() {
+            *r = Some(ticket);
+        }
+    }
+
     pub fn set_pinned(&self, reason: Option<&'static str>) {
         if let Ok(mut p) = self.pinned.lock() {
             *p = reason;
@@ -130,16 +138,19 @@ impl CancelRegistry {
             return;
         };
         let ride = slot.ride.lock().ok().and_then(|r| r.clone());
-        if let Some(ticket) = ride
-            && ticket.cancel() == CancelRide::Withdrawn
-        {
-            // Queued behind other clients' statements: answered as cancelled where it waits;
-            // the server, working on someone else's statement, must not be told.
-            tracing::debug!(
-                pid,
-                "cancel request for a statement not running yet: withdrawn"
-            );
-            return;
+        let mut target = None;
+        if let Some(ticket) = ride {
+            if ticket.cancel() == CancelRide::Withdrawn {
+                // Queued behind other clients' statements: answered as cancelled where it
+                // waits; the server, working on someone else's statement, must not be told.
+                tracing::debug!(
+                    pid,
+                    "cancel request for a statement not running yet: withdrawn"
+                );
+                return;
+            }
+            // Taken from its bucket's queue: the carrier's connection runs it now.
+            target = ticket.carrier().cloned();
         }
         let gate = slot.own_running.lock().ok().and_then(|g| g.clone());
         if gate.is_some_and(|board| !board.own_running()) {
@@ -149,7 +160,7 @@ impl CancelRegistry {
             );
             return;
         }
-        let Some(target) = slot.get() else {
+        let Some(target) = target.or_else(|| slot.get()) else {
             tracing::debug!(pid, "cancel request for no running query");
             return;
         };

@@ -250,6 +250,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut drain_open = true;
         loop {
             self.process_buffered().await?;
+            // Room may have appeared on the held connection (a unit answered, the board just
+            // opened): rides waiting in the bucket's queue take it first.
+            self.pull_rides().await?;
             self.io.flush().await.map_err(SessionEnd::Client)?;
             match *drain.borrow_and_update() {
                 Drain::Running => {}

@@ -19,8 +19,10 @@ use tokio::sync::mpsc;
 
 use smallvec::SmallVec;
 
-use crate::backend::postgres::multiplex::{Board, Encode, Encoded, Ride, RideEvent, RideTicket};
-use crate::backend::postgres::{Bucket, PooledConn};
+use crate::backend::postgres::multiplex::{
+    Board, Carriers, Encode, Encoded, Ride, RideEvent, RideTicket,
+};
+use crate::backend::postgres::{Bucket, PgBackendError, PooledConn};
 use crate::config::PoolMode;
 use crate::frontend::postgres::client::WRITE_HIGH_WATER;
 use crate::frontend::postgres::observe::Observed;
@@ -89,6 +91,38 @@ pub(in crate::frontend::postgres) struct Rider {
 pub(super) enum RideOffer<'a> {
     Query(&'a Bytes),
     Batch(&'a [Item]),
+}
+
+/// What became of an offer to ride.
+pub(super) enum Boarding {
+    /// Not a unit that may ride, or a connection is free: the ordinary way.
+    No,
+    /// It rode and is answered.
+    Rode(Rode),
+    /// No board had room: it waits in its bucket's queue of rides, and the session waits for
+    /// a connection of its own too ([`Session::checkout_or_ride`]).
+    Queued(QueuedRide),
+}
+
+/// A ride waiting in its bucket's queue; taken out again when dropped unanswered (the session
+/// got a connection first, or went away).
+pub(super) struct QueuedRide {
+    carriers: Arc<Carriers>,
+    ticket: Arc<RideTicket>,
+    answers: mpsc::Receiver<RideEvent>,
+}
+
+impl QueuedRide {
+    /// True if no carrier had taken it: the session serves it itself.
+    fn withdraw(&self) -> bool {
+        self.carriers.withdraw(&self.ticket)
+    }
+}
+
+impl Drop for QueuedRide {
+    fn drop(&mut self) {
+        self.carriers.withdraw(&self.ticket);
+    }
 }
 
 /// A ride's end, for the rider's metrics.
@@ -249,6 +283,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
+    /// Takes rides waiting in the bucket's queue, oldest first, while the board is open and
+    /// the connection has room under `max_depth`.
+    pub(super) async fn pull_rides(&mut self) -> Result<(), SessionEnd> {
+        let Some(held) = self.held.as_ref() else {
+            return Ok(());
+        };
+        let Some(slot) = held.board.as_ref() else {
+            return Ok(());
+        };
+        let carriers = &held.conn.bucket().connector().carriers;
+        if carriers.queued() == 0 || !slot.board.is_open() {
+            return Ok(());
+        }
+        let depth = u32::try_from(held.queue.len()).unwrap_or(u32::MAX);
+        let room = held.pool.config().multiplex.max_depth.saturating_sub(depth);
+        let server = held.conn.conn_ref();
+        let rides = carriers.pull(server.settings, room);
+        if rides.is_empty() {
+            return Ok(());
+        }
+        let target = server.cancel_target();
+        // Counted here: the carrier knows the depth each joins at.
+        let metrics = &self.fe.shared.metrics;
+        for (i, ride) in rides.iter().enumerate() {
+            ride.ticket.set_carrier(&target);
+            metrics.ride(held.pool.name(), depth + i as u32);
+        }
+        self.write_rides(rides).await
+    }
+
     /// Writes the rides left on the board since the last time.
     pub(super) async fn take_rides(&mut self) -> Result<(), SessionEnd> {
         let rides = match self.held.as_ref().and_then(|h| h.board.as_ref()) {
@@ -387,7 +451,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         affinity: Option<&str>,
         exclude: &[usize],
         offer: RideOffer<'_>,
-    ) -> Result<Option<Rode>, SessionEnd> {
+    ) -> Result<Boarding, SessionEnd> {
         let config = &pool.config().multiplex;
         if !config.enabled
             || pool.config().mode != PoolMode::Transaction
@@ -397,11 +461,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             || verdict.decision.mirror.is_some()
             || pool.config().mirror.is_some()
         {
-            return Ok(None);
+            return Ok(Boarding::No);
         }
         // A key the policy pins to a node keeps it (see `Strategy::ConsistentHash`).
         if affinity.is_some() && pool.config().strategy == crate::config::Strategy::ConsistentHash {
-            return Ok(None);
+            return Ok(Boarding::No);
         }
         // Only when a checkout would wait on every node the pool could pick (asked without
         // picking: that would move the pool's strategy, round-robin's turn for one). Most
@@ -414,10 +478,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     .is_some_and(|b| b.available_permits() > 0)
         });
         if free {
-            return Ok(None);
+            return Ok(Boarding::No);
         }
         let Some(expected_us) = self.multiplexable(verdict, pool) else {
-            return Ok(None);
+            return Ok(Boarding::No);
         };
         let mut buckets: SmallVec<[Arc<Bucket>; 4]> = SmallVec::new();
         for node in pool.nodes() {
@@ -430,16 +494,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 None => {
                     let login = self.login(pool);
                     let Some(b) = self.fe.backend.bucket(pool, index, &login) else {
-                        return Ok(None);
+                        return Ok(Boarding::No);
                     };
                     self.buckets.put(pool, index, b.clone());
                     b
                 }
             };
             if bucket.available_permits() > 0 {
-                return Ok(None);
+                return Ok(Boarding::No);
             }
             buckets.push(bucket);
+        }
+        if buckets.is_empty() {
+            return Ok(Boarding::No);
         }
         let encode: Encode = match offer {
             RideOffer::Query(bytes) => {
@@ -462,6 +529,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             reply,
             ticket: ticket.clone(),
             expected_us,
+            settings: self.settings.hash(),
         };
         let mut ride = Some(ride);
         let mut joined = None;
@@ -470,26 +538,101 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         for i in 0..buckets.len() {
             let bucket = &buckets[(start + i) % buckets.len()];
             let Some(r) = ride.take() else { break };
-            match bucket
-                .connector()
-                .carriers
-                .board(self.settings.hash(), config.max_depth, r)
-            {
+            match bucket.connector().carriers.board(config.max_depth, r) {
                 Ok(found) => joined = Some(found),
                 Err(back) => ride = Some(back),
             }
         }
         let Some((depth, board)) = joined else {
-            return Ok(None);
+            // The bucket with the shortest queue of rides keeps this one in line.
+            let Some(ride) = ride else {
+                return Ok(Boarding::No);
+            };
+            let Some(bucket) = buckets
+                .iter()
+                .min_by_key(|b| b.connector().carriers.queued())
+            else {
+                return Ok(Boarding::No);
+            };
+            let carriers = bucket.connector().carriers.clone();
+            carriers.wait(ride);
+            self.cancel.slot.set_queued_ride(ticket.clone());
+            return Ok(Boarding::Queued(QueuedRide {
+                carriers,
+                ticket,
+                answers,
+            }));
         };
         if let Some(target) = board.target() {
             self.cancel.slot.set_ride(target.clone(), ticket);
         }
         drop(board);
         self.fe.shared.metrics.ride(pool.name(), depth);
+        Ok(match self.ride_answers(pool, &mut answers, None).await? {
+            Some(rode) => Boarding::Rode(rode),
+            None => Boarding::No,
+        })
+    }
+
+    /// Waits for a connection of the session's own and for a carrier to take its queued ride,
+    /// whichever comes first. `Ok(Err(rode))`: a carrier served it; otherwise the checkout's
+    /// result, the ride taken back (or lost before any of its answer arrived).
+    pub(super) async fn checkout_or_ride(
+        &mut self,
+        mut queued: QueuedRide,
+        pool: &Arc<Pool>,
+        affinity: Option<&str>,
+        exclude: &[usize],
+    ) -> Result<Result<Result<(), PgBackendError>, Rode>, SessionEnd> {
+        let first = {
+            let checkout = self.checkout(pool, affinity, exclude);
+            tokio::select! {
+                biased;
+                event = queued.answers.recv() => Err(event),
+                result = checkout => Ok(result),
+            }
+        };
+        let first = match first {
+            Ok(result) => {
+                if queued.withdraw() {
+                    return Ok(Ok(result));
+                }
+                // A carrier took the ride meanwhile: the connection just checked out goes back
+                // unused, and the answer comes from the carrier.
+                if result.is_ok() {
+                    self.finish_rides().await?;
+                }
+                None
+            }
+            Err(event) => Some(event),
+        };
+        if let Some(target) = queued.ticket.carrier() {
+            self.cancel
+                .slot
+                .set_ride(target.clone(), queued.ticket.clone());
+        }
+        match self.ride_answers(pool, &mut queued.answers, first).await? {
+            Some(rode) => Ok(Err(rode)),
+            None => Ok(Ok(self.checkout(pool, affinity, exclude).await)),
+        }
+    }
+
+    /// Relays a ride's answer to the client as it comes. `first`: an event already received
+    /// (`Some(None)`: the channel closed). `None` when the ride was lost before any of its
+    /// answer arrived, so it may go the ordinary way.
+    async fn ride_answers(
+        &mut self,
+        pool: &Arc<Pool>,
+        answers: &mut mpsc::Receiver<RideEvent>,
+        mut first: Option<Option<RideEvent>>,
+    ) -> Result<Option<Rode>, SessionEnd> {
         let mut relayed = false;
         loop {
-            match answers.recv().await {
+            let event = match first.take() {
+                Some(event) => event,
+                None => answers.recv().await,
+            };
+            match event {
                 Some(RideEvent::Part(part)) => {
                     relayed = true;
                     self.io.wbuf.extend_from_slice(&part);

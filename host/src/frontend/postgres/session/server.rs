@@ -21,7 +21,7 @@ use crate::postgres::protocol::{ErrorFields, TransactionStatus};
 use crate::route::{MirrorTicket, Pool};
 
 use super::extended::encode_parse;
-use super::multiplex::{BoardSlot, RideOffer, Rode};
+use super::multiplex::{BoardSlot, Boarding, RideOffer, Rode};
 use super::relay::{Held, Pending};
 use super::{Session, SessionEnd};
 
@@ -200,14 +200,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let paused = self.fe.paused.clone();
         self.fe.wait_resumed(paused).await;
         let affinity = verdict.decision.affinity_key.as_deref();
-        if let Some(offer) = ride
-            && let Some(rode) = self
-                .try_ride(verdict, &pool, affinity, &exclude, offer)
-                .await?
-        {
-            return Ok(Ok(Got::Rode(rode)));
-        }
-        let mut result = self.checkout(&pool, affinity, &exclude).await;
+        let boarding = match ride {
+            Some(offer) => {
+                self.try_ride(verdict, &pool, affinity, &exclude, offer)
+                    .await?
+            }
+            None => Boarding::No,
+        };
+        let mut result = match boarding {
+            Boarding::Rode(rode) => return Ok(Ok(Got::Rode(rode))),
+            Boarding::Queued(queued) => {
+                match self
+                    .checkout_or_ride(queued, &pool, affinity, &exclude)
+                    .await?
+                {
+                    Ok(result) => result,
+                    Err(rode) => return Ok(Ok(Got::Rode(rode))),
+                }
+            }
+            Boarding::No => self.checkout(&pool, affinity, &exclude).await,
+        };
         // Every node of the pool failed before the health checks noticed: its fallback pool
         // takes the statement (nothing was sent yet).
         if let Err(e) = &result
