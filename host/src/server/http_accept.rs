@@ -81,13 +81,10 @@ pub(super) async fn accept_loop(
                 // request on a kept-alive connection.
                 let frontend = slot.load_full();
                 let guard = watch.begin();
-                // Boxed: the handler's state machine is several KiB, and hyper moves the
-                // future it is given (into its dispatcher, then into place); unboxed, those
-                // moves were a third of the instructions of a cached answer.
-                Box::pin(async move {
+                async move {
                     let response = frontend.handle(request, peer).await;
                     Ok::<_, Infallible>(response.map(|body| Watched::new(body, guard)))
-                })
+                }
             })
         };
         let stats = stats.clone();
