@@ -36,47 +36,8 @@ cleanup() {
 trap cleanup EXIT
 examples/clickhouse/clickhouse.sh start "$STATE/clickhouse"
 
-config() { # port policy cache(true|false)
-  cat <<TOML
-[[listener]]
-name = "bench"
-protocol = "clickhouse-http"
-bind = "127.0.0.1:$1"
-cluster = "ch"
-
-[cluster.ch]
-protocol = "clickhouse-http"
-
-[cluster.ch.pool.reader]
-role = "replica"
-nodes = ["$CH"]
-size = 16
-auth = { user = "reader", password = "reader_pass" }
-
-[cluster.ch.pool.writer]
-role = "primary"
-nodes = ["$CH"]
-auth = { user = "writer", password = "writer_pass" }
-
-[cache]
-enabled = $3
-max_ttl = "10m"
-
-[policy]
-path = "policies/dist/$2.wasm"
-artifact_dir = "$STATE/artifacts"
-watch = false
-[policy.config]
-default_ttl = "600000"
-
-[[user]]
-name = "bench"
-password = "bench"
-
-[log]
-level = "warn"
-TOML
-}
+# shellcheck source=examples/clickhouse/bench-config.sh
+source examples/clickhouse/bench-config.sh
 
 start_proxy() { # port policy cache
   config "$1" "$2" "$3" >"$STATE/proxy-$1.toml"
