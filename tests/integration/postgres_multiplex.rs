@@ -328,3 +328,60 @@ async fn a_read_that_found_no_room_rides_before_later_ones() {
         "C3 did not ride when room appeared"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_a_ride_taken_from_the_queue() {
+    let pg = PgCluster::start(1);
+    let config = PgConfig::new(&pg)
+        .defaults("size = 1\nmultiplex = { enabled = true, max_depth = 3 }")
+        .extra("[admin]\nbind = \"127.0.0.1:0\"\n")
+        .build();
+    let proxy = Proxy::start(&config).await;
+    let c1 = client(&proxy).await;
+    let (c2, c3) = (client(&proxy).await, client(&proxy).await);
+    let before = rides(&proxy).await;
+    let (first, second) = (c1.clone(), c1.clone());
+    let own = tokio::spawn(async move {
+        tokio::join!(
+            pg::query_one_text(&first, "SELECT 'a1' || pg_sleep(0.3)::text"),
+            pg::query_one_text(&second, "SELECT pg_sleep(0.3)::text || 'a2'"),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rider = c2.clone();
+    let r2 = tokio::spawn(async move { pg::query_one_text(&rider, "SELECT 'c2'").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // No room: C3 waits in the queue, and rides once C1's first statement is answered.
+    let queued = c3.clone();
+    let started = Instant::now();
+    let r3 =
+        tokio::spawn(async move { queued.simple_query("SELECT pg_sleep(5)::text, 'c3'").await });
+    // C1's two statements and C2's are answered by ~0.7 s; C3's then runs on the server.
+    let (a1, a2) = own.await.expect("c1");
+    assert_eq!((a1.as_str(), a2.as_str()), ("a1", "a2"));
+    assert_eq!(r2.await.expect("c2"), "c2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        rides(&proxy).await >= before + 2.0,
+        "C3 did not ride from the queue"
+    );
+    assert!(
+        !r3.is_finished(),
+        "C3's statement ended early: {:?}",
+        r3.await
+    );
+    c3.cancel_token()
+        .cancel_query(NoTls)
+        .await
+        .expect("cancel C3");
+    let e = r3
+        .await
+        .expect("task")
+        .expect_err("C3's running statement must be cancelled");
+    assert_eq!(pg::sqlstate(&e), "57014", "{}", pg::describe(&e));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the cancel did not reach the carrier's connection"
+    );
+    assert_eq!(pg::query_one_text(&c1, "SELECT 'after'").await, "after");
+}
