@@ -385,3 +385,39 @@ async fn a_cancel_reaches_a_ride_taken_from_the_queue() {
     );
     assert_eq!(pg::query_one_text(&c1, "SELECT 'after'").await, "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cancelled_while_it_waits_for_room_does_not_run() {
+    let pg = PgCluster::start(1);
+    let config = PgConfig::new(&pg)
+        .defaults("size = 1\nmultiplex = { enabled = true, max_depth = 2 }")
+        .extra("[admin]\nbind = \"127.0.0.1:0\"\n")
+        .build();
+    let proxy = Proxy::start(&config).await;
+    let c1 = client(&proxy).await;
+    let (c2, c3) = (client(&proxy).await, client(&proxy).await);
+    let carrier = c1.clone();
+    let first = tokio::spawn(async move {
+        pg::query_one_text(&carrier, "SELECT 'c1' || pg_sleep(0.4)::text").await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rider = c2.clone();
+    let r2 = tokio::spawn(async move { pg::query_one_text(&rider, "SELECT 'c2'").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The connection is full (C1's statement and C2's): C3 waits for room or a connection.
+    let waiting = c3.clone();
+    let r3 = tokio::spawn(async move { waiting.simple_query("SELECT pg_sleep(1), 'c3'").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c3.cancel_token()
+        .cancel_query(NoTls)
+        .await
+        .expect("cancel C3");
+    let e = r3
+        .await
+        .expect("task")
+        .expect_err("C3's statement was cancelled before it started");
+    assert_eq!(pg::sqlstate(&e), "57014", "{}", pg::describe(&e));
+    assert_eq!(first.await.expect("C1"), "c1");
+    assert_eq!(r2.await.expect("C2"), "c2");
+    assert_eq!(pg::query_one_text(&c3, "SELECT 'again'").await, "again");
+}

@@ -107,6 +107,11 @@ impl RideTicket {
         self.state.store(DONE, Ordering::Release);
     }
 
+    /// A CancelRequest withdrew it before it started.
+    pub fn is_cancelled(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CANCELLED
+    }
+
     /// Where a cancel for the ride goes while it runs, if a carrier took it from the queue.
     pub fn carrier(&self) -> Option<&super::CancelTarget> {
         self.carrier.get()

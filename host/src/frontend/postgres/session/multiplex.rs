@@ -595,7 +595,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let first = match first {
             Ok(result) => {
                 if queued.withdraw() {
-                    return Ok(Ok(result));
+                    if !queued.ticket.is_cancelled() {
+                        return Ok(Ok(result));
+                    }
+                    // Cancelled while it waited: answered as a statement withdrawn from a
+                    // board is, without running, and the connection goes back unused.
+                    if result.is_ok() {
+                        self.finish_rides().await?;
+                    }
+                    self.cancel.slot.clear();
+                    self.work = None;
+                    self.io.error(&ErrorFields::error(
+                        "57014",
+                        "canceling statement due to user request",
+                    ));
+                    ready_for_query(&mut self.io.wbuf, self.status);
+                    return Ok(Err(Rode {
+                        pool: pool.clone(),
+                        failed: true,
+                        ran: Duration::ZERO,
+                    }));
                 }
                 // A carrier took the ride meanwhile: the connection just checked out goes back
                 // unused, and the answer comes from the carrier.
