@@ -14,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 target=wasm32-wasip2
 langs=" ${POLICY_LANGS:-rust python js} "
-names=(rw-split guard tenant-router cache-rules runaway memory-hog bad-init blocker trap escape mirror-reads retarget)
+names=(rw-split guard tenant-router cache-rules runaway memory-hog bad-init blocker trap escape mirror-reads retarget echo)
 
 die() {
     echo "policies/build.sh: error: $*" >&2

@@ -210,3 +210,57 @@ fn guest_gets_no_filesystem_environment_or_network() {
     assert_eq!(tag("tcp"), "denied");
     assert_eq!(tag("stdout"), "ok");
 }
+
+/// Rust policies receive the query record packed into one buffer (`on-query-packed`) and the
+/// SDK decodes it: every field must arrive as the host has it.
+#[test]
+fn a_rust_policy_receives_every_field_of_the_query_record() {
+    let policy = handle("echo", FailMode::FailClosed);
+    let sql = "UPDATE public.accounts SET n = n + 1 WHERE id = 1 LIMIT 2; \
+               EXPLAIN SELECT lower(x) FROM \"Q\".t";
+    let mut q = query_as(sql, "bob");
+    q.client_addr = "10.1.2.3:4567".into();
+    q.in_transaction = true;
+    q.attributes = vec![
+        ("startup.application_name".to_owned(), "billing".to_owned()),
+        ("extended".to_owned(), "true".to_owned()),
+    ]
+    .into();
+    let decision = policy.decide(&q, None).expect("decide");
+    let echo = decision
+        .tags
+        .iter()
+        .find(|(k, _)| k == "query")
+        .map(|(_, v)| v.as_str())
+        .expect("the echo tag");
+    let fingerprint = format!("fingerprint: {},", q.classification.fingerprint);
+    let sql_field = format!("sql: {sql:?}");
+    for expected in [
+        "protocol: Protocol::Postgres",
+        sql_field.as_str(),
+        fingerprint.as_str(),
+        "kind: StatementKind::Write",
+        "HAS_WHERE",
+        "HAS_LIMIT",
+        "MULTI_STATEMENT",
+        "tables-read: [\"Q.t\"]",
+        "tables-written: [\"public.accounts\"]",
+        "functions: [\"lower\"]",
+        "user: \"bob\"",
+        "database: \"app\"",
+        "client-addr: \"10.1.2.3:4567\"",
+        "in-transaction: true",
+        "command: \"UPDATE\"",
+        "command: \"EXPLAIN\"",
+        "command: \"SELECT\"",
+        "schema: Some(\"public\"), name: \"accounts\", access: Access::Write, guessed: false",
+        "schema: Some(\"Q\"), name: \"t\"",
+        "depth: 1",
+        "has-where: true, has-limit: true",
+        "kind: ObjectKind::Function, schema: None, name: \"lower\", access: Access::Call",
+        "runs: false",
+        "attributes: [(\"startup.application_name\", \"billing\"), (\"extended\", \"true\")]",
+    ] {
+        assert!(echo.contains(expected), "missing {expected} in {echo}");
+    }
+}

@@ -15,9 +15,93 @@ mod generated {
     });
 }
 
+mod generated_packed {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "policy-packed",
+        ownership: Borrowing { duplicate_if_necessary: true },
+        with: {
+            "switchyard:policy/types": super::generated::switchyard::policy::types,
+            "switchyard:policy/host": super::generated::switchyard::policy::host,
+        },
+    });
+}
+
 pub use generated::switchyard::policy::host::{Host as HostImports, Level};
 pub use generated::switchyard::policy::types as wit;
 pub use generated::{Policy, PolicyPre};
+pub use generated_packed::{PolicyPacked, PolicyPackedPre};
+
+/// Encodes the query record for `on-query-packed` (the layout is in `wit/policy.wit`).
+pub fn pack_query(q: &QueryContext, out: &mut Vec<u8>) {
+    out.clear();
+    with_wit_query(q, |w| {
+        let mut flags = 0u8;
+        for (bit, flag) in [
+            wit::QueryFlags::HAS_WHERE,
+            wit::QueryFlags::HAS_LIMIT,
+            wit::QueryFlags::VOLATILE,
+            wit::QueryFlags::MULTI_STATEMENT,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if w.flags.contains(flag) {
+                flags |= 1 << bit;
+            }
+        }
+        out.extend_from_slice(&[
+            w.protocol as u8,
+            w.kind as u8,
+            flags,
+            u8::from(w.in_transaction),
+        ]);
+        out.extend_from_slice(&w.fingerprint.to_le_bytes());
+        for text in [w.sql, w.user, w.database, w.client_addr] {
+            put_str(out, text);
+        }
+        for list in [w.tables_read, w.tables_written, w.functions] {
+            put_len(out, list.len());
+            for name in list {
+                put_str(out, name);
+            }
+        }
+        put_len(out, w.statements.len());
+        for st in w.statements {
+            put_str(out, st.command);
+            out.extend_from_slice(&[st.kind as u8, u8::from(st.parsed), u8::from(st.runs)]);
+            out.extend_from_slice(&st.depth.to_le_bytes());
+            out.extend_from_slice(&[u8::from(st.has_where), u8::from(st.has_limit)]);
+            put_len(out, st.objects.len());
+            for o in st.objects {
+                out.push(o.kind as u8);
+                match o.schema {
+                    Some(schema) => {
+                        out.push(1);
+                        put_str(out, schema);
+                    }
+                    None => out.push(0),
+                }
+                put_str(out, o.name);
+                out.extend_from_slice(&[o.access as u8, u8::from(o.guessed)]);
+            }
+        }
+        put_len(out, w.attributes.len());
+        for (k, v) in w.attributes {
+            put_str(out, k);
+            put_str(out, v);
+        }
+    });
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    put_len(out, text.len());
+    out.extend_from_slice(text.as_bytes());
+}
 
 use smallvec::SmallVec;
 

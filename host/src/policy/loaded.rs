@@ -13,7 +13,9 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use wasmtime::Store;
 
-use super::bindings::{Policy, PolicyPre, decision_from_wit, with_wit_query};
+use super::bindings::{
+    Policy, PolicyPacked, PolicyPackedPre, PolicyPre, decision_from_wit, pack_query, with_wit_query,
+};
 use super::deadline::Verdict;
 use super::runtime::PolicyRuntime;
 use super::state::{BackendStateSource, StoreState};
@@ -33,14 +35,57 @@ pub struct InstanceLimits {
 
 struct Instance {
     store: Store<StoreState>,
-    bindings: Policy,
+    bindings: Bindings,
+    /// The packed query record, reused from call to call.
+    packed: Vec<u8>,
+}
+
+/// A component of either world: `on-query` with the record, or `on-query-packed`.
+#[derive(Clone)]
+enum Pre {
+    Record(PolicyPre<StoreState>),
+    Packed(PolicyPackedPre<StoreState>),
+}
+
+enum Bindings {
+    Record(Policy),
+    Packed(PolicyPacked),
+}
+
+impl Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::Record(p) => p.engine(),
+            Pre::Packed(p) => p.engine(),
+        }
+    }
+
+    fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Pre::Record(p) => Bindings::Record(p.instantiate(store)?),
+            Pre::Packed(p) => Bindings::Packed(p.instantiate(store)?),
+        })
+    }
+}
+
+impl Bindings {
+    fn call_init(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &[(&str, &str)],
+    ) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Bindings::Record(b) => b.call_init(store, config),
+            Bindings::Packed(b) => b.call_init(store, config),
+        }
+    }
 }
 
 pub struct LoadedPolicy {
     name: Arc<str>,
     path: PathBuf,
     sha256: String,
-    pre: PolicyPre<StoreState>,
+    pre: Pre,
     config: Vec<(String, String)>,
     limits: InstanceLimits,
     idle: ArrayQueue<Instance>,
@@ -56,7 +101,7 @@ pub struct CompiledPolicy {
     name: Arc<str>,
     path: PathBuf,
     sha256: String,
-    pre: PolicyPre<StoreState>,
+    pre: Pre,
 }
 
 impl CompiledPolicy {
@@ -87,7 +132,15 @@ impl CompiledPolicy {
             .linker()
             .instantiate_pre(&component)
             .map_err(link_error)?;
-        let pre = PolicyPre::new(instance_pre).map_err(link_error)?;
+        let packed = component
+            .component_type()
+            .exports(runtime.engine())
+            .any(|(name, _)| name == "on-query-packed");
+        let pre = if packed {
+            Pre::Packed(PolicyPackedPre::new(instance_pre).map_err(link_error)?)
+        } else {
+            Pre::Record(PolicyPre::new(instance_pre).map_err(link_error)?)
+        };
         let name: Arc<str> = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -215,9 +268,15 @@ impl LoadedPolicy {
             .deadline
             .start(self.limits.deadline);
         instance.store.set_epoch_deadline(ticks);
-        let result = with_wit_query(query, |q| {
-            instance.bindings.call_on_query(&mut instance.store, q)
-        });
+        let result = match &instance.bindings {
+            Bindings::Record(b) => {
+                with_wit_query(query, |q| b.call_on_query(&mut instance.store, q))
+            }
+            Bindings::Packed(b) => {
+                pack_query(query, &mut instance.packed);
+                b.call_on_query_packed(&mut instance.store, &instance.packed)
+            }
+        };
         match result {
             Ok(decision) => {
                 let state = instance.store.data_mut();
@@ -276,7 +335,11 @@ impl LoadedPolicy {
             Ok(Ok(())) => {
                 let state = store.data_mut();
                 state.baseline_memory = state.linear_memory;
-                Ok(Instance { store, bindings })
+                Ok(Instance {
+                    store,
+                    bindings,
+                    packed: Vec::new(),
+                })
             }
             Ok(Err(reason)) => Err(CallFailure::Instantiate(reason)),
             Err(e) => Err(CallFailure::Instantiate(

@@ -54,6 +54,7 @@ mod config;
 mod decision;
 mod facts;
 mod host;
+mod packed;
 mod query;
 pub mod sql;
 pub mod testing;
@@ -68,7 +69,7 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "policy",
+        world: "policy-packed",
         path: "../../wit",
         pub_export_macro: true,
         export_macro_name: "__export_policy_world",
@@ -130,8 +131,8 @@ macro_rules! export {
                     $crate::__rt::init::<$policy>(&__SWITCHYARD_POLICY, config)
                 }
 
-                fn on_query(q: $crate::Query) -> $crate::Decision {
-                    $crate::__rt::on_query::<$policy>(&__SWITCHYARD_POLICY, q)
+                fn on_query_packed(q: ::std::vec::Vec<u8>) -> $crate::Decision {
+                    $crate::__rt::on_query::<$policy>(&__SWITCHYARD_POLICY, $crate::__rt::unpack(&q))
                 }
             }
 
@@ -149,6 +150,8 @@ pub mod __rt {
     use crate::{Config, Decision, Policy, Query};
 
     pub type Slot<P> = LocalKey<RefCell<Option<P>>>;
+
+    pub use crate::packed::decode as unpack;
 
     pub fn init<P: Policy>(
         slot: &'static Slot<P>,
