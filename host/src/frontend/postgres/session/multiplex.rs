@@ -603,18 +603,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if result.is_ok() {
                         self.finish_rides().await?;
                     }
-                    self.cancel.slot.clear();
-                    self.work = None;
-                    self.io.error(&ErrorFields::error(
-                        "57014",
-                        "canceling statement due to user request",
-                    ));
-                    ready_for_query(&mut self.io.wbuf, self.status);
-                    return Ok(Err(Rode {
-                        pool: pool.clone(),
-                        failed: true,
-                        ran: Duration::ZERO,
-                    }));
+                    let cancelled =
+                        ErrorFields::error("57014", "canceling statement due to user request");
+                    return Ok(Err(self.answered_with(pool, &cancelled)));
                 }
                 // A carrier took the ride meanwhile: the connection just checked out goes back
                 // unused, and the answer comes from the carrier.
@@ -633,6 +624,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match self.ride_answers(pool, &mut queued.answers, first).await? {
             Some(rode) => Ok(Err(rode)),
             None => Ok(Ok(self.checkout(pool, affinity, exclude).await)),
+        }
+    }
+
+    /// Ends a ride's unit with `error` and ReadyForQuery for the client, as failed.
+    fn answered_with(&mut self, pool: &Arc<Pool>, error: &ErrorFields) -> Rode {
+        self.cancel.slot.clear();
+        self.work = None;
+        self.io.error(error);
+        ready_for_query(&mut self.io.wbuf, self.status);
+        Rode {
+            pool: pool.clone(),
+            failed: true,
+            ran: Duration::ZERO,
         }
     }
 
@@ -679,20 +683,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         return Ok(None);
                     }
                     // Part of the answer is with the client: it cannot be sent again.
-                    self.work = None;
-                    self.io.error(&ErrorFields::error(
+                    let lost = ErrorFields::error(
                         "08006",
                         format!(
                             "server connection lost in pool \"{}\" while answering",
                             pool.name()
                         ),
-                    ));
-                    ready_for_query(&mut self.io.wbuf, self.status);
-                    return Ok(Some(Rode {
-                        pool: pool.clone(),
-                        failed: true,
-                        ran: Duration::ZERO,
-                    }));
+                    );
+                    return Ok(Some(self.answered_with(pool, &lost)));
                 }
             }
         }
